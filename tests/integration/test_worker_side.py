@@ -1,0 +1,248 @@
+"""The Celery side of the wire contract, against a real redis-server and a real prefork worker.
+
+One Celery worker (started through `worker_agent.celery_boot`, as the agent starts it) serves
+the whole module; messages are published the way the scheduler publishes them: a plain Celery
+`send_task` with the `sy_*` headers, after the fence key is set. The broker uses Redis db 0 and
+the Switchyard state db 1, so the test also proves the two are kept apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from tests.support.redis_server import RedisServer, env_without_switchyard, wait_until
+
+QUEUE = "sy.w.test"
+WORKER_ID = "test"
+PREFIX = "sy"
+
+
+class WorkerSide:
+    """Handles for one test module: broker + state clients, a publisher and the worker process."""
+
+    def __init__(self, server: RedisServer, run_dir: Path, log_path: Path) -> None:
+        self.broker_url = f"redis://127.0.0.1:{server.port}/0"
+        self.state_url = f"redis://127.0.0.1:{server.port}/1"
+        self.broker = redis.Redis.from_url(self.broker_url, decode_responses=True)
+        self.state = redis.Redis.from_url(self.state_url, decode_responses=True)
+        self.publisher = Celery("publisher", broker=self.broker_url)
+        self.run_dir = run_dir
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def publish(self, task_name: str, tid: str, attempt: int, args: list[Any] | None = None,
+                kwargs: dict[str, Any] | None = None, payload_ref: bool = False,
+                set_fence: str | None = None, headers: bool = True, write_fence: bool = True) -> None:
+        """Hand out `attempt` of `tid` the way the scheduler does: fence first, then publish."""
+        if headers and write_fence:
+            self.state.set(f"{PREFIX}:fence:{tid}", set_fence if set_fence is not None else str(attempt))
+        message_headers = (
+            {"sy_task_id": tid, "sy_attempt": attempt, "sy_worker_id": WORKER_ID,
+             "sy_payload_ref": 1 if payload_ref else 0}
+            if headers else {}
+        )
+        self.publisher.send_task(
+            task_name, args=args or [], kwargs=kwargs or {}, queue=QUEUE,
+            task_id=f"{tid}-{attempt}", headers=message_headers, serializer="json",
+        )
+
+    def events(self, tid: str) -> list[dict[str, str]]:
+        return [fields for _, fields in self.state.xrange(f"{PREFIX}:events") if fields.get("task_id") == tid]
+
+    def event_types(self, tid: str) -> list[str]:
+        return [event["type"] for event in self.events(tid)]
+
+    def runs(self) -> list[str]:
+        return list(self.broker.lrange("runs", 0, -1))
+
+    def worker_log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def worker_side(redis_server: RedisServer) -> Iterator[WorkerSide]:
+    run_dir = Path(tempfile.mkdtemp(prefix="sy-run-"))
+    side = WorkerSide(redis_server, run_dir, run_dir / "worker.log")
+    env = env_without_switchyard()
+    env.update(
+        AGENT_TEST_BROKER_URL=side.broker_url,
+        SWITCHYARD_WORKER_ID=WORKER_ID,
+        SWITCHYARD_STATE_REDIS_URL=side.state_url,
+        SWITCHYARD_KEY_PREFIX=PREFIX,
+        SWITCHYARD_RUN_DIR=str(run_dir),
+    )
+    argv = [sys.executable, "-m", "worker_agent.celery_boot", "-A", "tests.support.agent_app",
+            "worker", "-P", "prefork", "-c", "1", "-Q", QUEUE, "-n", "test@%h",
+            "--without-mingle", "--without-gossip", "-l", "INFO"]
+    with side.log_path.open("wb") as log_file:
+        side.process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                        cwd=Path(__file__).resolve().parents[2])
+    try:
+        wait_until(lambda: "ready." in side.worker_log() or side.process.poll() is not None,  # type: ignore[union-attr]
+                   timeout=30, message="celery worker ready")
+        assert side.process.poll() is None, side.worker_log()
+        yield side
+    finally:
+        side.process.send_signal(signal.SIGTERM)
+        try:
+            side.process.wait(20)
+        except subprocess.TimeoutExpired:
+            side.process.kill()
+            side.process.wait(10)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def new_tid() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def test_current_attempt_runs_once_and_reports_started_and_succeeded(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.add", tid, 1, args=[2, 3])
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
+    events = worker_side.events(tid)
+    assert [e["type"] for e in events] == ["started", "succeeded"]
+    assert all(e["attempt"] == "1" and e["worker_id"] == WORKER_ID for e in events)
+    assert float(events[0]["ts"]) <= float(events[1]["ts"])
+    assert json.loads(events[1]["result_json"]) == 5
+    assert worker_side.state.get(f"{PREFIX}:fence:{tid}") == "1:started"
+    assert worker_side.runs().count("add:2:3") == 1
+    # The pid file exists only while the attempt runs.
+    assert not (worker_side.run_dir / f"{tid}.1.pid").exists()
+
+
+def test_stale_attempt_never_runs(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.record", tid, 1, args=[f"stale-{tid}"], set_fence="2")
+    # A marker task queued behind it proves the stale message was consumed, not just slow.
+    marker = new_tid()
+    worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
+    assert f"stale-{tid}" not in worker_side.runs()
+    assert worker_side.events(tid) == []
+    assert worker_side.state.get(f"{PREFIX}:fence:{tid}") == "2"
+
+
+def test_duplicate_delivery_runs_once(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.record", tid, 3, args=[f"dup-{tid}"])
+    # A redelivery: the same message again, with no new hand-out (the fence is not rewritten).
+    worker_side.publish("agent_app.record", tid, 3, args=[f"dup-{tid}"], write_fence=False)
+    marker = new_tid()
+    worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
+    assert worker_side.runs().count(f"dup-{tid}") == 1
+    assert worker_side.event_types(tid).count("started") == 1
+
+
+def test_raising_task_reports_failed_with_traceback(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.boom", tid, 1, args=["disk on fire"])
+
+    wait_until(lambda: "failed" in worker_side.event_types(tid), timeout=15, message="failed event")
+    failed = worker_side.events(tid)[-1]
+    assert failed["error_type"] == "ValueError"
+    assert failed["error"] == "ValueError: disk on fire"
+    assert "Traceback (most recent call last)" in failed["traceback"]
+    assert "raise ValueError(message)" in failed["traceback"]
+    assert worker_side.event_types(tid) == ["started", "failed"]
+
+
+def test_update_state_progress_becomes_progress_events(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.progress", tid, 1, args=[4])
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
+    progress = [e for e in worker_side.events(tid) if e["type"] == "progress"]
+    assert [float(e["progress"]) for e in progress] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert progress[-1]["message"] == "all done"
+
+
+def test_progress_report_helper(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    worker_side.publish("agent_app.report_progress", tid, 1)
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
+    progress = [e for e in worker_side.events(tid) if e["type"] == "progress"]
+    assert [(float(e["progress"]), e["message"]) for e in progress] == [(0.25, "a quarter")]
+
+
+def test_payload_by_reference_including_10_mb(worker_side: WorkerSide) -> None:
+    tid = new_tid()
+    blob = "x" * (10 * 1024 * 1024)
+    worker_side.state.hset(f"{PREFIX}:payload:{tid}", mapping={
+        "args_json": json.dumps([blob]), "kwargs_json": json.dumps({"label": "big"}),
+    })
+    worker_side.publish("agent_app.sizes", tid, 1, payload_ref=True)
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=20, message="succeeded event")
+    succeeded = worker_side.events(tid)[-1]
+    assert json.loads(succeeded["result_json"]) == {"len": 10 * 1024 * 1024, "label": "big"}
+
+
+def test_plain_celery_message_runs_unchanged(worker_side: WorkerSide) -> None:
+    tag = f"plain-{new_tid()}"
+    worker_side.publisher.send_task("agent_app.record", args=[tag], queue=QUEUE, serializer="json")
+
+    wait_until(lambda: tag in worker_side.runs(), timeout=15, message="plain task ran")
+    assert not any(fields.get("task_id") == tag for _, fields in worker_side.state.xrange(f"{PREFIX}:events"))
+
+
+def test_claim_survives_redis_forgetting_scripts(worker_side: WorkerSide) -> None:
+    # What a Redis restart does to loaded Lua scripts; the claim must reload it, not fail.
+    worker_side.state.script_flush()
+    tid = new_tid()
+    worker_side.publish("agent_app.add", tid, 1, args=[20, 22])
+
+    wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
+    assert json.loads(worker_side.events(tid)[-1]["result_json"]) == 42
+
+
+def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> None:
+    # Ignore (stale attempt) must ack: nothing may linger in kombu's unacked ledger, or it
+    # would be redelivered after the visibility timeout.
+    tid = new_tid()
+    worker_side.publish("agent_app.record", tid, 1, args=["never"], set_fence="cancelled")
+    marker = new_tid()
+    worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
+    wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
+
+    wait_until(lambda: worker_side.broker.hlen("unacked") == 0, timeout=10, message="unacked empty")
+    assert worker_side.broker.llen(QUEUE) == 0
+    assert "stale attempt 1 of task " + tid in worker_side.worker_log()
+    fenced_line = next(line for line in worker_side.worker_log().splitlines() if "switchyard: fenced" in line)
+    assert "agent_app.record" in fenced_line and "celery." not in fenced_line
+
+
+def test_visibility_timeout_and_late_acks_forced() -> None:
+    from celery import Celery as CeleryApp
+
+    from worker_agent.celery_hooks import force_worker_settings
+
+    app = CeleryApp("forced", broker="memory://")
+    app.conf.task_acks_late = False
+    app.conf.worker_prefetch_multiplier = 4
+    app.conf.broker_transport_options = {"fanout_prefix": True}
+    os.environ.pop("SWITCHYARD_VISIBILITY_TIMEOUT", None)
+    force_worker_settings(app.conf)
+    assert app.conf.task_acks_late is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.task_reject_on_worker_lost is False
+    assert app.conf.broker_transport_options == {"fanout_prefix": True, "visibility_timeout": 43200}
