@@ -1,0 +1,414 @@
+"""``switchyard``: the command line for a Switchyard scheduler.
+
+    switchyard [--scheduler HOST:PORT] [--json] COMMAND ...
+
+Commands: submit, get, watch, cancel, queues, workers, pause, resume, drain. ``--json`` prints
+machine-readable JSON (one object per line for ``watch``). Failures print
+``error: <CODE>: <message>`` on stderr and exit 1; bad usage exits 2 before any network call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from switchyard._models import GPU_REQUIREMENTS, QueueView, TaskView, WorkerView
+from switchyard.client import DEFAULT_TARGET, SchedulerClient
+from switchyard.exceptions import SwitchyardError, Unavailable
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+# --- argument types: reject bad input while parsing, before any network call -------------
+
+
+def json_array(text: str) -> list[Any]:
+    """``--args``: a JSON array."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"must be a JSON array, e.g. '[1, \"a\"]'; got {text!r}")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """``--kwargs``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, e.g. '{{\"path\": \"a.mp3\"}}'; got {text!r}")
+    return value
+
+
+def label(text: str) -> tuple[str, str]:
+    """``--label k=v``: one required worker label."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE; got {text!r}")
+    return key, value.strip()
+
+
+def priority(text: str) -> int:
+    """``--priority``: 0 (scheduler decides) or 1-10."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be an integer 0-10; got {text!r}") from exc
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"must be 0 (scheduler decides) or 1-10; got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """A count such as ``--gpu-memory-mb``."""
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A duration such as ``--timeout``."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from exc
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0; got {value}")
+    return value
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    # Sub-commands repeat the global options with SUPPRESS defaults, so `switchyard queues --json`
+    # works as well as `switchyard --json queues` without one overwriting the other.
+    default_scheduler: Any = argparse.SUPPRESS if in_subcommand else os.environ.get("SWITCHYARD_SCHEDULER", DEFAULT_TARGET)
+    default_json: Any = argparse.SUPPRESS if in_subcommand else False
+    parser.add_argument(
+        "--scheduler",
+        metavar="HOST:PORT",
+        default=default_scheduler,
+        help=f"scheduler address (env SWITCHYARD_SCHEDULER, default {DEFAULT_TARGET})",
+    )
+    parser.add_argument("--json", action="store_true", default=default_json, help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``switchyard``."""
+    parser = argparse.ArgumentParser(
+        prog="switchyard",
+        description="Submit, inspect and control work on a Switchyard scheduler.",
+    )
+    _add_global_options(parser, in_subcommand=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _add_global_options(sub, in_subcommand=True)
+        return sub
+
+    submit = command("submit", "submit one task")
+    submit.add_argument("task_name", metavar="TASK_NAME", help="Celery task name, e.g. media.transcribe_audio")
+    submit.add_argument("--args", type=json_array, default=[], metavar="JSON", help="positional arguments, a JSON array")
+    submit.add_argument("--kwargs", type=json_object, default={}, metavar="JSON", help="keyword arguments, a JSON object")
+    submit.add_argument("--content-type", default="", metavar="T", help="audio, video, image, document, web, text, youtube, ...")
+    submit.add_argument("--gpu", choices=GPU_REQUIREMENTS, default="unspecified", help="GPU need (default: classification decides)")
+    submit.add_argument("--gpu-memory-mb", type=non_negative_int, default=0, metavar="N", help="GPU memory needed on one device, MiB")
+    submit.add_argument("--priority", type=priority, default=0, metavar="N", help="1 (lowest) to 10; 0 lets the scheduler decide")
+    submit.add_argument("--queue", default="", metavar="Q", help="logical queue override")
+    submit.add_argument("--idempotency-key", default="", metavar="K", help="same key returns the original task")
+    submit.add_argument(
+        "--label", type=label, action="append", default=[], metavar="KEY=VALUE",
+        help="worker label the task requires (repeatable)",
+    )
+    submit.add_argument("--user-initiated", action="store_true", help="a person waits for this task (raises priority)")
+    submit.add_argument("--wait", action="store_true", help="wait for the task to finish; exit 0 only if it succeeded")
+    submit.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="with --wait: give up after S seconds")
+
+    get = command("get", "show one task")
+    get.add_argument("task_id", metavar="ID")
+
+    watch = command("watch", "print a line per state change until the task ends; exit 0 only if it succeeded")
+    watch.add_argument("task_id", metavar="ID")
+    watch.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="give up after S seconds")
+
+    cancel = command("cancel", "cancel a task")
+    cancel.add_argument("task_id", metavar="ID")
+
+    command("queues", "statistics of every logical queue")
+    command("workers", "workers known to the scheduler")
+
+    pause = command("pause", "stop handing out a queue's tasks")
+    pause.add_argument("queue", metavar="QUEUE")
+    resume = command("resume", "hand out a paused queue's tasks again")
+    resume.add_argument("queue", metavar="QUEUE")
+    drain = command("drain", "give a worker nothing new; it finishes what it has")
+    drain.add_argument("worker_id", metavar="WORKER")
+    return parser
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def to_jsonable(value: Any) -> Any:
+    """A view (dataclass) as plain JSON data: datetimes in ISO 8601, ``raw`` protobufs left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            item.name: to_jsonable(getattr(value, item.name))
+            for item in dataclasses.fields(value)
+            if item.name != "raw"
+        }
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    return value
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    print(json.dumps(to_jsonable(value), sort_keys=True), file=out)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}s"
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().isoformat(timespec="milliseconds")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows under headers, columns padded to their widest cell."""
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items())) or "-"
+
+
+def format_task(task: TaskView) -> str:
+    """A task as ``key: value`` lines."""
+    fields: list[tuple[str, str]] = [
+        ("task_id", task.task_id),
+        ("task_name", task.task_name),
+        ("state", task.state),
+        ("queue", task.queue),
+        ("priority", str(task.priority)),
+        ("class", task.task_class),
+        ("content_type", task.content_type or "-"),
+        ("gpu", task.gpu),
+        ("gpu_memory_mb", str(task.gpu_memory_mb)),
+        ("labels", _labels(task.labels)),
+        ("worker", task.worker_id or "-"),
+        ("attempt", str(task.attempt)),
+        ("progress", f"{task.progress:.0%}" + (f" {task.progress_message}" if task.progress_message else "")),
+        ("reason", task.reason or "-"),
+        ("submitted_at", _time(task.submitted_at)),
+        ("dispatched_at", _time(task.dispatched_at)),
+        ("started_at", _time(task.started_at)),
+        ("finished_at", _time(task.finished_at)),
+        ("wait", _seconds(task.wait_seconds)),
+        ("run", _seconds(task.run_seconds)),
+    ]
+    if task.result_json:
+        fields.append(("result", task.result_json))
+    if task.error:
+        fields.append(("error", task.error))
+    if task.traceback:
+        fields.append(("traceback", "\n  " + task.traceback.rstrip().replace("\n", "\n  ")))
+    width = max(len(name) for name, _ in fields)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in fields)
+
+
+def format_watch_line(task: TaskView) -> str:
+    """One line of ``watch``: time, state, worker, attempt, progress, reason."""
+    stamp = datetime.now().astimezone().strftime("%H:%M:%S.%f")[:-3]
+    parts = [stamp, task.state.ljust(13), f"worker={task.worker_id or '-'}", f"attempt={task.attempt}"]
+    if task.progress or task.progress_message:
+        parts.append(f"progress={task.progress:.0%}" + (f" ({task.progress_message})" if task.progress_message else ""))
+    if task.done and task.error:
+        parts.append(f"error={task.error}")
+    elif task.reason:
+        parts.append(f"reason={task.reason}")
+    return "  ".join(parts)
+
+
+def format_queues(queues: Sequence[QueueView]) -> str:
+    """The ``queues`` table."""
+    headers = ["QUEUE", "PAUSED", "PENDING", "PROCESSING", "COMPLETED", "FAILED", "MEAN WAIT", "MEAN RUN", "WORKERS"]
+    rows = [
+        [
+            queue.name,
+            "yes" if queue.paused else "no",
+            str(queue.pending),
+            str(queue.processing),
+            str(queue.completed),
+            str(queue.failed),
+            _seconds(queue.mean_wait_seconds),
+            _seconds(queue.mean_run_seconds),
+            str(queue.workers),
+        ]
+        for queue in queues
+    ]
+    return format_table(headers, rows)
+
+
+def _gpus(worker: WorkerView) -> str:
+    if not worker.gpus:
+        return "-"
+    described = ",".join(f"{gpu.name or 'gpu'}:{gpu.memory_free_mb}/{gpu.memory_total_mb}MiB" for gpu in worker.gpus)
+    return f"{len(worker.gpus)}x[{described}]" + (" (simulated)" if worker.gpu_simulated else "")
+
+
+def format_workers(workers: Sequence[WorkerView]) -> str:
+    """The ``workers`` table."""
+    headers = ["WORKER", "TYPE", "STATUS", "SLOTS", "FREE", "GPUS", "LABELS", "TASKS"]
+    rows = [
+        [
+            worker.worker_id,
+            worker.worker_type,
+            worker.status,
+            str(worker.slots),
+            str(worker.free_slots),
+            _gpus(worker),
+            _labels(worker.labels),
+            ",".join(worker.task_ids) or "-",
+        ]
+        for worker in workers
+    ]
+    return format_table(headers, rows)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _submit(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    submitted = client.submit(
+        options.task_name,
+        options.args,
+        options.kwargs,
+        content_type=options.content_type,
+        gpu=options.gpu,
+        gpu_memory_mb=options.gpu_memory_mb,
+        priority=options.priority,
+        queue=options.queue,
+        idempotency_key=options.idempotency_key,
+        labels=dict(options.label),
+        user_initiated=options.user_initiated,
+    )
+    if not options.wait:
+        if options.json:
+            _print_json(submitted, out)
+        else:
+            note = " (deduplicated)" if submitted.deduplicated else ""
+            print(
+                f"{submitted.task_id}{note}  queue={submitted.queue} priority={submitted.priority} "
+                f"class={submitted.task_class}  {submitted.reason}".rstrip(),
+                file=out,
+            )
+        return EXIT_OK
+    if not options.json:
+        print(f"submitted {submitted.task_id} to {submitted.queue} (priority {submitted.priority}); waiting...", file=out)
+        out.flush()
+    task = client.wait(submitted.task_id, timeout=options.timeout)
+    if options.json:
+        _print_json({"submitted": to_jsonable(submitted), "task": to_jsonable(task)}, out)
+    else:
+        print(format_task(task), file=out)
+    return EXIT_OK if task.succeeded else EXIT_FAILURE
+
+
+def _watch(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    last_key: tuple[Any, ...] | None = None
+    last: TaskView | None = None
+    for task in client.watch(options.task_id, timeout=options.timeout):
+        key = (task.state, task.worker_id, task.attempt, task.progress, task.progress_message)
+        last = task
+        if key == last_key:
+            continue
+        last_key = key
+        if options.json:
+            _print_json(task, out)
+        else:
+            print(format_watch_line(task), file=out)
+        out.flush()
+    if last is None or not last.done:
+        # The stream ended without a terminal state (scheduler shutting down): report what we know.
+        last = client.get(options.task_id)
+    return EXIT_OK if last.succeeded else EXIT_FAILURE
+
+
+def _run_command(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    name = options.command
+    if name == "submit":
+        return _submit(client, options, out)
+    if name == "watch":
+        return _watch(client, options, out)
+    handlers: dict[str, Callable[[], tuple[Any, Callable[[Any], str]]]] = {
+        "get": lambda: (client.get(options.task_id), format_task),
+        "cancel": lambda: (
+            client.cancel(options.task_id),
+            lambda result: f"{result.task.task_id}: {result.task.state} (was {result.previous_state})",
+        ),
+        "queues": lambda: (client.queues(), format_queues),
+        "workers": lambda: (client.workers(), format_workers),
+        "pause": lambda: (client.pause(options.queue), lambda queue: format_queues([queue])),
+        "resume": lambda: (client.resume(options.queue), lambda queue: format_queues([queue])),
+        "drain": lambda: (client.drain(options.worker_id), lambda worker: format_workers([worker])),
+    }
+    value, render = handlers[name]()
+    if options.json:
+        _print_json(value, out)
+    else:
+        print(render(value), file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``switchyard`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage and 0 after --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        with SchedulerClient(options.scheduler) as client:
+            return _run_command(client, options, sys.stdout)
+    except Unavailable as exc:
+        print(f"error: {exc.code}: {exc.message} (is switchyard-scheduler listening on {options.scheduler}?)", file=sys.stderr)
+        return EXIT_FAILURE
+    except SwitchyardError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
