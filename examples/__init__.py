@@ -1,0 +1,1 @@
+"""Examples: an ordinary Celery media app and the local demo that runs it on Switchyard."""
