@@ -1,0 +1,97 @@
+"""Acceptance item 11: /metrics exposes queue depth, tasks by state, submit-to-dispatch latency,
+connected workers by type and free slots, with values that match what the test set up."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.redis_server import wait_until
+from tests.support.stack import S, Stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _samples(stack: Stack) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample of the exposition, by sample name."""
+    by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(stack.metrics_text()):
+        for sample in family.samples:
+            by_name.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    return by_name
+
+
+def _value(
+    samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str
+) -> float | None:
+    for sample_labels, value in samples.get(name, []):
+        if all(_norm(sample_labels.get(k, "")) == v for k, v in labels.items()):
+            return value
+    return None
+
+
+def _norm(label: str) -> str:
+    """`gpu` for `gpu`, `GPU` or `WORKER_TYPE_GPU`; other labels pass through lower-cased."""
+    return label.lower().removeprefix("worker_type_").removeprefix("task_state_")
+
+
+def test_metrics_reflect_queues_tasks_latency_and_workers(stack: Stack) -> None:
+    stack.add_worker("gpu1", "gpu", concurrency=2)
+    stack.add_worker("cpu1", "cpu", concurrency=3)
+    stack.wait_workers_connected(["gpu1", "cpu1"])
+
+    stack.pause("gpu_priority")
+    held = [
+        stack.submit("e2e.sleep", [0.1, f"held-{i}"], content_type="video").task_id
+        for i in range(3)
+    ]
+    ran = [
+        stack.submit("e2e.sleep", [0.1, f"ran-{i}"], content_type="text").task_id for i in range(4)
+    ]
+    stack.wait_all(ran, timeout=30)
+
+    def settled() -> dict[str, list[tuple[dict[str, str], float]]] | None:
+        samples = _samples(stack)
+        ok = (
+            _value(samples, "switchyard_queue_depth", queue="gpu_priority") == 3
+            and _value(samples, "switchyard_queue_depth", queue="cpu_standard") == 0
+            and _value(samples, "switchyard_workers_connected", worker_type="gpu") == 1
+            and _value(samples, "switchyard_workers_connected", worker_type="cpu") == 1
+            and _value(samples, "switchyard_free_slots", worker_type="gpu") == 2
+            and _value(samples, "switchyard_free_slots", worker_type="cpu") == 3
+        )
+        return samples if ok else None
+
+    try:
+        samples = wait_until(
+            settled, timeout=15, interval=0.5, message="metrics to match the stack"
+        )
+    except AssertionError:
+        samples = _samples(stack)
+        interesting = {k: v for k, v in samples.items() if k.startswith("switchyard_")}
+        raise AssertionError(
+            f"metrics never matched the stack; switchyard samples: {interesting}"
+        ) from None
+
+    assert _value(samples, "switchyard_queue_depth", queue="gpu_fallback") == 0
+    pending = _value(samples, "switchyard_tasks", state="pending")
+    succeeded = _value(samples, "switchyard_tasks", state="succeeded")
+    assert pending is not None and pending >= 3, samples.get("switchyard_tasks")
+    assert succeeded is not None and succeeded >= 4, samples.get("switchyard_tasks")
+    count = _value(samples, "switchyard_submit_to_dispatch_seconds_count")
+    assert count is not None and count >= 4, samples.get(
+        "switchyard_submit_to_dispatch_seconds_count"
+    )
+    buckets = samples.get("switchyard_submit_to_dispatch_seconds_bucket", [])
+    assert buckets and max(v for _, v in buckets) == count, (
+        "histogram +Inf bucket differs from its count"
+    )
+
+    stack.resume("gpu_priority")
+    stack.wait_all(held, S.TASK_STATE_SUCCEEDED, timeout=30)
+    wait_until(
+        lambda: _value(_samples(stack), "switchyard_queue_depth", queue="gpu_priority") == 0,
+        timeout=15,
+        interval=0.5,
+        message="gpu_priority depth back to 0 after resume",
+    )

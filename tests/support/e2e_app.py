@@ -1,0 +1,123 @@
+"""The ordinary Celery app the end-to-end tests run under `switchyard-agent`.
+
+Nothing in it knows about Switchyard: it is what a user would write. Every task that does
+work records it in the broker's Redis so a test can see *where* and *when* user code really
+ran, independent of what the scheduler reports:
+
+* `e2e:runs`  — RPUSH of a JSON record when user code starts;
+* `e2e:done`  — RPUSH of the same record when user code reaches its end.
+
+A record is `{"tag", "worker", "pid", "celery_id", "attempt", "ts"}`; `celery_id` is
+`<task_id>-<attempt>` by the wire contract and `attempt` comes from the `sy_attempt` header
+when Celery exposes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+
+BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+
+app = Celery("e2e_app", broker=BROKER_URL)
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    result_backend=None,
+)
+
+RUNS_KEY = "e2e:runs"
+DONE_KEY = "e2e:done"
+GATE_PREFIX = "e2e:gate:"
+
+_recorder: redis.Redis | None = None
+_recorder_pid: int | None = None
+
+
+def _redis() -> redis.Redis:
+    """One client per process: prefork children must not share the parent's socket."""
+    global _recorder, _recorder_pid
+    if _recorder is None or _recorder_pid != os.getpid():
+        _recorder = redis.Redis.from_url(BROKER_URL, decode_responses=True)
+        _recorder_pid = os.getpid()
+    return _recorder
+
+
+def _attempt(request: Any) -> int | None:
+    value = getattr(request, "sy_attempt", None)
+    if value is None:
+        value = (getattr(request, "headers", None) or {}).get("sy_attempt")
+    if value is None and request.id and "-" in request.id:
+        value = request.id.rsplit("-", 1)[1]
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _record(key: str, request: Any, tag: str) -> dict[str, Any]:
+    record = {
+        "tag": tag,
+        "worker": os.environ.get("SWITCHYARD_WORKER_ID", ""),
+        "pid": os.getpid(),
+        "celery_id": request.id,
+        "attempt": _attempt(request),
+        "ts": time.time(),
+    }
+    _redis().rpush(key, json.dumps(record))
+    return record
+
+
+@app.task(name="e2e.sleep", bind=True)
+def sleep(self: Any, seconds: float, tag: str = "") -> dict[str, Any]:
+    """Sleep `seconds`, recording start and end."""
+    _record(RUNS_KEY, self.request, tag)
+    time.sleep(float(seconds))
+    _record(DONE_KEY, self.request, tag)
+    return {"tag": tag, "worker": os.environ.get("SWITCHYARD_WORKER_ID", "")}
+
+
+@app.task(name="e2e.gate", bind=True)
+def gate(self: Any, name: str, timeout: float = 60.0, tag: str = "") -> dict[str, Any]:
+    """Hold a worker slot until the test opens gate `name` (SET e2e:gate:<name>)."""
+    _record(RUNS_KEY, self.request, tag or name)
+    deadline = time.monotonic() + float(timeout)
+    while time.monotonic() < deadline and not _redis().exists(GATE_PREFIX + name):
+        time.sleep(0.05)
+    _record(DONE_KEY, self.request, tag or name)
+    return {"tag": tag or name, "worker": os.environ.get("SWITCHYARD_WORKER_ID", "")}
+
+
+@app.task(name="e2e.fail")
+def fail(message: str) -> None:
+    """Always raises ValueError(message)."""
+    raise ValueError(message)
+
+
+@app.task(name="e2e.progress", bind=True)
+def progress(self: Any, steps: int, delay: float, tag: str = "") -> dict[str, Any]:
+    """Report progress i/steps after each of `steps` sleeps of `delay` seconds."""
+    _record(RUNS_KEY, self.request, tag)
+    for i in range(1, int(steps) + 1):
+        time.sleep(float(delay))
+        self.update_state(state="PROGRESS", meta={"progress": i / steps, "message": f"step {i}"})
+    _record(DONE_KEY, self.request, tag)
+    return {"tag": tag, "steps": steps}
+
+
+@app.task(name="e2e.payload_len")
+def payload_len(data: str) -> int:
+    """Length of the (large) string argument."""
+    return len(data)
+
+
+@app.task(name="e2e.echo")
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Return the arguments unchanged."""
+    return {"args": list(args), "kwargs": kwargs}
