@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +228,74 @@ class CeleryWorker:
 def _resolve(future: asyncio.Future[ExitStatus], status: ExitStatus) -> None:
     if not future.done():
         future.set_result(status)
+
+
+def pid_file_path(run_dir: Path, task_id: str, attempt: int) -> Path:
+    """Where the worker side records the pool child running an attempt (wire contract)."""
+    # The task id comes over the network: never let it name a file outside the run dir.
+    if not task_id or "/" in task_id or "\0" in task_id or task_id.startswith("."):
+        raise ValueError(f"refusing unsafe task id {task_id!r} for a pid file name")
+    return run_dir / f"{task_id}.{attempt}.pid"
+
+
+def active_attempts(run_dir: Path) -> int:
+    """Switchyard attempts running now: one pid file each, written at start, removed at end."""
+    try:
+        return sum(1 for _ in run_dir.glob("*.pid"))
+    except OSError:
+        return 0
+
+
+async def cancel_attempt(run_dir: Path, task_id: str, attempt: int, kill_after_seconds: float = 5.0) -> bool:
+    """Stop one running attempt: SIGTERM its pool child, SIGKILL if it outlives the grace period.
+
+    Returns False when the attempt is not running here (no pid file): it already ended or
+    never started, and the scheduler's fence keeps it from starting later.
+    """
+    try:
+        pid_file = pid_file_path(run_dir, task_id, attempt)
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError) as exc:
+        log.info("cancel of task %s attempt %d: not running here (%s)", task_id, attempt, exc)
+        return False
+    if pid <= 1 or pid == os.getpid():
+        log.warning("cancel of task %s attempt %d: pid file names pid %d; ignoring", task_id, attempt, pid)
+        return False
+    log.info("cancelling task %s attempt %d: SIGTERM to pool process %d", task_id, attempt, pid)
+    if not _send(pid, signal.SIGTERM):
+        pid_file.unlink(missing_ok=True)
+        return True
+    deadline = asyncio.get_running_loop().time() + kill_after_seconds
+    while asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        # The pid file disappears when the attempt's own cleanup ran; the pid may be gone too.
+        if not pid_file.exists() or not _alive(pid):
+            pid_file.unlink(missing_ok=True)
+            return True
+    log.warning("task %s attempt %d: pool process %d ignored SIGTERM; sending SIGKILL", task_id, attempt, pid)
+    _send(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return True
+
+
+def _send(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still "exists"; it has stopped running, which is what cancel cares about.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True

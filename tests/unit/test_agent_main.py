@@ -1,0 +1,78 @@
+"""The agent's command line: validation with actionable messages, env defaults, reconnect backoff."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from switchyard.v1 import worker_pb2
+
+from worker_agent.main import ConfigError, parse_args, parse_labels, resolve_worker_type
+from worker_agent.probe import Capabilities, parse_simulate_spec
+from worker_agent.stream import backoff_delays
+
+CELERY = ["--", "celery", "-A", "app", "worker"]
+
+
+def test_full_command_line() -> None:
+    config = parse_args(["--scheduler", "sched:50051", "--worker-id", "gpu-01", "--type", "hybrid",
+                         "--simulate-gpu", "1xA100:40960", "--labels", "zone=eu,model=whisper-large",
+                         "--state-redis-url", "redis://r:6379/1", "--reconnect-max-seconds", "2",
+                         "--log-level", "debug", *CELERY, "-c", "2"], environ={})
+    assert config.scheduler == "sched:50051" and config.worker_id == "gpu-01"
+    assert config.worker_type == "hybrid" and config.simulate_gpu == "1xA100:40960"
+    assert config.labels == {"zone": "eu", "model": "whisper-large"}
+    assert config.state_redis_url == "redis://r:6379/1" and config.reconnect_max_seconds == 2
+    assert config.log_level == "DEBUG"
+    assert config.celery_command == ("celery", "-A", "app", "worker", "-c", "2")
+
+
+def test_environment_supplies_defaults() -> None:
+    config = parse_args(CELERY, environ={
+        "SWITCHYARD_SCHEDULER": "s:1", "SWITCHYARD_WORKER_ID": "cpu-7", "SWITCHYARD_WORKER_TYPE": "cpu",
+        "SWITCHYARD_SIMULATE_GPU": "2xT4:16384", "SWITCHYARD_LABELS": "rack=r1",
+    })
+    assert (config.scheduler, config.worker_id, config.worker_type, config.simulate_gpu, config.labels) == (
+        "s:1", "cpu-7", "cpu", "2xT4:16384", {"rack": "r1"})
+
+
+@pytest.mark.parametrize("worker_id", ["_leading-underscore", "has space", "a/b", "x" * 129, "ü"])
+def test_bad_worker_ids_rejected(worker_id: str) -> None:
+    with pytest.raises(ConfigError, match="invalid worker id"):
+        parse_args(["--scheduler", "s:1", "--worker-id", worker_id, *CELERY], environ={})
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--worker-id", "w", *CELERY], "--scheduler HOST:PORT is required"),
+        (["--scheduler", "s:1", *CELERY], "--worker-id is required"),
+        (["--scheduler", "s:1", "--worker-id", "w"], "after '--'"),
+    ],
+)
+def test_missing_settings_named(argv: list[str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_args(argv, environ={})
+
+
+@pytest.mark.parametrize("labels", ["zone", "=eu", "zone=eu,bad", "sp ace=1"])
+def test_bad_labels_rejected(labels: str) -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_labels(labels)
+
+
+def test_worker_type_follows_gpus_unless_declared() -> None:
+    cpu_only = Capabilities(cpu_count=4, memory_total_mb=1024, hostname="h")
+    with_gpu = Capabilities(cpu_count=4, memory_total_mb=1024, hostname="h",
+                            gpus=parse_simulate_spec("1xT4:16384"), gpu_simulated=True)
+    assert resolve_worker_type(None, cpu_only) == worker_pb2.WORKER_TYPE_CPU
+    assert resolve_worker_type(None, with_gpu) == worker_pb2.WORKER_TYPE_GPU
+    assert resolve_worker_type("hybrid", cpu_only) == worker_pb2.WORKER_TYPE_HYBRID
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    delays = backoff_delays(0.2, 5.0, random.Random(7))
+    values = [next(delays) for _ in range(10)]
+    ceilings = [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0]
+    assert all(ceiling / 2 <= value <= ceiling for value, ceiling in zip(values, ceilings, strict=True))
+    assert len(set(values)) == len(values)
