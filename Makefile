@@ -1,0 +1,80 @@
+# The project's one task runner: the README and CI (.ci/run) call these targets, nothing else.
+#
+#   make demo    run the local demo (redis + scheduler + a GPU and a CPU agent + a mixed workload)
+#   make test    every test tier (unit, integration, e2e), after checking deps and generated stubs
+#   make lint    ruff + mypy --strict
+#   make proto   regenerate the Python stubs from protos/
+#   make bench   dispatch benchmark
+
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.switchyard-installed
+PROTO_FILES := $(wildcard protos/switchyard/v1/*.proto)
+STUBS_DIR := clients/python/switchyard/v1
+LINT_PATHS := scheduler worker_agent clients/python/switchyard
+
+.DEFAULT_GOAL := help
+.PHONY: help venv deps-check demo test proto proto-check lint bench
+
+help:
+	@echo "make demo         run the local demo (starts redis, scheduler, two agents; prints a verdict)"
+	@echo "make test         run every test tier (needs redis-server)"
+	@echo "make lint         ruff check + mypy --strict"
+	@echo "make proto        regenerate $(STUBS_DIR) from protos/"
+	@echo "make proto-check  fail when the committed stubs differ from a fresh generation"
+	@echo "make bench        dispatch benchmark"
+	@echo "make venv         create $(VENV) and install the project with its dev extras"
+	@echo "make deps-check   make sure redis-server is installed"
+
+# Re-installs whenever pyproject.toml changes (new dependency, new console script).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+deps-check:
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "deps-check: redis-server found at $$(command -v redis-server)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps-check: redis-server missing; installing it with apt-get"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	else \
+		echo "deps-check: error: redis-server is not on PATH. Install it, then re-run:" >&2; \
+		echo "  Debian/Ubuntu:  sudo apt-get install -y redis-server" >&2; \
+		echo "  Fedora/RHEL:    sudo dnf install -y redis" >&2; \
+		echo "  macOS:          brew install redis" >&2; \
+		exit 1; \
+	fi
+
+demo: venv deps-check
+	$(PY) examples/demo.py
+
+# pytest exits 5 when it collects no tests; that fails the target like any other non-zero status.
+test: venv deps-check proto-check
+	@status=0; $(PY) -m pytest -q -ra tests || status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: error: pytest collected no tests" >&2; fi; \
+	exit $$status
+
+proto: venv
+	$(PY) -m grpc_tools.protoc -I protos --python_out=clients/python --grpc_python_out=clients/python --pyi_out=clients/python $(PROTO_FILES)
+
+proto-check: venv
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PY) -m grpc_tools.protoc -I protos --python_out="$$tmp" --grpc_python_out="$$tmp" --pyi_out="$$tmp" $(PROTO_FILES) || exit 1; \
+	if diff -r -x __pycache__ -x __init__.py "$$tmp/switchyard/v1" $(STUBS_DIR); then \
+		echo "proto-check: generated stubs are up to date"; \
+	else \
+		echo "proto-check: error: $(STUBS_DIR) is stale against protos/; run make proto and commit the result" >&2; \
+		exit 1; \
+	fi
+
+lint: venv
+	$(VENV)/bin/ruff check $(LINT_PATHS) examples
+	$(VENV)/bin/mypy $(LINT_PATHS)
+
+bench: venv
+	$(PY) bench/bench_dispatch.py
