@@ -326,7 +326,8 @@ def run_demo(options: argparse.Namespace, stack: Stack) -> int:
     with SchedulerClient(target, timeout=10) as client:
         wait_for_workers(stack, client, options.startup_timeout)
         print("both workers connected\n")
-        print(format_workers(client.workers()), "\n")
+        print(format_workers(client.workers()))
+        print()
 
         started = time.monotonic()
         submitted = submit_workload(client)
@@ -342,9 +343,11 @@ def run_demo(options: argparse.Namespace, stack: Stack) -> int:
         problems = report(results)
         print(f"\nall {len(results)} tasks finished in {elapsed:.1f}s\n")
         print("queues (ListQueues)")
-        print(format_queues(client.queues()), "\n")
+        print(format_queues(client.queues()))
+        print()
         print("workers (ListWorkers)")
-        print(format_workers(client.workers()), "\n")
+        print(format_workers(client.workers()))
+        print()
 
         if problems:
             print("VERDICT: FAIL")
@@ -383,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         print("error: redis-server is not on PATH; run `make deps-check` (or apt-get install redis-server)", file=sys.stderr)
         return 1
+    # Also when started in the background, where a shell would leave SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     stack = Stack()

@@ -283,7 +283,8 @@ def _gpus(worker: WorkerView) -> str:
     if not worker.gpus:
         return "-"
     described = ",".join(f"{gpu.name or 'gpu'}:{gpu.memory_free_mb}/{gpu.memory_total_mb}MiB" for gpu in worker.gpus)
-    return f"{len(worker.gpus)}x[{described}]" + (" (simulated)" if worker.gpu_simulated else "")
+    simulated = worker.gpu_simulated and "simulated" not in described.lower()
+    return f"{len(worker.gpus)}x[{described}]" + (" (simulated)" if simulated else "")
 
 
 def format_workers(workers: Sequence[WorkerView]) -> str:
