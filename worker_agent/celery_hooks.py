@@ -17,6 +17,8 @@ Celery loads the user's app, so the user's code needs no change. What it does:
   `succeeded` or `failed` to the lifecycle stream.
 * `task.update_state(state="PROGRESS", ...)` inside a Switchyard attempt also appends a
   `progress` event; `worker_agent.progress.report` does the same without a result backend.
+* `task_failure` in the main process reports attempts whose pool child died (hard time
+  limit, OOM kill) as `failed`, since the child could not report them itself.
 
 Celery puts custom message headers both on `task.request` as attributes and in
 `task.request.headers` (verified with Celery 5.7, protocol 2); the wrapper reads either.
@@ -333,6 +335,35 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     _wrapped_in_main.extend(wrap_user_tasks(app))
 
 
+def _on_task_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    """Report attempts whose pool child died (hard time limit, OOM kill, cancel) as failed.
+
+    The child never reaches its own `failed` report then; Celery's main process fires
+    task_failure with the request context pushed, so the sy_* headers are readable here. A pid
+    file still present proves the attempt started here and never finished. After a cancel the
+    scheduler drops this report (the task is no longer on this attempt), which is harmless.
+    """
+    from billiard.exceptions import WorkerLostError
+    from celery.exceptions import TimeLimitExceeded
+
+    if sender is None or not isinstance(exception, WorkerLostError | TimeLimitExceeded):
+        return
+    try:
+        attempt = attempt_from_request(sender.request)
+        pid_file = _pid_file(attempt) if attempt is not None else None
+        if attempt is None or pid_file is None or not pid_file.exists():
+            return
+        pid_file.unlink(missing_ok=True)
+        state_store().emit(
+            "failed", attempt,
+            error_type=type(exception).__name__,
+            error=f"{type(exception).__name__}: {exception}",
+            traceback="",
+        )
+    except Exception:
+        log.exception("could not report the lost attempt of task %s", getattr(sender, "name", "?"))
+
+
 def _on_worker_ready(**_: Any) -> None:
     # Logged here, not in worker_init: Celery configures logging only after worker_init.
     log.info(
@@ -357,6 +388,7 @@ signals.celeryd_init.connect(_on_celeryd_init, weak=False)
 signals.worker_init.connect(_on_worker_init, weak=False)
 signals.worker_process_init.connect(_on_worker_process_init, weak=False)
 signals.worker_ready.connect(_on_worker_ready, weak=False)
+signals.task_failure.connect(_on_task_failure, weak=False)
 
 
 def _now() -> str:

@@ -43,6 +43,7 @@ class WorkerSide:
         self.run_dir = run_dir
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        self.pool = "prefork"
 
     def publish(self, task_name: str, tid: str, attempt: int, args: list[Any] | None = None,
                 kwargs: dict[str, Any] | None = None, payload_ref: bool = False,
@@ -73,10 +74,13 @@ class WorkerSide:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def worker_side(redis_server: RedisServer) -> Iterator[WorkerSide]:
+@pytest.fixture(scope="module", params=["prefork", "threads"])
+def worker_side(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[WorkerSide]:
+    """One worker per pool: prefork wraps tasks before the fork, threads in the main process."""
     run_dir = Path(tempfile.mkdtemp(prefix="sy-run-"))
     side = WorkerSide(redis_server, run_dir, run_dir / "worker.log")
+    side.pool = request.param
+    side.broker.delete("runs")
     env = env_without_switchyard()
     env.update(
         AGENT_TEST_BROKER_URL=side.broker_url,
@@ -86,7 +90,7 @@ def worker_side(redis_server: RedisServer) -> Iterator[WorkerSide]:
         SWITCHYARD_RUN_DIR=str(run_dir),
     )
     argv = [sys.executable, "-m", "worker_agent.celery_boot", "-A", "tests.support.agent_app",
-            "worker", "-P", "prefork", "-c", "1", "-Q", QUEUE, "-n", "test@%h",
+            "worker", "-P", request.param, "-c", "1", "-Q", QUEUE, "-n", "test@%h",
             "--without-mingle", "--without-gossip", "-l", "INFO"]
     with side.log_path.open("wb") as log_file:
         side.process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -246,3 +250,22 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.task_reject_on_worker_lost is False
     assert app.conf.broker_transport_options == {"fanout_prefix": True, "visibility_timeout": 43200}
+
+
+def test_hard_time_limit_kill_reported_as_failed(worker_side: WorkerSide) -> None:
+    # The pool child is killed, so it cannot report; the worker's main process must.
+    if worker_side.pool != "prefork":
+        pytest.skip("hard time limits exist only in the prefork pool")
+    tid = new_tid()
+    worker_side.state.set(f"{PREFIX}:fence:{tid}", "1")
+    worker_side.publisher.send_task(
+        "agent_app.sleep", args=[30], queue=QUEUE, task_id=f"{tid}-1", serializer="json",
+        headers={"sy_task_id": tid, "sy_attempt": 1, "sy_worker_id": WORKER_ID, "sy_payload_ref": 0},
+        time_limit=1,
+    )
+
+    wait_until(lambda: "failed" in worker_side.event_types(tid), timeout=15, message="failed event")
+    failed = worker_side.events(tid)[-1]
+    assert failed["error_type"] == "TimeLimitExceeded"
+    assert worker_side.event_types(tid) == ["started", "failed"]
+    assert not (worker_side.run_dir / f"{tid}.1.pid").exists()

@@ -1,0 +1,258 @@
+"""The agent as a whole: a real `switchyard-agent` process supervising a real Celery worker,
+talking to an in-process grpc.aio AgentGateway double (the scheduler's side of the stream) on
+port 0, with a real redis-server for broker and state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+import redis
+from celery import Celery
+from switchyard.v1 import agent_pb2, agent_pb2_grpc
+
+from tests.support.redis_server import RedisServer, env_without_switchyard, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeGateway(agent_pb2_grpc.AgentGatewayServicer):
+    """Records everything agents send; welcomes each stream; pushes commands on request."""
+
+    def __init__(self, state_redis_url: str, heartbeat_interval: float = 0.2) -> None:
+        self.state_redis_url = state_redis_url
+        self.heartbeat_interval = heartbeat_interval
+        self.received: list[tuple[int, agent_pb2.ConnectRequest]] = []
+        self.streams = 0
+        self.commands: asyncio.Queue[agent_pb2.ConnectResponse] | None = None
+        self.lock = threading.Lock()
+
+    async def Connect(self, request_iterator: Any, context: Any) -> None:
+        with self.lock:
+            self.streams += 1
+            stream_no = self.streams
+        self.commands = asyncio.Queue()
+        hello = await context.read()
+        with self.lock:
+            self.received.append((stream_no, hello))
+        await context.write(agent_pb2.ConnectResponse(welcome=agent_pb2.AgentWelcome(
+            heartbeat_interval_seconds=self.heartbeat_interval,
+            state_redis_url=self.state_redis_url, key_prefix="sy")))
+
+        async def read_all() -> None:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    return
+                with self.lock:
+                    self.received.append((stream_no, message))
+
+        reader = asyncio.create_task(read_all())
+        commands = self.commands
+        while not reader.done():
+            getter = asyncio.create_task(commands.get())
+            done, _ = await asyncio.wait({reader, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                await context.write(getter.result())
+            else:
+                getter.cancel()
+
+    def messages(self, kind: str) -> list[Any]:
+        with self.lock:
+            return [getattr(m, kind) for _, m in self.received if m.WhichOneof("message") == kind]
+
+
+class GatewayServer:
+    """The fake gateway served by grpc.aio on its own event loop thread."""
+
+    def __init__(self, gateway: FakeGateway, port: int = 0) -> None:
+        self.gateway = gateway
+        self.loop = asyncio.new_event_loop()
+        self.port = port
+        self.server: Any = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    async def _start(self) -> None:
+        self.server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentGatewayServicer_to_server(self.gateway, self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        await self.server.start()
+
+    def push(self, command: agent_pb2.ConnectResponse) -> None:
+        queue = self.gateway.commands
+        assert queue is not None
+        self.loop.call_soon_threadsafe(queue.put_nowait, command)
+
+    async def _shutdown(self) -> None:
+        await self.server.stop(0)
+        current = asyncio.current_task()
+        leftovers = [task for task in asyncio.all_tasks() if task is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def start_agent(port: int, broker_url: str, log_path: Path, worker_id: str = "agent-t",
+                extra: list[str] | None = None) -> subprocess.Popen[bytes]:
+    env = env_without_switchyard()
+    env["AGENT_TEST_BROKER_URL"] = broker_url
+    argv = [sys.executable, "-m", "worker_agent.main", "--scheduler", f"127.0.0.1:{port}",
+            "--worker-id", worker_id, "--simulate-gpu", "1xA100:40960", "--labels", "zone=test",
+            "--reconnect-max-seconds", "0.5", *(extra or []),
+            "--", "celery", "-A", "tests.support.agent_app", "worker", "-P", "prefork", "-c", "1",
+            "-l", "INFO"]
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(argv, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def celery_children(agent: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    try:
+        return psutil.Process(agent.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.fixture()
+def urls(redis_server: RedisServer) -> tuple[str, str]:
+    return f"redis://127.0.0.1:{redis_server.port}/0", f"redis://127.0.0.1:{redis_server.port}/1"
+
+
+@pytest.fixture()
+def agent_log(tmp_path: Path) -> Path:
+    return tmp_path / "agent.log"
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture()
+def gateway(urls: tuple[str, str]) -> Iterator[GatewayServer]:
+    server = GatewayServer(FakeGateway(urls[1]))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_agent_registers_heartbeats_and_reports_a_dead_worker(
+        gateway: GatewayServer, urls: tuple[str, str], agent_log: Path) -> None:
+    agent = start_agent(gateway.port, urls[0], agent_log)
+    try:
+        hello = wait_until(lambda: gateway.gateway.messages("hello"), timeout=15, message="hello")[0]
+        assert hello.worker_id == "agent-t"
+        assert hello.celery_queue == "sy.w.agent-t"
+        assert hello.slots == 1
+        assert hello.worker_type == 2  # WORKER_TYPE_GPU: simulated GPUs count as GPUs
+        assert hello.capabilities.gpu_simulated is True
+        assert [g.uuid for g in hello.capabilities.gpus] == ["SIM-GPU-0"]
+        assert dict(hello.labels) == {"zone": "test"}
+
+        heartbeats = wait_until(lambda: len(gateway.gateway.messages("heartbeat")) >= 3 and
+                                gateway.gateway.messages("heartbeat"), timeout=10, message="3 heartbeats")
+        assert [h.sequence for h in heartbeats[:3]] == [1, 2, 3]
+        assert [g.memory_total_mb for g in heartbeats[0].load.gpus] == [40960]
+
+        # Celery runs only after the welcome, with the welcome's state Redis in its environment.
+        child = wait_until(lambda: celery_children(agent), timeout=10, message="celery child")[0]
+        assert child.environ()["SWITCHYARD_STATE_REDIS_URL"] == urls[1]
+        assert child.environ()["SWITCHYARD_WORKER_ID"] == "agent-t"
+        wait_until(lambda: "ready." in agent_log.read_text(errors="replace"), timeout=30, message="celery ready")
+
+        child.send_signal(signal.SIGKILL)
+        exited = wait_until(lambda: gateway.gateway.messages("worker_exited"), timeout=10,
+                            message="worker_exited")[0]
+        assert exited.exit_code == -signal.SIGKILL
+        assert "SIGKILL" in exited.reason
+        assert agent.wait(10) != 0
+    finally:
+        stop_process(agent)
+
+
+def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
+        urls: tuple[str, str], agent_log: Path) -> None:
+    port = free_port()
+    agent = start_agent(port, urls[0], agent_log, worker_id="late")
+    server: GatewayServer | None = None
+    try:
+        # Scheduler unreachable: the agent keeps retrying and does not start Celery.
+        time.sleep(1.5)
+        assert agent.poll() is None
+        assert celery_children(agent) == []
+        assert "cannot reach scheduler" in agent_log.read_text(errors="replace")
+
+        server = GatewayServer(FakeGateway(urls[1]), port=port)
+        wait_until(lambda: server.gateway.messages("hello"), timeout=15, message="hello after scheduler start")
+        wait_until(lambda: "ready." in agent_log.read_text(errors="replace"), timeout=30, message="celery ready")
+
+        state = redis.Redis.from_url(urls[1], decode_responses=True)
+        publisher = Celery("publisher", broker=urls[0])
+        state.set("sy:fence:long", "1")
+        publisher.send_task("agent_app.sleep", args=[30], queue="sy.w.late", task_id="long-1",
+                            headers={"sy_task_id": "long", "sy_attempt": 1, "sy_worker_id": "late",
+                                     "sy_payload_ref": 0}, serializer="json")
+        wait_until(lambda: any(f["type"] == "started" for _, f in state.xrange("sy:events")),
+                   timeout=15, message="started")
+        # Heartbeats count the running attempt.
+        wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 1,
+                   timeout=5, message="active_tasks == 1")
+
+        state.set("sy:fence:long", "cancelled")
+        server.push(agent_pb2.ConnectResponse(cancel=agent_pb2.CancelCommand(task_id="long", attempt=1)))
+        wait_until(lambda: "Task agent_app.sleep[long-1]" in agent_log.read_text(errors="replace")
+                   and "WorkerLostError" in agent_log.read_text(errors="replace"),
+                   timeout=10, message="pool child killed by cancel")
+        assert [f["type"] for _, f in state.xrange("sy:events")] == ["started"]
+        wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 0,
+                   timeout=10, message="active_tasks back to 0")
+
+        server.push(agent_pb2.ConnectResponse(drain=agent_pb2.DrainCommand(reason="maintenance")))
+        wait_until(lambda: "drains this worker: maintenance" in agent_log.read_text(errors="replace"),
+                   timeout=5, message="drain logged")
+
+        # Scheduler restart: the agent reconnects on its own, Celery keeps running, and the new
+        # stream's hello names the running Celery pid and heartbeats count from 1 again.
+        celery_pid = celery_children(agent)[0].pid
+        server.stop()
+        server = GatewayServer(FakeGateway(urls[1]), port=port)
+        rejoined = wait_until(lambda: server.gateway.messages("hello"), timeout=15, message="hello again")[0]
+        assert rejoined.celery_pid == celery_pid
+        heartbeats = wait_until(lambda: server.gateway.messages("heartbeat"), timeout=5, message="heartbeat")
+        assert heartbeats[0].sequence == 1
+        assert celery_children(agent)[0].pid == celery_pid
+
+        # Graceful stop: exit 0, Celery gone.
+        children = celery_children(agent)
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(30) == 0
+        assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
+        assert server.gateway.messages("worker_exited")
+    finally:
+        stop_process(agent)
+        if server is not None:
+            server.stop()
