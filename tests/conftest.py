@@ -1,9 +1,15 @@
-"""Fixtures shared by every tier: a real redis-server per test module."""
+"""Fixtures shared by every tier: a real redis-server per test module.
+
+hypothesis is imported here, at start-up: its pytest plugin otherwise imports it lazily at the
+end of the run, while gRPC/kombu threads are alive, and CPython 3.11's compiler can then fail
+with "AST constructor recursion depth mismatch".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import hypothesis  # noqa: F401  (imported before any test starts threads; see note below)
 import pytest
 
 from tests.support.redis_server import RedisServer

@@ -1,0 +1,1 @@
+"""Thin gRPC adapters: proto in, engine call, proto out."""

@@ -1,0 +1,184 @@
+"""Conversions between switchyard.v1 protobuf messages and the engine's plain data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from switchyard.v1 import agent_pb2, scheduler_pb2, worker_pb2
+
+from scheduler.core.model import GpuNeed, Submission, TaskClass, TaskState, WorkerType
+from scheduler.engine import Accepted, QueueView, TaskInput, WorkerRegistration
+from scheduler.fleet import Gpu, Liveness, Worker
+
+_GPU_NEED = {
+    scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED: GpuNeed.UNSPECIFIED,
+    scheduler_pb2.GPU_REQUIREMENT_NONE: GpuNeed.NONE,
+    scheduler_pb2.GPU_REQUIREMENT_PREFERRED: GpuNeed.PREFERRED,
+    scheduler_pb2.GPU_REQUIREMENT_REQUIRED: GpuNeed.REQUIRED,
+}
+_GPU_NEED_PROTO = {v: k for k, v in _GPU_NEED.items()}
+_TASK_CLASS = {
+    TaskClass.GPU_INTENSIVE: scheduler_pb2.TASK_CLASS_GPU_INTENSIVE,
+    TaskClass.CPU: scheduler_pb2.TASK_CLASS_CPU,
+    TaskClass.MIXED: scheduler_pb2.TASK_CLASS_MIXED,
+    TaskClass.IO: scheduler_pb2.TASK_CLASS_IO,
+}
+_STATE: dict[TaskState, Any] = {
+    state: scheduler_pb2.TaskState.Value(f"TASK_STATE_{state.name}") for state in TaskState
+}
+_WORKER_TYPE = {
+    WorkerType.CPU: worker_pb2.WORKER_TYPE_CPU,
+    WorkerType.GPU: worker_pb2.WORKER_TYPE_GPU,
+    WorkerType.HYBRID: worker_pb2.WORKER_TYPE_HYBRID,
+}
+_WORKER_TYPE_PLAIN = {v: k for k, v in _WORKER_TYPE.items()}
+_LIVENESS = {
+    Liveness.CONNECTED: scheduler_pb2.WORKER_STATUS_CONNECTED,
+    Liveness.UNREACHABLE: scheduler_pb2.WORKER_STATUS_UNREACHABLE,
+    Liveness.DRAINING: scheduler_pb2.WORKER_STATUS_DRAINING,
+    Liveness.LOST: scheduler_pb2.WORKER_STATUS_LOST,
+}
+
+
+def task_input(request: scheduler_pb2.SubmitTaskRequest) -> TaskInput:
+    """A SubmitTaskRequest as plain data (validation happens in the engine)."""
+    gpu = _GPU_NEED.get(request.gpu, GpuNeed.UNSPECIFIED)
+    return TaskInput(
+        submission=Submission(
+            task_name=request.task_name,
+            content_type=request.content_type,
+            gpu=gpu,
+            gpu_memory_mb=request.gpu_memory_mb,
+            priority=request.priority,
+            queue=request.queue,
+            labels=dict(request.labels),
+            user_initiated=request.user_initiated,
+        ),
+        args_json=request.args_json,
+        kwargs_json=request.kwargs_json,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def submit_response(accepted: Accepted) -> scheduler_pb2.SubmitTaskResponse:
+    return scheduler_pb2.SubmitTaskResponse(
+        task_id=accepted.task_id,
+        queue=accepted.queue,
+        priority=accepted.priority,
+        task_class=_TASK_CLASS[accepted.task_class],
+        deduplicated=accepted.deduplicated,
+        reason=accepted.reason,
+    )
+
+
+def _timestamp(raw: str | None) -> Timestamp | None:
+    if not raw:
+        return None
+    stamp = Timestamp()
+    seconds = float(raw)
+    stamp.seconds = int(seconds)
+    stamp.nanos = int((seconds - int(seconds)) * 1e9)
+    return stamp
+
+
+def task_message(record: Mapping[str, str]) -> scheduler_pb2.Task:
+    """A stored task record as a Task message."""
+    task = scheduler_pb2.Task(
+        task_id=record.get("id", ""),
+        task_name=record.get("name", ""),
+        state=_STATE.get(TaskState(record.get("state", "pending")), scheduler_pb2.TASK_STATE_UNSPECIFIED),
+        queue=record.get("queue", ""),
+        priority=int(record.get("priority") or 0),
+        worker_id=record.get("worker", ""),
+        attempt=int(record.get("attempt") or 0),
+        result_json=record.get("result_json", ""),
+        error=record.get("error", ""),
+        traceback=record.get("traceback", ""),
+        progress=float(record.get("progress") or 0.0),
+        progress_message=record.get("progress_msg", ""),
+        reason=record.get("reason", ""),
+        task_class=_TASK_CLASS.get(TaskClass(record.get("class", "cpu")), scheduler_pb2.TASK_CLASS_UNSPECIFIED),
+        content_type=record.get("content_type", ""),
+        gpu=_GPU_NEED_PROTO.get(GpuNeed(record.get("gpu", "unspecified")), scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED),
+        gpu_memory_mb=int(record.get("gpu_mem") or 0),
+        labels=json.loads(record.get("labels") or "{}"),
+    )
+    for name, key in (("submitted_at", "submitted_at"), ("dispatched_at", "dispatched_at"),
+                      ("started_at", "started_at"), ("finished_at", "finished_at")):
+        stamp = _timestamp(record.get(key))
+        if stamp is not None:
+            getattr(task, name).CopyFrom(stamp)
+    return task
+
+
+def queue_stats(view: QueueView) -> scheduler_pb2.QueueStats:
+    return scheduler_pb2.QueueStats(
+        name=view.spec.name,
+        pending=view.pending,
+        processing=view.processing,
+        completed=view.completed,
+        failed=view.failed,
+        cancelled=view.cancelled,
+        paused=view.paused,
+        mean_wait_seconds=view.mean_wait_seconds,
+        mean_run_seconds=view.mean_run_seconds,
+        workers=view.workers,
+        default_priority=view.spec.default_priority,
+        task_class=_TASK_CLASS[view.spec.task_class],
+    )
+
+
+def gpus_from(devices: object) -> list[Gpu]:
+    return [
+        Gpu(index=g.index, name=g.name, uuid=g.uuid, memory_total_mb=g.memory_total_mb,
+            memory_free_mb=g.memory_free_mb, utilization_percent=g.utilization_percent)
+        for g in devices  # type: ignore[attr-defined]
+    ]
+
+
+def registration(hello: agent_pb2.AgentHello) -> WorkerRegistration:
+    caps = hello.capabilities
+    return WorkerRegistration(
+        worker_id=hello.worker_id,
+        worker_type=_WORKER_TYPE_PLAIN.get(hello.worker_type),
+        slots=hello.slots,
+        labels=dict(hello.labels),
+        gpus=gpus_from(caps.gpus),
+        gpu_simulated=caps.gpu_simulated,
+        capabilities=caps,
+    )
+
+
+def worker_info(worker: Worker) -> scheduler_pb2.WorkerInfo:
+    info = scheduler_pb2.WorkerInfo(
+        worker_id=worker.worker_id,
+        worker_type=_WORKER_TYPE[worker.worker_type],
+        status=_LIVENESS[worker.liveness],
+        labels=worker.labels,
+        slots=worker.slots,
+        free_slots=worker.free_slots,
+        task_ids=sorted(worker.in_flight),
+        celery_queue=f"sy.w.{worker.worker_id}",
+    )
+    if worker.capabilities is not None:
+        info.capabilities.CopyFrom(worker.capabilities)
+    if worker.load is not None:
+        info.load.CopyFrom(worker.load)
+    stamp = _timestamp(repr(worker.last_heartbeat_wall)) if worker.last_heartbeat_wall else None
+    if stamp is not None:
+        info.last_heartbeat_at.CopyFrom(stamp)
+    return info
+
+
+def command_message(command: tuple[object, ...]) -> agent_pb2.ConnectResponse:
+    """An engine outbox command ("drain", reason) / ("cancel", task_id, attempt) as a proto."""
+    if command[0] == "drain":
+        return agent_pb2.ConnectResponse(drain=agent_pb2.DrainCommand(reason=str(command[1])))
+    if command[0] == "cancel":
+        return agent_pb2.ConnectResponse(
+            cancel=agent_pb2.CancelCommand(task_id=str(command[1]), attempt=int(command[2]))  # type: ignore[call-overload]
+        )
+    raise ValueError(f"unknown agent command {command[0]!r}")

@@ -1,0 +1,156 @@
+"""gRPC servicers: each RPC maps the request, calls the engine and maps the result.
+
+Domain errors become gRPC statuses in one place (`_rpc`), with the engine's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from redis.exceptions import RedisError
+from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+from scheduler.api import convert
+from scheduler.engine import Engine
+from scheduler.errors import SchedulerError
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Map domain errors (and an unreachable Redis) to gRPC statuses with actionable text."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Context) -> R:
+        try:
+            return await method(self, request, context)
+        except SchedulerError as exc:
+            await context.abort(exc.code, str(exc))
+        except RedisError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}; retry shortly")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    """The public Scheduler service."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @_rpc
+    async def SubmitTask(self, request: scheduler_pb2.SubmitTaskRequest, context: Context) -> scheduler_pb2.SubmitTaskResponse:
+        (accepted,) = await self.engine.submit([convert.task_input(request)])
+        return convert.submit_response(accepted)
+
+    @_rpc
+    async def SubmitBatch(self, request: scheduler_pb2.SubmitBatchRequest, context: Context) -> scheduler_pb2.SubmitBatchResponse:
+        accepted = await self.engine.submit([convert.task_input(t) for t in request.tasks])
+        return scheduler_pb2.SubmitBatchResponse(results=[convert.submit_response(a) for a in accepted])
+
+    @_rpc
+    async def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: Context) -> scheduler_pb2.GetTaskResponse:
+        return scheduler_pb2.GetTaskResponse(task=convert.task_message(await self.engine.get_task(request.task_id)))
+
+    async def WatchTask(self, request: scheduler_pb2.WatchTaskRequest, context: Context) -> AsyncIterator[scheduler_pb2.WatchTaskResponse]:
+        try:
+            async for record in self.engine.watch(request.task_id):
+                yield scheduler_pb2.WatchTaskResponse(task=convert.task_message(record))
+        except SchedulerError as exc:
+            await context.abort(exc.code, str(exc))
+
+    @_rpc
+    async def CancelTask(self, request: scheduler_pb2.CancelTaskRequest, context: Context) -> scheduler_pb2.CancelTaskResponse:
+        record, previous = await self.engine.cancel(request.task_id)
+        return scheduler_pb2.CancelTaskResponse(
+            task=convert.task_message(record),
+            previous_state=convert.task_message({"state": previous}).state,
+        )
+
+    @_rpc
+    async def ListQueues(self, request: scheduler_pb2.ListQueuesRequest, context: Context) -> scheduler_pb2.ListQueuesResponse:
+        return scheduler_pb2.ListQueuesResponse(queues=[convert.queue_stats(v) for v in await self.engine.list_queues()])
+
+    @_rpc
+    async def PauseQueue(self, request: scheduler_pb2.PauseQueueRequest, context: Context) -> scheduler_pb2.PauseQueueResponse:
+        return scheduler_pb2.PauseQueueResponse(queue=convert.queue_stats(await self.engine.set_paused(request.queue, True)))
+
+    @_rpc
+    async def ResumeQueue(self, request: scheduler_pb2.ResumeQueueRequest, context: Context) -> scheduler_pb2.ResumeQueueResponse:
+        return scheduler_pb2.ResumeQueueResponse(queue=convert.queue_stats(await self.engine.set_paused(request.queue, False)))
+
+    @_rpc
+    async def ListWorkers(self, request: scheduler_pb2.ListWorkersRequest, context: Context) -> scheduler_pb2.ListWorkersResponse:
+        workers = sorted(self.engine.fleet, key=lambda w: w.worker_id)
+        return scheduler_pb2.ListWorkersResponse(workers=[convert.worker_info(w) for w in workers])
+
+    @_rpc
+    async def DrainWorker(self, request: scheduler_pb2.DrainWorkerRequest, context: Context) -> scheduler_pb2.DrainWorkerResponse:
+        return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(await self.engine.drain(request.worker_id)))
+
+
+class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
+    """The stream every worker agent keeps open."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.ConnectRequest], context: Context) -> AsyncIterator[agent_pb2.ConnectResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on Connect must be hello")
+            return
+        try:
+            worker, welcome = await self.engine.agent_hello(convert.registration(first.hello))
+        except SchedulerError as exc:
+            await context.abort(exc.code, str(exc))
+            return
+        worker_id, session, outbox = worker.worker_id, welcome.session, worker.outbox
+        yield agent_pb2.ConnectResponse(welcome=agent_pb2.AgentWelcome(
+            heartbeat_interval_seconds=welcome.heartbeat_interval_seconds,
+            state_redis_url=welcome.state_redis_url,
+            key_prefix=welcome.key_prefix,
+            rejoined_after_loss=welcome.rejoined_after_loss,
+        ))
+        reader = asyncio.create_task(self._read(worker_id, session, request_iterator))
+        try:
+            while not reader.done():
+                getter = asyncio.ensure_future(outbox.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                command = getter.result()
+                if command is None:
+                    continue
+                yield convert.command_message(command)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.engine.agent_stream_closed(worker_id, session)
+
+    async def _read(self, worker_id: str, session: int, request_iterator: AsyncIterator[agent_pb2.ConnectRequest]) -> None:
+        async for message in request_iterator:
+            kind = message.WhichOneof("message")
+            if kind == "heartbeat":
+                beat = message.heartbeat
+                self.engine.agent_heartbeat(
+                    worker_id, session, beat.load, convert.gpus_from(beat.load.gpus),
+                    dict(beat.labels), beat.labels_replaced,
+                )
+            elif kind == "worker_exited":
+                await self.engine.agent_worker_exited(
+                    worker_id, session, message.worker_exited.exit_code, message.worker_exited.reason
+                )
+            elif kind == "hello":
+                log.warning("worker %s sent a second hello on one stream; ignored", worker_id)

@@ -1,0 +1,174 @@
+"""Plain, frozen data the core decides on: tasks, workers, queues and the decisions themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+MIN_PRIORITY = 1
+MAX_PRIORITY = 10
+
+
+class TaskClass(StrEnum):
+    """What kind of work a task is."""
+
+    GPU_INTENSIVE = "gpu_intensive"
+    CPU = "cpu"
+    MIXED = "mixed"
+    IO = "io"
+
+
+class GpuNeed(StrEnum):
+    """How much a task needs a GPU, after classification."""
+
+    UNSPECIFIED = "unspecified"
+    NONE = "none"
+    PREFERRED = "preferred"
+    REQUIRED = "required"
+
+
+class TaskState(StrEnum):
+    """Life cycle of a task; see TERMINAL_STATES."""
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD_LETTERED, TaskState.CANCELLED}
+)
+IN_FLIGHT_STATES = frozenset({TaskState.DISPATCHED, TaskState.RUNNING})
+
+
+class WorkerType(StrEnum):
+    """What a worker is for."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One logical queue of the scheduler."""
+
+    name: str
+    """Queue name users see, e.g. `gpu_priority`."""
+    task_class: TaskClass
+    """Class of work this queue holds by default."""
+    default_priority: int
+    """Priority (1-10) given to its tasks when the submitter gives none."""
+    paused: bool = False
+    """Start paused (operators resume it)."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated task submission, as the core classifies it."""
+
+    task_name: str
+    content_type: str = ""
+    gpu: GpuNeed = GpuNeed.UNSPECIFIED
+    gpu_memory_mb: int = 0
+    priority: int = 0
+    """0 lets the scheduler decide, else 1-10."""
+    queue: str = ""
+    """Explicit queue override; empty lets classification choose."""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    user_initiated: bool = False
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Where a submission goes and how urgent it is, with the reason."""
+
+    task_class: TaskClass
+    gpu: GpuNeed
+    queue: str
+    priority: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """A task waiting for a worker slot."""
+
+    task_id: str
+    queue: str
+    priority: int
+    seq: int
+    """Global submission order; ties in priority go first-in first-out by it."""
+    task_class: TaskClass
+    gpu: GpuNeed
+    gpu_memory_mb: int = 0
+    labels: tuple[tuple[str, str], ...] = ()
+    submitted_at: float = 0.0
+
+    @property
+    def order_key(self) -> tuple[int, int]:
+        """Sort key: highest priority first, then oldest first."""
+        return (-self.priority, self.seq)
+
+
+@dataclass(frozen=True)
+class GpuView:
+    """One GPU of a worker as placement sees it."""
+
+    index: int
+    memory_total_mb: int
+    memory_free_mb: int
+    """Free memory from the last heartbeat."""
+    reserved_mb: int = 0
+    """Memory promised to tasks in flight on this device since that heartbeat."""
+    utilization_percent: int = 0
+
+    @property
+    def available_mb(self) -> int:
+        return max(0, self.memory_free_mb - self.reserved_mb)
+
+
+@dataclass(frozen=True)
+class WorkerView:
+    """One worker as placement sees it."""
+
+    worker_id: str
+    worker_type: WorkerType
+    slots: int
+    in_flight: int
+    """Tasks dispatched to or running on the worker."""
+    accepting: bool = True
+    """False while draining, unreachable or lost."""
+    gpus: tuple[GpuView, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def has_gpu(self) -> bool:
+        return bool(self.gpus) and self.worker_type in (WorkerType.GPU, WorkerType.HYBRID)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A decision to hand one task to one worker."""
+
+    task_id: str
+    worker_id: str
+    gpu_index: int | None
+    """Device the task's GPU memory is reserved on, when it asked for some."""
+    gpu_memory_mb: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The outcome of one placement round."""
+
+    assignments: tuple[Assignment, ...]
+    waiting: Mapping[str, str]
+    """Reason per examined task that could not be placed."""

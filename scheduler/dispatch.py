@@ -1,0 +1,117 @@
+"""The only module that publishes to Celery: hands an attempt to a worker's own queue.
+
+Publishing is synchronous kombu I/O, so it runs on one dedicated thread; the engine awaits it.
+Messages are ordinary Celery protocol-2 task messages (JSON, never pickle) carrying the
+Switchyard headers of docs/wire-contract.md, on queue/exchange/routing key `sy.w.<worker>`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
+
+log = logging.getLogger(__name__)
+
+
+def worker_queue_name(worker_id: str) -> str:
+    """Celery queue (and routing key) a worker consumes."""
+    return f"sy.w.{worker_id}"
+
+
+@dataclass(frozen=True)
+class HandOut:
+    """One attempt to publish."""
+
+    task_id: str
+    attempt: int
+    worker_id: str
+    task_name: str
+    args_json: str | None
+    """None when the payload travels by reference (stored once in Redis)."""
+    kwargs_json: str | None
+
+
+class Dispatcher:
+    """Publishes hand-outs to Celery and purges the queues of lost workers."""
+
+    def __init__(self, broker_url: str, visibility_timeout: int = 43200) -> None:
+        self.app = Celery("switchyard-scheduler", broker=broker_url, set_as_current=False)
+        self.app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_retry_on_startup=True,
+            broker_transport_options={"visibility_timeout": visibility_timeout},
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sy-dispatch")
+        self._queues: dict[str, Queue] = {}
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self._executor
+
+    def _queue(self, worker_id: str) -> Queue:
+        name = worker_queue_name(worker_id)
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+            self._queues[name] = queue
+        return queue
+
+    def publish(self, hand_outs: list[HandOut]) -> list[str]:
+        """Publish each hand-out; returns the task ids that were published (call on the executor)."""
+        published: list[str] = []
+        with self.app.producer_or_acquire() as producer:
+            for item in hand_outs:
+                queue = self._queue(item.worker_id)
+                by_reference = item.args_json is None
+                args: Any = [] if by_reference else json.loads(item.args_json or "[]")
+                kwargs: Any = {} if by_reference else json.loads(item.kwargs_json or "{}")
+                try:
+                    self.app.send_task(
+                        item.task_name,
+                        args=args,
+                        kwargs=kwargs,
+                        task_id=f"{item.task_id}-{item.attempt}",
+                        queue=queue,
+                        declare=[queue],
+                        serializer="json",
+                        producer=producer,
+                        headers={
+                            "sy_task_id": item.task_id,
+                            "sy_attempt": item.attempt,
+                            "sy_worker_id": item.worker_id,
+                            "sy_payload_ref": "1" if by_reference else "0",
+                        },
+                    )
+                except Exception:  # the record stays committed; restart re-publishes it
+                    log.exception("publishing %s attempt %s to %s failed",
+                                  item.task_id, item.attempt, item.worker_id)
+                    continue
+                published.append(item.task_id)
+        return published
+
+    def purge_worker_queue(self, worker_id: str) -> int:
+        """Drop messages still waiting in a lost worker's queue (their attempts are fenced anyway)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                return int(self._queue(worker_id).bind(conn.default_channel).purge() or 0)  # type: ignore[no-untyped-call]
+        except Exception:
+            log.warning("could not purge the queue of lost worker %s", worker_id, exc_info=True)
+            return 0
+
+    def queue_length(self, worker_id: str) -> int:
+        """Messages waiting in a worker's queue (diagnostics and tests)."""
+        with self.app.connection_for_read() as conn:
+            bound = self._queue(worker_id).bind(conn.default_channel)  # type: ignore[no-untyped-call]
+            _name, count, _consumers = bound.queue_declare(passive=True)
+            return int(count)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.app.close()

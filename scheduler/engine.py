@@ -1,0 +1,815 @@
+"""The engine: ties core decisions to the store, the fleet and the dispatcher.
+
+One asyncio task runs each loop: placement (late binding: a task is published only when a
+worker has a free slot), lifecycle reports (the durable stream from workers), liveness
+(declaring workers lost and moving their work), and metrics. All state changes go through
+the store's atomic scripts first; memory (pending index, fleet ledgers) follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import heapq
+import json
+import logging
+import re
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from scheduler.config import Settings
+from scheduler.core.classify import classify
+from scheduler.core.model import (
+    IN_FLIGHT_STATES,
+    MAX_PRIORITY,
+    TERMINAL_STATES,
+    GpuNeed,
+    PendingTask,
+    QueueSpec,
+    Submission,
+    TaskClass,
+    TaskState,
+    WorkerType,
+)
+from scheduler.core.placement import plan, rejection, wait_reason
+from scheduler.dispatch import Dispatcher, HandOut, worker_queue_name
+from scheduler.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PayloadTooLarge,
+)
+from scheduler.fleet import Fleet, Gpu, InFlight, Worker
+from scheduler.metrics import Metrics
+from scheduler.store import IdempotencyConflict, LifecycleEvent, NewTask, Store
+
+log = logging.getLogger(__name__)
+
+_TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+LOST_WORKER_RETENTION_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """One submission as the API layer hands it over (already plain data, not yet validated)."""
+
+    submission: Submission
+    args_json: str
+    kwargs_json: str
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The scheduler's answer to one submission."""
+
+    task_id: str
+    queue: str
+    priority: int
+    task_class: TaskClass
+    deduplicated: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerRegistration:
+    """An agent's hello, as plain data."""
+
+    worker_id: str
+    worker_type: WorkerType | None
+    slots: int
+    labels: Mapping[str, str]
+    gpus: Sequence[Gpu]
+    gpu_simulated: bool
+    capabilities: Any = None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    session: int
+    heartbeat_interval_seconds: float
+    state_redis_url: str
+    key_prefix: str
+    rejoined_after_loss: bool
+
+
+@dataclass(frozen=True)
+class QueueView:
+    spec: QueueSpec
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    paused: bool
+    mean_wait_seconds: float
+    mean_run_seconds: float
+    workers: int
+
+
+@dataclass
+class _Watchers:
+    by_task: dict[str, set[asyncio.Queue[dict[str, str]]]] = field(default_factory=lambda: defaultdict(set))
+
+    def notify(self, task: dict[str, str]) -> None:
+        for queue in self.by_task.get(task.get("id", ""), ()):
+            queue.put_nowait(task)
+
+
+def validate_input(item: TaskInput, settings: Settings, index: int | None = None) -> None:
+    """Raise InvalidArgument / PayloadTooLarge with a message a person can act on."""
+    where = f"tasks[{index}]: " if index is not None else ""
+    sub = item.submission
+    if not _TASK_NAME.match(sub.task_name):
+        raise InvalidArgument(
+            f"{where}task_name {sub.task_name!r} is not a Celery task name "
+            "(letters, digits, '_', '.', ':', '-'; 1-200 characters)"
+        )
+    size = len(item.args_json.encode()) + len(item.kwargs_json.encode())
+    if size > settings.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"{where}args_json + kwargs_json is {size} bytes; the limit is {settings.max_payload_bytes} "
+            "(SWITCHYARD_MAX_PAYLOAD_BYTES). Store large data elsewhere and pass a reference."
+        )
+    for name, raw, kind in (("args_json", item.args_json, list), ("kwargs_json", item.kwargs_json, dict)):
+        if not raw:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidArgument(f"{where}{name} is not valid JSON: {exc}") from None
+        if not isinstance(value, kind):
+            wanted = "a JSON array" if kind is list else "a JSON object"
+            raise InvalidArgument(f"{where}{name} must be {wanted}, got {type(value).__name__}")
+    if not 0 <= sub.priority <= MAX_PRIORITY:
+        raise InvalidArgument(f"{where}priority {sub.priority} is outside 0-10 (0 lets the scheduler decide)")
+    if sub.queue and sub.queue not in {q.name for q in settings.queues}:
+        known = ", ".join(q.name for q in settings.queues)
+        raise InvalidArgument(f"{where}queue {sub.queue!r} does not exist; known queues: {known}")
+    if sub.gpu_memory_mb > 10_000_000:
+        raise InvalidArgument(f"{where}gpu_memory_mb {sub.gpu_memory_mb} is not a plausible amount of MiB")
+    if sub.gpu is GpuNeed.NONE and sub.gpu_memory_mb:
+        raise InvalidArgument(f"{where}gpu=none contradicts gpu_memory_mb={sub.gpu_memory_mb}")
+    if len(item.idempotency_key) > 256:
+        raise InvalidArgument(f"{where}idempotency_key is longer than 256 characters")
+    for key, value in sub.labels.items():
+        if not key or len(key) > 128 or len(value) > 256:
+            raise InvalidArgument(f"{where}label {key!r}: keys must be 1-128 and values 0-256 characters")
+
+
+def _digest(item: TaskInput) -> str:
+    h = hashlib.sha256()
+    for part in (item.submission.task_name, item.args_json or "[]", item.kwargs_json or "{}"):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def pending_from_record(task: Mapping[str, str]) -> PendingTask:
+    """Rebuild the core's view of a pending task from its stored record."""
+    labels = json.loads(task.get("labels") or "{}")
+    return PendingTask(
+        task_id=task["id"],
+        queue=task["queue"],
+        priority=int(task["priority"]),
+        seq=int(task["seq"]),
+        task_class=TaskClass(task["class"]),
+        gpu=GpuNeed(task["gpu"]),
+        gpu_memory_mb=int(task.get("gpu_mem") or 0),
+        labels=tuple(sorted(labels.items())),
+        submitted_at=float(task.get("submitted_at") or 0),
+    )
+
+
+class PendingIndex:
+    """Pending tasks in memory, one sorted list per queue (highest priority, then oldest, first)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, PendingTask] = {}
+        self._by_queue: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def get(self, task_id: str) -> PendingTask | None:
+        return self._tasks.get(task_id)
+
+    def add(self, task: PendingTask) -> None:
+        if task.task_id in self._tasks:
+            self.remove(task.task_id)
+        self._tasks[task.task_id] = task
+        bisect.insort(self._by_queue[task.queue], (*task.order_key, task.task_id))
+
+    def remove(self, task_id: str) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return
+        entries = self._by_queue[task.queue]
+        key = (*task.order_key, task.task_id)
+        pos = bisect.bisect_left(entries, key)
+        if pos < len(entries) and entries[pos] == key:
+            del entries[pos]
+
+    def depth(self, queue: str) -> int:
+        return len(self._by_queue.get(queue, ()))
+
+    def position(self, task: PendingTask) -> int:
+        """How many tasks of the same queue are ahead of this one."""
+        return bisect.bisect_left(self._by_queue[task.queue], (*task.order_key, task.task_id))
+
+    def in_order(self, queues: Sequence[str]) -> Iterator[PendingTask]:
+        """Pending tasks of the given queues merged into one priority order."""
+        for _p, _s, task_id in heapq.merge(*(self._by_queue.get(q, []) for q in queues)):
+            yield self._tasks[task_id]
+
+
+class Engine:
+    """The scheduler's behaviour; the gRPC servicers call into it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        dispatcher: Dispatcher,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dispatcher = dispatcher
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.monotonic = monotonic
+        self.rules = settings.classification_rules()
+        self.fleet = Fleet()
+        self.pending = PendingIndex()
+        self.paused: set[str] = set()
+        self._watchers = _Watchers()
+        self._kick = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._running = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load durable state and start the loops."""
+        await self.store.ensure_events_group()
+        await self._recover()
+        self._running = True
+        for loop in (self._dispatch_loop, self._events_loop, self._liveness_loop, self._metrics_loop):
+            self._loops.append(asyncio.create_task(self._guard(loop), name=loop.__name__))
+        self._kick.set()
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+
+    async def _guard(self, loop: Callable[[], Any]) -> None:
+        """Keep a loop alive through Redis outages: log, back off, go on."""
+        delay = 0.2
+        while self._running:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("%s: state store unavailable (%s); retrying in %.1fs", loop.__name__, exc, delay)
+            except Exception:
+                log.exception("%s crashed; restarting it in %.1fs", loop.__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+            self._kick.set()
+
+    async def _recover(self) -> None:
+        """Rebuild memory from Redis after a (re)start: pending tasks, paused queues, ledgers."""
+        configured = {q.name for q in self.settings.queues if q.paused}
+        stored = await self.store.paused_queues()
+        self.paused = stored | configured
+        for queue in configured - stored:
+            await self.store.set_paused(queue, True)
+        for record in await self.store.load_tasks(await self.store.pending_ids()):
+            if record.get("state") == TaskState.PENDING:
+                self.pending.add(pending_from_record(record))
+        known = await self.store.known_workers()
+        republish: list[dict[str, str]] = []
+        for worker_id, task_ids in (await self.store.in_flight_ledgers()).items():
+            info = known.get(worker_id, {})
+            worker = Worker(
+                worker_id=worker_id,
+                worker_type=WorkerType(info.get("worker_type", "cpu")),
+                slots=int(info.get("slots", 1)),
+                labels=dict(info.get("labels", {})),
+                disconnected_at=self.monotonic(),
+            )
+            for record in await self.store.load_tasks(task_ids):
+                if record.get("state") not in IN_FLIGHT_STATES or record.get("worker") != worker_id:
+                    continue
+                worker.in_flight[record["id"]] = self._in_flight_from(record)
+                if record["state"] == TaskState.DISPATCHED and record.get("published") != "1":
+                    republish.append(record)
+            self.fleet.add(worker)
+        if republish:
+            await self._republish(republish)
+        log.info(
+            "recovered %d pending task(s), %d worker ledger(s), re-published %d hand-out(s)",
+            len(self.pending), len(self.fleet), len(republish),
+        )
+
+    @staticmethod
+    def _in_flight_from(record: Mapping[str, str]) -> InFlight:
+        gpu_index = record.get("gpu_index") or ""
+        return InFlight(
+            task_id=record["id"],
+            attempt=int(record.get("attempt") or 0),
+            queue=record.get("queue", ""),
+            gpu_index=int(gpu_index) if gpu_index else None,
+            gpu_memory_mb=int(record.get("gpu_mem") or 0) if gpu_index else 0,
+        )
+
+    async def _republish(self, records: Sequence[dict[str, str]]) -> None:
+        """Publish committed hand-outs that were never confirmed published (crash in between)."""
+        hand_outs = []
+        for record in records:
+            args_json: str | None = None
+            kwargs_json: str | None = None
+            if int(record.get("payload_bytes") or 0) <= self.settings.inline_payload_bytes:
+                args_json, kwargs_json = await self.store.get_payload(record["id"])
+            hand_outs.append(HandOut(record["id"], int(record["attempt"]), record["worker"],
+                                     record["name"], args_json, kwargs_json))
+        await self._publish(hand_outs)
+
+    # --- submissions --------------------------------------------------------------------
+
+    async def submit(self, items: Sequence[TaskInput]) -> list[Accepted]:
+        """Validate every item, then accept all atomically (or none)."""
+        if not items:
+            raise InvalidArgument("no tasks given")
+        many = len(items) > 1
+        for index, item in enumerate(items):
+            validate_input(item, self.settings, index if many else None)
+        now = self.clock()
+        new_tasks: list[NewTask] = []
+        decisions = []
+        for item in items:
+            decision = classify(item.submission, self.rules)
+            decisions.append(decision)
+            sub = item.submission
+            args_json, kwargs_json = item.args_json or "[]", item.kwargs_json or "{}"
+            task_id = uuid.uuid4().hex
+            digest = _digest(item)
+            new_tasks.append(NewTask(
+                task_id=task_id,
+                fields={
+                    "id": task_id, "name": sub.task_name, "queue": decision.queue,
+                    "priority": str(decision.priority), "class": decision.task_class.value,
+                    "gpu": decision.gpu.value, "gpu_mem": str(sub.gpu_memory_mb),
+                    "labels": json.dumps(dict(sub.labels), sort_keys=True),
+                    "content_type": sub.content_type, "user_initiated": "1" if sub.user_initiated else "0",
+                    "submitted_at": repr(now), "reason": decision.reason, "worker": "",
+                    "payload_bytes": str(len(args_json) + len(kwargs_json)),
+                    "payload_digest": digest, "idem": item.idempotency_key,
+                },
+                args_json=args_json, kwargs_json=kwargs_json,
+                idempotency_key=item.idempotency_key, payload_digest=digest,
+            ))
+        try:
+            outcomes = await self.store.submit(new_tasks, IDEMPOTENCY_TTL_SECONDS)
+        except IdempotencyConflict as exc:
+            where = f"tasks[{exc.index}]: " if many else ""
+            owner = f" (task {exc.existing_task_id})" if exc.existing_task_id else ""
+            raise AlreadyExists(
+                f"{where}idempotency_key is already used{owner} with a different task name or payload; "
+                "use a new key for a different task"
+            ) from None
+        accepted: list[Accepted] = []
+        fresh: list[str] = []
+        for new, decision, outcome in zip(new_tasks, decisions, outcomes, strict=True):
+            if outcome.deduplicated:
+                record = await self.store.get_task(outcome.task_id) or {}
+                accepted.append(Accepted(
+                    outcome.task_id, record.get("queue", decision.queue),
+                    int(record.get("priority") or decision.priority),
+                    TaskClass(record.get("class", decision.task_class.value)), True,
+                    record.get("reason", decision.reason),
+                ))
+                continue
+            fresh.append(new.task_id)
+            accepted.append(Accepted(new.task_id, decision.queue, decision.priority,
+                                     decision.task_class, False, decision.reason))
+            self.metrics.submitted.labels(decision.queue).inc()
+        if fresh:
+            for record in await self.store.load_tasks(fresh):
+                if record.get("state") == TaskState.PENDING:
+                    self.pending.add(pending_from_record(record))
+            self._kick.set()
+        return accepted
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> dict[str, str]:
+        record = await self.store.get_task(task_id) if task_id else None
+        if record is None:
+            raise NotFound(f"task {task_id!r} does not exist (or its result expired)")
+        return self._with_wait_reason(record)
+
+    def _with_wait_reason(self, record: dict[str, str]) -> dict[str, str]:
+        if record.get("state") != TaskState.PENDING:
+            return record
+        task = self.pending.get(record["id"])
+        if task is None:
+            return record
+        if task.queue in self.paused:
+            reason = f"queue {task.queue} is paused"
+        else:
+            reason = wait_reason(task, self.fleet.views(), self.settings.dispatch_prefetch)
+            ahead = self.pending.position(task)
+            if ahead:
+                reason += f" ({ahead} task(s) ahead in {task.queue})"
+        return {**record, "reason": reason}
+
+    async def watch(self, task_id: str) -> AsyncIterator[dict[str, str]]:
+        """The task now, then at every change, ending with its terminal state."""
+        updates: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+        self._watchers.by_task[task_id].add(updates)
+        try:
+            current = await self.get_task(task_id)
+            yield current
+            last = _change_key(current)
+            while current.get("state") not in TERMINAL_STATES:
+                current = self._with_wait_reason(await updates.get())
+                if _change_key(current) == last:
+                    continue
+                last = _change_key(current)
+                yield current
+        finally:
+            watchers = self._watchers.by_task.get(task_id)
+            if watchers is not None:
+                watchers.discard(updates)
+                if not watchers:
+                    del self._watchers.by_task[task_id]
+
+    async def list_queues(self) -> list[QueueView]:
+        names = [q.name for q in self.settings.queues]
+        stats = await self.store.queue_stats(names)
+        processing: dict[str, int] = defaultdict(int)
+        for worker in self.fleet:
+            for item in worker.in_flight.values():
+                processing[item.queue] += 1
+        views = []
+        for spec in self.settings.queues:
+            row = stats.get(spec.name, {})
+            wait_n, run_n = row.get("wait_count", 0), row.get("run_count", 0)
+            views.append(QueueView(
+                spec=spec, pending=self.pending.depth(spec.name), processing=processing[spec.name],
+                completed=int(row.get("completed", 0)), failed=int(row.get("failed", 0)),
+                cancelled=int(row.get("cancelled", 0)), paused=spec.name in self.paused,
+                mean_wait_seconds=row.get("wait_sum", 0) / wait_n if wait_n else 0.0,
+                mean_run_seconds=row.get("run_sum", 0) / run_n if run_n else 0.0,
+                workers=self._workers_for(spec),
+            ))
+        return views
+
+    def _workers_for(self, spec: QueueSpec) -> int:
+        probe = PendingTask("", spec.name, spec.default_priority, 0, spec.task_class,
+                            GpuNeed.REQUIRED if spec.task_class is TaskClass.GPU_INTENSIVE else GpuNeed.NONE)
+        count = 0
+        for worker in self.fleet:
+            if worker.lost or not worker.connected:
+                continue
+            view = worker.view()
+            # Capability only: a busy worker still serves the queue.
+            reason = rejection(probe, view.__class__(**{**view.__dict__, "in_flight": 0, "accepting": True}))
+            count += reason is None
+        return count
+
+    async def queue_view(self, name: str) -> QueueView:
+        for view in await self.list_queues():
+            if view.spec.name == name:
+                return view
+        known = ", ".join(q.name for q in self.settings.queues)
+        raise NotFound(f"queue {name!r} does not exist; known queues: {known}")
+
+    # --- operator controls --------------------------------------------------------------
+
+    async def set_paused(self, name: str, paused: bool) -> QueueView:
+        await self.queue_view(name)
+        await self.store.set_paused(name, paused)
+        if paused:
+            self.paused.add(name)
+        else:
+            self.paused.discard(name)
+            self._kick.set()
+        log.info("queue %s %s", name, "paused" if paused else "resumed")
+        return await self.queue_view(name)
+
+    def worker(self, worker_id: str) -> Worker:
+        worker = self.fleet.get(worker_id)
+        if worker is None:
+            raise NotFound(f"worker {worker_id!r} is not known to the scheduler")
+        return worker
+
+    async def drain(self, worker_id: str) -> Worker:
+        worker = self.worker(worker_id)
+        if worker.lost:
+            raise FailedPrecondition(f"worker {worker_id} is lost; there is nothing to drain")
+        worker.draining = True
+        worker.outbox.put_nowait(("drain", "drained by operator"))
+        log.info("worker %s draining with %d task(s) in flight", worker_id, len(worker.in_flight))
+        return worker
+
+    async def cancel(self, task_id: str) -> tuple[dict[str, str], str]:
+        """Cancel a task; returns it and the state it was in."""
+        if not task_id:
+            raise InvalidArgument("task_id is empty")
+        outcome = await self.store.cancel(task_id, self.clock(), "cancelled by client")
+        if outcome.status == "missing":
+            raise NotFound(f"task {task_id!r} does not exist (or its result expired)")
+        if outcome.status == "terminal":
+            raise FailedPrecondition(
+                f"task {task_id} already ended as {outcome.previous_state}; there is nothing to cancel"
+            )
+        previous = outcome.previous_state
+        self.pending.remove(task_id)
+        if previous in IN_FLIGHT_STATES:
+            owner = self.fleet.get(outcome.task.get("worker", ""))
+            item = owner.in_flight.pop(task_id, None) if owner else None
+            if owner is not None and item is not None:
+                owner.outbox.put_nowait(("cancel", task_id, item.attempt))
+            self._kick.set()
+        self._watchers.notify(outcome.task)
+        return outcome.task, previous
+
+    # --- agents -------------------------------------------------------------------------
+
+    async def agent_hello(self, hello: WorkerRegistration) -> tuple[Worker, Welcome]:
+        if not _WORKER_ID.match(hello.worker_id):
+            raise InvalidArgument(
+                f"worker_id {hello.worker_id!r}: use 1-128 letters, digits, '_', '.', '-' (starting alphanumeric)"
+            )
+        if hello.slots < 1:
+            raise InvalidArgument("slots must be at least 1 (the Celery worker's --concurrency)")
+        worker_type = hello.worker_type or (WorkerType.GPU if hello.gpus else WorkerType.CPU)
+        existing = self.fleet.get(hello.worker_id)
+        rejoined = existing is not None and existing.lost
+        if existing is None or existing.lost:
+            worker = Worker(hello.worker_id, worker_type, hello.slots)
+            self.fleet.add(worker)
+        else:
+            worker = existing
+            worker.worker_type = worker_type
+            worker.slots = hello.slots
+            # A fresh stream gets a fresh outbox; commands for the old one are moot.
+            worker.outbox = asyncio.Queue()
+            if worker.draining:
+                worker.outbox.put_nowait(("drain", "still draining"))
+        worker.labels = dict(hello.labels)
+        worker.gpus = list(hello.gpus)
+        worker.gpu_simulated = hello.gpu_simulated
+        worker.capabilities = hello.capabilities
+        worker.connected = True
+        worker.disconnected_at = None
+        worker.session += 1
+        worker.last_heartbeat = self.monotonic()
+        worker.last_heartbeat_wall = self.clock()
+        await self.store.remember_worker(worker.worker_id, {
+            "worker_type": worker_type.value, "slots": hello.slots, "labels": dict(hello.labels),
+        })
+        log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s)%s", worker.worker_id,
+                 worker_type.value, hello.slots, len(hello.gpus),
+                 ", simulated" if hello.gpu_simulated else "", " after being lost" if rejoined else "")
+        self._kick.set()
+        return worker, Welcome(
+            session=worker.session,
+            heartbeat_interval_seconds=self.settings.heartbeat_interval_seconds,
+            state_redis_url=self.settings.worker_state_redis_url,
+            key_prefix=self.settings.key_prefix,
+            rejoined_after_loss=rejoined,
+        )
+
+    def agent_heartbeat(
+        self, worker_id: str, session: int, load: Any, gpus: Sequence[Gpu],
+        labels: Mapping[str, str], labels_replaced: bool,
+    ) -> None:
+        worker = self.fleet.get(worker_id)
+        if worker is None or worker.session != session:
+            return
+        if worker.lost:
+            # A frozen worker came back after its work moved on: it rejoins empty-handed, and
+            # whatever still sits in its queue is fenced off.
+            log.warning("worker %s is back after being declared lost; it rejoins with no tasks", worker_id)
+            worker.lost = False
+            worker.draining = False
+            worker.in_flight.clear()
+            self._kick.set()
+        worker.connected = True
+        worker.disconnected_at = None
+        worker.last_heartbeat = self.monotonic()
+        worker.last_heartbeat_wall = self.clock()
+        worker.load = load
+        by_index = {g.index: g for g in gpus}
+        for gpu in worker.gpus:
+            fresh = by_index.get(gpu.index)
+            if fresh is not None:
+                gpu.memory_free_mb = fresh.memory_free_mb
+                gpu.utilization_percent = fresh.utilization_percent
+        if labels_replaced:
+            worker.labels = dict(labels)
+            self._kick.set()
+        elif labels:
+            worker.labels.update(labels)
+            self._kick.set()
+
+    async def agent_worker_exited(self, worker_id: str, session: int, exit_code: int, reason: str) -> None:
+        worker = self.fleet.get(worker_id)
+        if worker is None or worker.session != session or worker.lost:
+            return
+        await self._declare_lost(worker, f"its Celery worker exited ({exit_code}: {reason})")
+
+    def agent_stream_closed(self, worker_id: str, session: int) -> None:
+        worker = self.fleet.get(worker_id)
+        if worker is None or worker.session != session or worker.lost or not worker.connected:
+            return
+        worker.connected = False
+        worker.disconnected_at = self.monotonic()
+        log.warning("worker %s stream closed; declaring it lost in %.1fs unless it reconnects",
+                    worker_id, self.settings.lost_grace_seconds)
+
+    async def _declare_lost(self, worker: Worker, reason: str) -> None:
+        worker.lost = True
+        worker.connected = False
+        moved = list(worker.in_flight.values())
+        worker.in_flight.clear()
+        worker.outbox.put_nowait(None)  # ends the stream writer, if any
+        self.metrics.workers_lost.inc()
+        log.warning("worker %s lost: %s; moving %d task(s)", worker.worker_id, reason, len(moved))
+        for item in moved:
+            record = await self.store.requeue(
+                item.task_id, worker.worker_id, f"re-queued: worker {worker.worker_id} was lost ({reason})"
+            )
+            if record is not None:
+                self.metrics.requeued.inc()
+                self.pending.add(pending_from_record(record))
+                self._watchers.notify(record)
+        await asyncio.get_running_loop().run_in_executor(
+            self.dispatcher.executor, self.dispatcher.purge_worker_queue, worker.worker_id
+        )
+        worker.lost_at = self.monotonic()
+        self._kick.set()
+
+    # --- loops --------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while self._running:
+            await self._kick.wait()
+            self._kick.clear()
+            await self.dispatch_round()
+
+    async def dispatch_round(self) -> int:
+        """One placement round: plan, commit each hand-out, publish. Returns hand-outs made."""
+        views = self.fleet.views()
+        prefetch = self.settings.dispatch_prefetch
+        if not any(v.accepting and v.slots + prefetch > v.in_flight for v in views) or not len(self.pending):
+            return 0
+        queues = [q.name for q in self.settings.queues if q.name not in self.paused]
+        decision = plan(self.pending.in_order(queues), views, prefetch=prefetch)
+        hand_outs: list[HandOut] = []
+        for assignment in decision.assignments:
+            worker = self.fleet.get(assignment.worker_id)
+            self.pending.remove(assignment.task_id)
+            outcome = await self.store.dispatch(
+                assignment.task_id, assignment.worker_id, self.clock(), assignment.gpu_index,
+                self.settings.inline_payload_bytes,
+            )
+            if outcome is None or worker is None:
+                continue
+            record = outcome.task
+            worker.in_flight[assignment.task_id] = self._in_flight_from(record)
+            if worker.lost:
+                # Lost while we were committing: move it straight back.
+                worker.in_flight.pop(assignment.task_id, None)
+                back = await self.store.requeue(assignment.task_id, worker.worker_id, "re-queued: worker lost")
+                if back is not None:
+                    self.pending.add(pending_from_record(back))
+                continue
+            waited = float(record["dispatched_at"]) - float(record["submitted_at"])
+            self.metrics.submit_to_dispatch.labels(record["queue"]).observe(max(0.0, waited))
+            hand_outs.append(HandOut(assignment.task_id, int(record["attempt"]), assignment.worker_id,
+                                     record["name"], outcome.args_json, outcome.kwargs_json))
+            self._watchers.notify(record)
+        if hand_outs:
+            await self._publish(hand_outs)
+        return len(hand_outs)
+
+    async def _publish(self, hand_outs: list[HandOut]) -> None:
+        published = await asyncio.get_running_loop().run_in_executor(
+            self.dispatcher.executor, self.dispatcher.publish, hand_outs
+        )
+        await self.store.mark_published(published)
+
+    async def _events_loop(self) -> None:
+        backlog = True
+        while self._running:
+            events = await self.store.read_events(backlog=backlog)
+            if backlog and not events:
+                backlog = False
+                continue
+            for event in events:
+                await self._apply(event)
+            await self.store.ack_events([e.stream_id for e in events])
+
+    async def _apply(self, event: LifecycleEvent) -> None:
+        record = await self.store.apply_event(event)
+        if record is None:
+            if event.kind != "progress":
+                self.metrics.stale_reports.inc()
+                log.info("dropped stale %s report of %s attempt %s from %s",
+                         event.kind, event.task_id, event.attempt, event.worker_id)
+            return
+        if record.get("state") in TERMINAL_STATES:
+            worker = self.fleet.get(record.get("worker", ""))
+            if worker is not None and worker.in_flight.pop(event.task_id, None) is not None:
+                self._kick.set()
+        self._watchers.notify(record)
+
+    async def _liveness_loop(self) -> None:
+        tick = min(0.25, self.settings.heartbeat_interval_seconds / 2)
+        while self._running:
+            await asyncio.sleep(tick)
+            now = self.monotonic()
+            for worker in self.fleet:
+                if worker.lost:
+                    if now - (worker.lost_at or now) > LOST_WORKER_RETENTION_SECONDS:
+                        self.fleet.remove(worker.worker_id)
+                    continue
+                if worker.connected and now - worker.last_heartbeat > self.settings.heartbeat_timeout_seconds:
+                    await self._declare_lost(
+                        worker, f"no heartbeat for {self.settings.heartbeat_timeout_seconds:g}s"
+                    )
+                elif (
+                    not worker.connected
+                    and worker.disconnected_at is not None
+                    and now - worker.disconnected_at > self.settings.lost_grace_seconds
+                ):
+                    await self._declare_lost(
+                        worker, f"not reconnected within {self.settings.lost_grace_seconds:g}s"
+                    )
+
+    async def _metrics_loop(self) -> None:
+        while self._running:
+            await self.refresh_metrics()
+            await asyncio.sleep(1.0)
+
+    async def refresh_metrics(self) -> None:
+        m = self.metrics
+        processing: dict[str, int] = defaultdict(int)
+        for worker in self.fleet:
+            for item in worker.in_flight.values():
+                processing[item.queue] += 1
+        for spec in self.settings.queues:
+            m.queue_depth.labels(spec.name).set(self.pending.depth(spec.name))
+            m.queue_processing.labels(spec.name).set(processing[spec.name])
+            m.queue_paused.labels(spec.name).set(1 if spec.name in self.paused else 0)
+        counts = await self.store.counts()
+        for state in TaskState:
+            m.tasks.labels(state.value).set(counts.get(state.value, 0))
+        for worker_type, workers in self.fleet.by_type().items():
+            live = [w for w in workers if w.connected and not w.lost]
+            m.workers_connected.labels(worker_type.value).set(len(live))
+            m.free_slots.labels(worker_type.value).set(sum(w.free_slots for w in live if w.accepting))
+        m.worker_free_slots.clear()
+        m.gpu_memory_free.clear()
+        m.gpu_utilization.clear()
+        for worker in self.fleet:
+            if worker.lost:
+                continue
+            m.worker_free_slots.labels(worker.worker_id).set(worker.free_slots)
+            for gpu in worker.gpus:
+                m.gpu_memory_free.labels(worker.worker_id, str(gpu.index)).set(gpu.memory_free_mb)
+                m.gpu_utilization.labels(worker.worker_id, str(gpu.index)).set(gpu.utilization_percent)
+
+    def celery_queue(self, worker_id: str) -> str:
+        return worker_queue_name(worker_id)
+
+
+def _change_key(record: Mapping[str, str]) -> tuple[str, ...]:
+    return (record.get("state", ""), record.get("attempt", ""), record.get("progress", ""),
+            record.get("progress_msg", ""), record.get("worker", ""))

@@ -1,0 +1,154 @@
+"""Live view of the workers, fed by agent streams: capabilities, load, liveness and in-flight work.
+
+Pure bookkeeping in memory (no I/O); the engine owns the one Fleet and decides what follows
+from a change (re-queueing a lost worker's tasks, for instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from scheduler.core.model import GpuView, WorkerType, WorkerView
+
+
+class Liveness(StrEnum):
+    CONNECTED = "connected"
+    UNREACHABLE = "unreachable"
+    DRAINING = "draining"
+    LOST = "lost"
+
+
+@dataclass
+class Gpu:
+    index: int
+    name: str
+    uuid: str
+    memory_total_mb: int
+    memory_free_mb: int
+    utilization_percent: int = 0
+
+
+@dataclass
+class InFlight:
+    """One attempt dispatched to or running on a worker."""
+
+    task_id: str
+    attempt: int
+    queue: str
+    gpu_index: int | None = None
+    gpu_memory_mb: int = 0
+
+
+@dataclass
+class Worker:
+    """A worker as the scheduler knows it right now."""
+
+    worker_id: str
+    worker_type: WorkerType
+    slots: int
+    labels: dict[str, str] = field(default_factory=dict)
+    gpus: list[Gpu] = field(default_factory=list)
+    gpu_simulated: bool = False
+    capabilities: Any = None
+    """The last WorkerCapabilities message (kept for ListWorkers)."""
+    load: Any = None
+    """The last WorkerLoad message."""
+    connected: bool = False
+    draining: bool = False
+    lost: bool = False
+    session: int = 0
+    """Incremented on each hello; a stream that closes only affects its own session."""
+    last_heartbeat: float = 0.0
+    """Monotonic time of the last hello or heartbeat."""
+    last_heartbeat_wall: float = 0.0
+    disconnected_at: float | None = None
+    """Monotonic time the stream dropped (or the scheduler restarted without it)."""
+    lost_at: float | None = None
+    """Monotonic time the worker was declared lost."""
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
+    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    """Commands waiting to be written to the agent's stream."""
+
+    @property
+    def liveness(self) -> Liveness:
+        if self.lost:
+            return Liveness.LOST
+        if not self.connected:
+            return Liveness.UNREACHABLE
+        if self.draining:
+            return Liveness.DRAINING
+        return Liveness.CONNECTED
+
+    @property
+    def accepting(self) -> bool:
+        return self.connected and not self.draining and not self.lost
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self.in_flight))
+
+    def view(self) -> WorkerView:
+        """The worker as the pure placement core sees it (GPU memory net of reservations)."""
+        reserved: dict[int, int] = {}
+        for item in self.in_flight.values():
+            if item.gpu_index is not None:
+                reserved[item.gpu_index] = reserved.get(item.gpu_index, 0) + item.gpu_memory_mb
+        return WorkerView(
+            worker_id=self.worker_id,
+            worker_type=self.worker_type,
+            slots=self.slots,
+            in_flight=len(self.in_flight),
+            accepting=self.accepting,
+            gpus=tuple(
+                GpuView(
+                    index=g.index,
+                    memory_total_mb=g.memory_total_mb,
+                    memory_free_mb=g.memory_free_mb,
+                    reserved_mb=reserved.get(g.index, 0),
+                    utilization_percent=g.utilization_percent,
+                )
+                for g in self.gpus
+            ),
+            labels=dict(self.labels),
+        )
+
+
+class Fleet:
+    """Every worker the scheduler knows, by id."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, Worker] = {}
+
+    def __iter__(self) -> Iterator[Worker]:
+        return iter(list(self._workers.values()))
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self._workers.get(worker_id)
+
+    def add(self, worker: Worker) -> None:
+        self._workers[worker.worker_id] = worker
+
+    def remove(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    def views(self) -> list[WorkerView]:
+        return [w.view() for w in self._workers.values() if not w.lost]
+
+    def owner_of(self, task_id: str) -> Worker | None:
+        for worker in self._workers.values():
+            if task_id in worker.in_flight:
+                return worker
+        return None
+
+    def by_type(self) -> Mapping[WorkerType, list[Worker]]:
+        grouped: dict[WorkerType, list[Worker]] = {t: [] for t in WorkerType}
+        for worker in self._workers.values():
+            grouped[worker.worker_type].append(worker)
+        return grouped

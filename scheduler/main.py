@@ -1,0 +1,129 @@
+"""The one place that builds and wires the scheduler: settings, store, dispatcher, engine, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
+from scheduler.config import ConfigError, Settings, load_settings
+from scheduler.dispatch import Dispatcher
+from scheduler.engine import Engine
+from scheduler.metrics import Metrics
+from scheduler.store import Store
+
+log = logging.getLogger("switchyard.scheduler")
+
+SERVICE_NAMES = (
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"address {address!r} must be HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    # Payloads up to max_payload_bytes must fit, plus room for the rest of the message; never unlimited.
+    limit = settings.max_payload_bytes + 1024 * 1024
+    return [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        # Agents ping every 10 s; allow it, and ping them too so half-open streams die.
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+@dataclass
+class Scheduler:
+    """A running scheduler: engine plus gRPC server."""
+
+    engine: Engine
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer  # type: ignore[name-defined]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.engine.stop()
+        await self.engine.store.close()
+        self.engine.dispatcher.close()
+
+
+async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler:
+    """Build everything and start serving; the returned port is the bound one (listen on :0 works)."""
+    store = Store(settings.redis_url, settings.key_prefix)
+    dispatcher = Dispatcher(settings.effective_broker_url)
+    engine = Engine(settings, store, dispatcher, metrics)
+    await engine.start()
+    server = grpc.aio.server(options=server_options(settings))
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(engine), server)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(engine), server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise ConfigError(f"cannot listen on {settings.listen}")
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Scheduler(engine, server, port, health_servicer)
+
+
+async def serve(settings: Settings) -> None:
+    metrics = Metrics()
+    if settings.metrics_listen:
+        host, port = split_host_port(settings.metrics_listen)
+        metrics.serve(host, port)
+    running = await start(settings, metrics)
+    log.info("scheduler serving gRPC on %s (port %d), metrics on %s, state in %s",
+             settings.listen, running.port, settings.metrics_listen or "(off)", settings.redis_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await running.stop()
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Console entry point `switchyard-scheduler`."""
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"switchyard-scheduler: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"switchyard-scheduler: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

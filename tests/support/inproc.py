@@ -1,0 +1,219 @@
+"""An in-process scheduler on port 0 and a protocol-level worker, for integration tests.
+
+`InProcessScheduler` runs the real scheduler (engine, store, dispatcher, gRPC server) on an
+event loop in a background thread. `ProtocolWorker` is a worker stripped to its wire protocol:
+it registers over the real AgentGateway stream, consumes its real Celery queue from Redis
+with kombu, and claims/reports attempts exactly as docs/wire-contract.md says — with the
+test deciding when each task starts and ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import grpc
+import redis
+from kombu import Connection, Consumer, Exchange, Queue
+from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2_grpc, worker_pb2
+
+from scheduler.config import Settings
+from scheduler.main import Scheduler, start
+
+CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':started')
+redis.call('XADD', KEYS[2], '*', 'type', 'started', 'task_id', ARGV[3],
+           'attempt', ARGV[1], 'worker_id', ARGV[2], 'ts', ARGV[4])
+return 1
+"""
+
+
+async def _cancel_leftovers() -> None:
+    current = asyncio.current_task()
+    leftovers = [t for t in asyncio.all_tasks() if t is not current]
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
+
+
+class InProcessScheduler:
+    """The real scheduler, served from a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = replace(settings, listen="127.0.0.1:0", metrics_listen="")
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.running: Scheduler | None = None
+        self.channel: grpc.Channel | None = None
+
+    def start(self) -> InProcessScheduler:
+        self.thread.start()
+        self.running = asyncio.run_coroutine_threadsafe(start(self.settings), self.loop).result(30)
+        self.channel = grpc.insecure_channel(
+            self.target, options=[("grpc.max_send_message_length", 32 << 20),
+                                  ("grpc.max_receive_message_length", 32 << 20)])
+        return self
+
+    @property
+    def target(self) -> str:
+        assert self.running is not None
+        return f"127.0.0.1:{self.running.port}"
+
+    @property
+    def stub(self) -> scheduler_pb2_grpc.SchedulerStub:
+        assert self.channel is not None
+        return scheduler_pb2_grpc.SchedulerStub(self.channel)
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.running is not None:
+            self.call(self.running.stop(grace=0))
+        self.call(_cancel_leftovers())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@dataclass
+class Delivery:
+    """One Celery message a protocol worker received."""
+
+    task_id: str
+    attempt: int
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+
+
+class ProtocolWorker:
+    """A worker speaking the real protocol, driven step by step by a test."""
+
+    def __init__(self, target: str, worker_id: str, broker_url: str, state_url: str, *,
+                 worker_type: int = worker_pb2.WORKER_TYPE_CPU, slots: int = 1,
+                 gpus: tuple[int, ...] = (), labels: dict[str, str] | None = None,
+                 prefix: str = "sy", heartbeat_interval: float = 0.2) -> None:
+        self.worker_id = worker_id
+        self.queue_name = f"sy.w.{worker_id}"
+        self.prefix = prefix
+        self.heartbeat_interval = heartbeat_interval
+        self._outgoing: queue.Queue[agent_pb2.ConnectRequest | None] = queue.Queue()
+        self.commands: list[agent_pb2.ConnectResponse] = []
+        self.deliveries: list[Delivery] = []
+        self._stop = threading.Event()
+        self.redis = redis.Redis.from_url(state_url, decode_responses=True)
+        self._claim = self.redis.register_script(CLAIM)
+        self.hello = agent_pb2.AgentHello(
+            worker_id=worker_id, worker_type=worker_type, slots=slots, labels=labels or {},
+            celery_queue=self.queue_name,
+            capabilities=worker_pb2.WorkerCapabilities(
+                cpu_count=2, gpu_simulated=bool(gpus),
+                gpus=[worker_pb2.GpuDevice(index=i, name="SIM", uuid=f"SIM-GPU-{i}",
+                                           memory_total_mb=mb, memory_free_mb=mb) for i, mb in enumerate(gpus)],
+            ),
+        )
+        self._channel = grpc.insecure_channel(target)
+        self._broker = Connection(broker_url)
+        self._threads: list[threading.Thread] = []
+        self.heartbeating = True
+
+    # stream -----------------------------------------------------------------------------
+    def _requests(self) -> Iterator[agent_pb2.ConnectRequest]:
+        yield agent_pb2.ConnectRequest(hello=self.hello)
+        while True:
+            item = self._outgoing.get()
+            if item is None:
+                return
+            yield item
+
+    def connect(self) -> ProtocolWorker:
+        stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
+        self._responses = stub.Connect(self._requests())
+        welcome = next(self._responses)
+        assert welcome.HasField("welcome"), welcome
+        self.welcome = welcome.welcome
+        for target in (self._read_commands, self._heartbeat, self._consume):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _read_commands(self) -> None:
+        try:
+            for message in self._responses:
+                self.commands.append(message)
+        except grpc.RpcError:
+            pass
+
+    def _heartbeat(self) -> None:
+        sequence = 0
+        while not self._stop.wait(self.heartbeat_interval):
+            if self.heartbeating:
+                sequence += 1
+                self._outgoing.put(agent_pb2.ConnectRequest(heartbeat=agent_pb2.AgentHeartbeat(sequence=sequence)))
+
+    def _consume(self) -> None:
+        exchange = Exchange(self.queue_name, type="direct")
+        q = Queue(self.queue_name, exchange, routing_key=self.queue_name)
+
+        def on_message(body: Any, message: Any) -> None:
+            args, kwargs, _embed = body
+            headers = message.headers
+            self.deliveries.append(Delivery(headers["sy_task_id"], int(headers["sy_attempt"]),
+                                            headers["task"], args, kwargs, headers))
+            message.ack()
+
+        with self._broker.clone() as conn, Consumer(conn, queues=[q], callbacks=[on_message], accept=["json"]):
+            while not self._stop.is_set():
+                try:
+                    conn.drain_events(timeout=0.1)
+                except TimeoutError:
+                    pass
+                except OSError:
+                    if self._stop.is_set():
+                        return
+                    time.sleep(0.1)
+
+    # task steps ---------------------------------------------------------------------------
+    def claim(self, delivery: Delivery) -> bool:
+        """Run the claim script; True when this attempt may run."""
+        keys = [f"{self.prefix}:fence:{delivery.task_id}", f"{self.prefix}:events"]
+        return bool(self._claim(keys=keys, args=[delivery.attempt, self.worker_id, delivery.task_id, repr(time.time())]))
+
+    def report(self, delivery: Delivery, kind: str, **fields: str) -> None:
+        self.redis.xadd(f"{self.prefix}:events", {
+            "type": kind, "task_id": delivery.task_id, "attempt": str(delivery.attempt),
+            "worker_id": self.worker_id, "ts": repr(time.time()), **fields,
+        })
+
+    def succeed(self, delivery: Delivery, result: Any = None) -> None:
+        self.report(delivery, "succeeded", result_json=json.dumps(result))
+
+    def fail(self, delivery: Delivery, error: str = "ValueError: boom") -> None:
+        self.report(delivery, "failed", error=error, traceback="Traceback ...", error_type="ValueError")
+
+    def exited(self, code: int = -9) -> None:
+        self._outgoing.put(agent_pb2.ConnectRequest(worker_exited=agent_pb2.WorkerExited(exit_code=code, reason="killed")))
+
+    def disconnect(self) -> None:
+        """Drop the stream (like a crashed agent), leaving the Celery queue alone."""
+        self._stop.set()
+        self._outgoing.put(None)
+        self._channel.close()
+
+    def close(self) -> None:
+        self.disconnect()
+        for thread in self._threads:
+            thread.join(5)
+        self._broker.release()
+        self.redis.close()
