@@ -41,11 +41,15 @@ from typing import Any
 
 import redis
 from celery import signals
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("switchyard.worker")
 
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 43200
+# With the backoff below (0.05 s doubling, capped at 1 s) this waits about 30 s for Redis.
+REDIS_RETRIES = 35
 PROGRESS_STATE = "PROGRESS"
 
 # The claim script is the contract's, verbatim: the one place "may this attempt run?" is decided.
@@ -79,21 +83,55 @@ class StateStore:
     """
 
     def __init__(self, redis_url: str, key_prefix: str) -> None:
-        self.client: redis.Redis[str] = redis.Redis.from_url(redis_url, decode_responses=True)
+        # Retries ride out a Redis restart or failover (~30 s) instead of failing the task:
+        # a lost `succeeded` report would leave the task running forever in the scheduler's view.
+        self.client: redis.Redis = redis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        )
+        # The claim gets its own client without automatic retries: a silent re-run of the
+        # script after a lost reply would read our own claim as someone else's (see claim()).
+        self._claim_client: redis.Redis = redis.Redis.from_url(
+            redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0)
+        )
         self.key_prefix = key_prefix
-        self._claim = self.client.register_script(CLAIM_SCRIPT)
+        self._claim = self._claim_client.register_script(CLAIM_SCRIPT)
 
     @property
     def events_key(self) -> str:
         return f"{self.key_prefix}:events"
 
     def claim(self, attempt: Attempt) -> bool:
-        """Atomically move the fence to `<attempt>:started` and emit `started`; False if stale."""
-        claimed = self._claim(
-            keys=[f"{self.key_prefix}:fence:{attempt.task_id}", self.events_key],
-            args=[str(attempt.attempt), attempt.worker_id, attempt.task_id, _now()],
-        )
-        return int(claimed) == 1
+        """Atomically move the fence to `<attempt>:started` and emit `started`; False if stale.
+
+        If the connection broke while the script ran, it may have claimed without our seeing
+        the answer; the retry then finds `<attempt>:started`, which is ours in that case.
+        """
+        fence_key = f"{self.key_prefix}:fence:{attempt.task_id}"
+        keys = [fence_key, self.events_key]
+        interrupted = False
+        for delay in [*(min(1.0, 0.05 * 2**n) for n in range(REDIS_RETRIES)), None]:
+            try:
+                if int(self._claim(keys=keys, args=self._claim_args(attempt))) == 1:
+                    return True
+                if not interrupted:
+                    return False
+                # Our interrupted call may be the one that claimed it.
+                return self._claim_client.get(fence_key) == f"{attempt.attempt}:started"
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if delay is None:
+                    raise
+                interrupted = True
+                log.warning("claim of task %s attempt %d failed (%s); retrying in %.2f s",
+                            attempt.task_id, attempt.attempt, exc, delay)
+                time.sleep(delay)
+        return False
+
+    @staticmethod
+    def _claim_args(attempt: Attempt) -> list[str]:
+        return [str(attempt.attempt), attempt.worker_id, attempt.task_id, _now()]
 
     def load_payload(self, task_id: str) -> tuple[list[Any], dict[str, Any]]:
         """Args and kwargs stored once by the scheduler for a large payload."""
@@ -222,7 +260,14 @@ def _pid_file(attempt: Attempt) -> Path | None:
 def _run_attempt(task: Any, attempt: Attempt, original_run: Callable[..., Any],
                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     store = state_store()
-    if not store.claim(attempt):
+    try:
+        claimed = store.claim(attempt)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # State Redis unreachable: put the message back rather than lose the hand-out.
+        log.error("state Redis unreachable; requeueing task %s attempt %d: %s",
+                  attempt.task_id, attempt.attempt, exc)
+        raise Reject(f"state Redis unreachable: {exc}", requeue=True) from exc
+    if not claimed:
         log.info(
             "stale attempt %s of task %s (fence moved on or already started); acking without running",
             attempt.attempt, attempt.task_id,

@@ -255,6 +255,7 @@ class Agent:
             SWITCHYARD_STATE_REDIS_URL=state_redis_url,
             SWITCHYARD_KEY_PREFIX=welcome.key_prefix or "sy",
             SWITCHYARD_RUN_DIR=str(self.run_dir),
+            SWITCHYARD_AGENT_PID=str(os.getpid()),
         )
         self.worker = CeleryWorker(self.command, env)
         self.worker.start()

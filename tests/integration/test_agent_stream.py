@@ -256,3 +256,18 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         stop_process(agent)
         if server is not None:
             server.stop()
+
+
+def test_celery_worker_stops_when_the_agent_is_killed(
+        gateway: GatewayServer, urls: tuple[str, str], agent_log: Path) -> None:
+    agent = start_agent(gateway.port, urls[0], agent_log, worker_id="orphan")
+    try:
+        wait_until(lambda: "ready." in agent_log.read_text(errors="replace"), timeout=30, message="celery ready")
+        child = celery_children(agent)[0]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        # No orphan keeps consuming the queue of a worker the scheduler will declare lost.
+        wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+                   timeout=20, message="celery worker gone after its agent died")
+    finally:
+        stop_process(agent)
