@@ -18,12 +18,14 @@ from tests.support.stack import S, Stack
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
+# Prefetch 1: each busy worker also holds one dispatched, not yet started task at the kill.
+@pytest.mark.scheduler_env(SWITCHYARD_DISPATCH_PREFETCH="1")
 def test_scheduler_sigkill_and_restart_loses_nothing_and_runs_nothing_twice(stack: Stack) -> None:
     stack.add_worker("w1", "cpu", concurrency=2)
     stack.add_worker("w2", "cpu", concurrency=2)
     stack.wait_workers_connected(["w1", "w2"])
 
-    # 4 slots: 4 tasks running, the rest pending (some may be dispatched at the moment of the kill).
+    # 4 slots: 4 tasks running, 2 dispatched (prefetch 1 per worker), the rest pending.
     running_ids = [
         stack.submit("e2e.sleep", [3, f"run-{i}"], content_type="text").task_id for i in range(4)
     ]
@@ -32,18 +34,37 @@ def test_scheduler_sigkill_and_restart_loses_nothing_and_runs_nothing_twice(stac
     pending_ids = [
         stack.submit("e2e.sleep", [0.5, f"pend-{i}"], content_type="text").task_id for i in range(8)
     ]
-    states_before = {tid: stack.get(tid).state for tid in running_ids + pending_ids}
+
+    def states_now() -> dict[str, int] | None:
+        states = {tid: stack.get(tid).state for tid in running_ids + pending_ids}
+        dispatched = [t for t in pending_ids if states[t] == S.TASK_STATE_DISPATCHED]
+        return states if len(dispatched) == 2 else None
+
+    states_before = wait_until(
+        states_now, timeout=15, message="2 tasks dispatched behind the running ones"
+    )
     assert all(states_before[tid] == S.TASK_STATE_RUNNING for tid in running_ids)
-    assert any(states_before[tid] == S.TASK_STATE_PENDING for tid in pending_ids)
+    dispatched_tags = {
+        f"pend-{i}"
+        for i, tid in enumerate(pending_ids)
+        if states_before[tid] == S.TASK_STATE_DISPATCHED
+    }
+    assert sum(states_before[tid] == S.TASK_STATE_PENDING for tid in pending_ids) == 6
 
     stack.kill_scheduler()
-    # The running tasks finish while the scheduler is down; their reports wait in Redis.
+    # The running tasks finish while the scheduler is down, and the workers go on to the tasks
+    # already in their queues; all their reports wait in Redis.
     wait_until(
-        lambda: {r["tag"] for r in stack.done()} >= {f"run-{i}" for i in range(4)},
+        lambda: (
+            {r["tag"] for r in stack.done()} >= {f"run-{i}" for i in range(4)} | dispatched_tags
+        ),
         timeout=30,
-        message="the running tasks to finish while the scheduler is down",
+        message="the running and dispatched tasks to finish while the scheduler is down",
     )
     time.sleep(0.5)
+    assert not {r["tag"] for r in stack.runs()} - (
+        {f"run-{i}" for i in range(4)} | dispatched_tags
+    ), "a task that was pending in the dead scheduler ran"
 
     stack.start_scheduler()
     everything = running_ids + pending_ids
