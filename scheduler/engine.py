@@ -188,6 +188,7 @@ def pending_from_record(task: Mapping[str, str]) -> PendingTask:
         gpu_memory_mb=int(task.get("gpu_mem") or 0),
         labels=tuple(sorted(labels.items())),
         submitted_at=float(task.get("submitted_at") or 0),
+        class_reason=task.get("class_reason", ""),
     )
 
 
@@ -384,7 +385,8 @@ class Engine:
                     "gpu": decision.gpu.value, "gpu_mem": str(sub.gpu_memory_mb),
                     "labels": json.dumps(dict(sub.labels), sort_keys=True),
                     "content_type": sub.content_type, "user_initiated": "1" if sub.user_initiated else "0",
-                    "submitted_at": repr(now), "reason": decision.reason, "worker": "",
+                    "submitted_at": repr(now), "reason": decision.reason,
+                    "class_reason": decision.reason, "worker": "",
                     "payload_bytes": str(len(args_json) + len(kwargs_json)),
                     "payload_digest": digest, "idem": item.idempotency_key,
                 },
@@ -409,7 +411,7 @@ class Engine:
                     outcome.task_id, record.get("queue", decision.queue),
                     int(record.get("priority") or decision.priority),
                     TaskClass(record.get("class", decision.task_class.value)), True,
-                    record.get("reason", decision.reason),
+                    record.get("class_reason", decision.reason),
                 ))
                 continue
             fresh.append(new.task_id)
@@ -694,10 +696,12 @@ class Engine:
         hand_outs: list[HandOut] = []
         for assignment in decision.assignments:
             worker = self.fleet.get(assignment.worker_id)
+            task = self.pending.get(assignment.task_id)
             self.pending.remove(assignment.task_id)
             outcome = await self.store.dispatch(
                 assignment.task_id, assignment.worker_id, self.clock(), assignment.gpu_index,
                 self.settings.inline_payload_bytes,
+                f"placed on {assignment.reason}; {task.class_reason if task else ''}".rstrip("; "),
             )
             if outcome is None or worker is None:
                 continue

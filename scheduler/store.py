@@ -86,14 +86,14 @@ return out
 """
 
 _DISPATCH = """
--- ARGV: prefix, task_id, worker, now, gpu_index, inline_limit
+-- ARGV: prefix, task_id, worker, now, gpu_index, inline_limit, placement_reason
 local p, id, worker = ARGV[1], ARGV[2], ARGV[3]
 local key = p .. ':task:' .. id
 if redis.call('HGET', key, 'state') ~= 'pending' then return false end
 local attempt = redis.call('HINCRBY', key, 'attempt', 1)
 redis.call('HSET', key, 'state', 'dispatched', 'worker', worker, 'dispatched_at', ARGV[4],
            'published', '0', 'gpu_index', ARGV[5], 'started_at', '', 'progress', '0',
-           'progress_msg', '', 'reason', 'handed to ' .. worker)
+           'progress_msg', '', 'reason', ARGV[7])
 redis.call('ZREM', p .. ':pending', id)
 redis.call('SADD', p .. ':inflight:' .. worker, id)
 redis.call('SET', p .. ':fence:' .. id, tostring(attempt))
@@ -117,7 +117,7 @@ if not state or cur_attempt ~= attempt then return false end
 local stats = p .. ':stats:' .. queue
 if kind == 'started' then
   if state ~= 'dispatched' then return false end
-  redis.call('HSET', key, 'state', 'running', 'started_at', ts, 'reason', 'running on ' .. worker)
+  redis.call('HSET', key, 'state', 'running', 'started_at', ts)
   redis.call('HINCRBY', p .. ':counts', 'dispatched', -1)
   redis.call('HINCRBY', p .. ':counts', 'running', 1)
   redis.call('HINCRBYFLOAT', stats, 'wait_sum', tonumber(ts) - tonumber(cur[5]))
@@ -137,11 +137,11 @@ elseif kind == 'succeeded' or kind == 'failed' then
   redis.call('HINCRBY', stats, 'run_count', 1)
   if kind == 'succeeded' then
     redis.call('HSET', key, 'state', 'succeeded', 'finished_at', ts, 'started_at', started,
-               'result_json', ARGV[7], 'progress', '1', 'reason', 'succeeded on ' .. worker)
+               'result_json', ARGV[7], 'progress', '1')
     redis.call('HINCRBY', stats, 'completed', 1)
   else
     redis.call('HSET', key, 'state', 'failed', 'finished_at', ts, 'started_at', started,
-               'error', ARGV[7], 'traceback', ARGV[8], 'reason', 'failed on ' .. worker)
+               'error', ARGV[7], 'traceback', ARGV[8])
     redis.call('HINCRBY', stats, 'failed', 1)
   end
 else
@@ -342,12 +342,13 @@ class Store:
     # --- transitions ------------------------------------------------------------------
 
     async def dispatch(
-        self, task_id: str, worker_id: str, now: float, gpu_index: int | None, inline_limit: int
+        self, task_id: str, worker_id: str, now: float, gpu_index: int | None, inline_limit: int,
+        reason: str = "",
     ) -> DispatchOutcome | None:
         """Commit a hand-out (state, attempt, ledger, fence); None if the task is no longer pending."""
         reply = await self._dispatch(
             keys=[], args=[self.prefix, task_id, worker_id, repr(now),
-                           "" if gpu_index is None else gpu_index, inline_limit],
+                           "" if gpu_index is None else gpu_index, inline_limit, reason],
         )
         if not reply:
             return None

@@ -110,6 +110,8 @@ class PendingTask:
     gpu_memory_mb: int = 0
     labels: tuple[tuple[str, str], ...] = ()
     submitted_at: float = 0.0
+    class_reason: str = ""
+    """Why classification put it where it is (kept for explanations)."""
 
     @property
     def order_key(self) -> tuple[int, int]:

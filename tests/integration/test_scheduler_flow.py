@@ -144,6 +144,7 @@ def test_restart_resumes_and_applies_reports_made_while_down(make_scheduler, mak
     wait_until(lambda: state(sched, d_run.task_id).state == pb.TASK_STATE_RUNNING)
     sched.stop()
     worker.disconnect()
+    worker.join()  # its queue consumer must not swallow hand-outs meant for the reconnected agent
     # While the scheduler is down the worker finishes one task and starts the other.
     worker.succeed(d_run, "done while down")
     assert worker.claim(d_disp)

@@ -75,6 +75,8 @@ class InProcessScheduler:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        if not self.loop.is_running():
+            return
         if self.channel is not None:
             self.channel.close()
         if self.running is not None:
@@ -211,9 +213,13 @@ class ProtocolWorker:
         self._outgoing.put(None)
         self._channel.close()
 
-    def close(self) -> None:
-        self.disconnect()
+    def join(self) -> None:
+        """Wait until the stream and the queue consumer have really stopped."""
         for thread in self._threads:
             thread.join(5)
+
+    def close(self) -> None:
+        self.disconnect()
+        self.join()
         self._broker.release()
         self.redis.close()
