@@ -495,7 +495,7 @@ class Engine:
                             GpuNeed.REQUIRED if spec.task_class is TaskClass.GPU_INTENSIVE else GpuNeed.NONE)
         count = 0
         for worker in self.fleet:
-            if worker.lost or not worker.connected:
+            if not worker.accepting:
                 continue
             view = worker.view()
             # Capability only: a busy worker still serves the queue.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -29,10 +30,8 @@ def make_scheduler(fresh_redis: RedisServer) -> Iterator[Callable[..., InProcess
 
     yield make
     for scheduler in started:
-        try:
+        with contextlib.suppress(Exception):
             scheduler.stop()
-        except Exception:
-            pass
 
 
 @pytest.fixture()
