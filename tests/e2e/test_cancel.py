@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.support.redis_server import wait_until
 from tests.support.stack import S, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -43,7 +44,10 @@ def test_cancelled_running_task_is_revoked_and_ends_cancelled(stack: Stack) -> N
     stack.wait_workers_connected(["w1"])
     long_task = stack.submit("e2e.sleep", [30, "long"], content_type="text").task_id
     stack.wait_state(long_task, S.TASK_STATE_RUNNING, timeout=30)
-    assert "long" in [r["tag"] for r in stack.runs()]
+    # RUNNING is recorded at the claim, just before user code starts: wait for user code itself.
+    wait_until(
+        lambda: "long" in [r["tag"] for r in stack.runs()], timeout=10, message="user code to start"
+    )
 
     reply = stack.cancel(long_task)
     assert reply.previous_state == S.TASK_STATE_RUNNING

@@ -132,6 +132,12 @@ def test_frozen_worker_comes_back_and_changes_nothing(stack: Stack) -> None:
     assert queued_task.worker_id == "frozen" and queued_task.attempt == 1
     time.sleep(0.5)  # let the message land in sy.w.frozen (or the worker's reserved buffer)
 
+    # RUNNING is recorded at the claim, just before user code: freeze only once user code runs.
+    wait_until(
+        lambda: "stale-running" in [r["tag"] for r in stack.runs()],
+        timeout=10,
+        message="user code of the first task to start",
+    )
     frozen.freeze()
     # The replacement starts while the frozen worker's lease runs out.
     stack.add_worker("rescuer", "cpu", concurrency=1)
