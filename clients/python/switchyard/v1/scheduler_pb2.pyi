@@ -70,7 +70,7 @@ WORKER_STATUS_DRAINING: WorkerStatus
 WORKER_STATUS_LOST: WorkerStatus
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated")
+    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,10 @@ class SubmitTaskRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     USER_INITIATED_FIELD_NUMBER: _ClassVar[int]
+    RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SOFT_TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    HARD_TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     args_json: str
     kwargs_json: str
@@ -100,7 +104,11 @@ class SubmitTaskRequest(_message.Message):
     idempotency_key: str
     labels: _containers.ScalarMap[str, str]
     user_initiated: bool
-    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ...) -> None: ...
+    retry_policy: str
+    soft_time_limit_seconds: float
+    hard_time_limit_seconds: float
+    batch_size: int
+    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task_id", "queue", "priority", "task_class", "deduplicated", "reason")
@@ -137,7 +145,7 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_name", "state", "queue", "priority", "worker_id", "attempt", "result_json", "error", "progress", "progress_message", "submitted_at", "dispatched_at", "started_at", "finished_at", "reason", "task_class", "content_type", "gpu", "gpu_memory_mb", "labels", "traceback")
+    __slots__ = ("task_id", "task_name", "state", "queue", "priority", "worker_id", "attempt", "result_json", "error", "progress", "progress_message", "submitted_at", "dispatched_at", "started_at", "finished_at", "reason", "task_class", "content_type", "gpu", "gpu_memory_mb", "labels", "traceback", "retry_policy", "failures", "next_attempt_at", "error_type", "effective_priority")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +175,11 @@ class Task(_message.Message):
     GPU_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    RETRY_POLICY_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     state: TaskState
@@ -189,7 +202,12 @@ class Task(_message.Message):
     gpu_memory_mb: int
     labels: _containers.ScalarMap[str, str]
     traceback: str
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., traceback: _Optional[str] = ...) -> None: ...
+    retry_policy: str
+    failures: int
+    next_attempt_at: _timestamp_pb2.Timestamp
+    error_type: str
+    effective_priority: int
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., traceback: _Optional[str] = ..., retry_policy: _Optional[str] = ..., failures: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[str] = ..., effective_priority: _Optional[int] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
     __slots__ = ("task",)
@@ -228,7 +246,7 @@ class ListQueuesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("name", "pending", "processing", "completed", "failed", "paused", "mean_wait_seconds", "mean_run_seconds", "workers", "default_priority", "task_class", "cancelled")
+    __slots__ = ("name", "pending", "processing", "completed", "failed", "paused", "mean_wait_seconds", "mean_run_seconds", "workers", "default_priority", "task_class", "cancelled", "warnings", "error_rate", "retrying", "dead_lettered")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +259,10 @@ class QueueStats(_message.Message):
     DEFAULT_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    RETRYING_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
     name: str
     pending: int
     processing: int
@@ -253,7 +275,11 @@ class QueueStats(_message.Message):
     default_priority: int
     task_class: TaskClass
     cancelled: int
-    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., paused: _Optional[bool] = ..., mean_wait_seconds: _Optional[float] = ..., mean_run_seconds: _Optional[float] = ..., workers: _Optional[int] = ..., default_priority: _Optional[int] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., cancelled: _Optional[int] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    error_rate: float
+    retrying: int
+    dead_lettered: int
+    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., paused: _Optional[bool] = ..., mean_wait_seconds: _Optional[float] = ..., mean_run_seconds: _Optional[float] = ..., workers: _Optional[int] = ..., default_priority: _Optional[int] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., cancelled: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., error_rate: _Optional[float] = ..., retrying: _Optional[int] = ..., dead_lettered: _Optional[int] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
     __slots__ = ("queues",)
@@ -339,3 +365,113 @@ class DrainWorkerResponse(_message.Message):
     WORKER_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerInfo
     def __init__(self, worker: _Optional[_Union[WorkerInfo, _Mapping]] = ...) -> None: ...
+
+class ExplainPlacementRequest(_message.Message):
+    __slots__ = ("task", "task_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task: SubmitTaskRequest
+    task_id: str
+    def __init__(self, task: _Optional[_Union[SubmitTaskRequest, _Mapping]] = ..., task_id: _Optional[str] = ...) -> None: ...
+
+class ScoreTerm(_message.Message):
+    __slots__ = ("name", "value", "weight", "contribution")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    weight: float
+    contribution: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., weight: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class WorkerVerdict(_message.Message):
+    __slots__ = ("worker_id", "eligible", "rejected_by", "rejection_reason", "score", "terms")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    eligible: bool
+    rejected_by: str
+    rejection_reason: str
+    score: float
+    terms: _containers.RepeatedCompositeFieldContainer[ScoreTerm]
+    def __init__(self, worker_id: _Optional[str] = ..., eligible: _Optional[bool] = ..., rejected_by: _Optional[str] = ..., rejection_reason: _Optional[str] = ..., score: _Optional[float] = ..., terms: _Optional[_Iterable[_Union[ScoreTerm, _Mapping]]] = ...) -> None: ...
+
+class ExplainPlacementResponse(_message.Message):
+    __slots__ = ("task_class", "queue", "priority", "effective_priority", "classification_reason", "workers", "chosen_worker_id", "summary")
+    TASK_CLASS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    task_class: TaskClass
+    queue: str
+    priority: int
+    effective_priority: int
+    classification_reason: str
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerVerdict]
+    chosen_worker_id: str
+    summary: str
+    def __init__(self, task_class: _Optional[_Union[TaskClass, str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., effective_priority: _Optional[int] = ..., classification_reason: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[WorkerVerdict, _Mapping]]] = ..., chosen_worker_id: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("task", "dead_lettered_at", "reason")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    dead_lettered_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., dead_lettered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("queue", "limit")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    limit: int
+    def __init__(self, queue: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead_letters", "total")
+    DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    dead_letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    total: int
+    def __init__(self, dead_letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., total: _Optional[int] = ...) -> None: ...
+
+class RetryDeadLetterRequest(_message.Message):
+    __slots__ = ("task_id",)
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+
+class RetryDeadLetterResponse(_message.Message):
+    __slots__ = ("task",)
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
+
+class PurgeDeadLettersRequest(_message.Message):
+    __slots__ = ("task_ids", "queue", "all")
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    queue: str
+    all: bool
+    def __init__(self, task_ids: _Optional[_Iterable[str]] = ..., queue: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...

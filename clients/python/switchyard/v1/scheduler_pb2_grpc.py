@@ -85,6 +85,26 @@ class SchedulerStub:
                 request_serializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.ExplainPlacement = channel.unary_unary(
+                '/switchyard.v1.Scheduler/ExplainPlacement',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/switchyard.v1.Scheduler/ListDeadLetters',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RetryDeadLetter = channel.unary_unary(
+                '/switchyard.v1.Scheduler/RetryDeadLetter',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/switchyard.v1.Scheduler/PurgeDeadLetters',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -162,6 +182,35 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainPlacement(self, request, context):
+        """Dry run: how a task would be classified and which worker would take it, and why
+        every other worker would not. Changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Tasks that failed for good, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadLetter(self, request, context):
+        """Put a dead-lettered task back to pending with a fresh retry budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Delete dead letters (by id, by queue, or all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +263,26 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'ExplainPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPlacement,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RetryDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadLetter,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +556,114 @@ class Scheduler:
             '/switchyard.v1.Scheduler/DrainWorker',
             switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.SerializeToString,
             switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/ExplainPlacement',
+            switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.ExplainPlacementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/ListDeadLetters',
+            switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/RetryDeadLetter',
+            switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.RetryDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/PurgeDeadLetters',
+            switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.PurgeDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,
