@@ -18,6 +18,15 @@ import yaml
 
 from scheduler.core.classify import DEFAULT_CONTENT_CLASSES, ClassificationRules
 from scheduler.core.model import MAX_PRIORITY, MIN_PRIORITY, QueueSpec, TaskClass
+from scheduler.core.policy import (
+    NO_RETRY,
+    AgingPolicy,
+    ClassificationRule,
+    FallbackChain,
+    PlacementPolicy,
+    RateLimit,
+    RetryPolicy,
+)
 
 
 class ConfigError(ValueError):
@@ -80,6 +89,28 @@ class Settings:
         default_factory=lambda: dict(DEFAULT_CONTENT_CLASSES)
     )
     """Content type -> task class."""
+    rules: tuple[ClassificationRule, ...] = ()
+    """Classification rules, first match wins; an explicit request field still wins over a rule."""
+    retry_policies: Mapping[str, RetryPolicy] = field(default_factory=lambda: {"none": NO_RETRY})
+    """Named retry policies ("none" always exists: no retry, end failed)."""
+    default_retry_policy: str = "none"
+    """Policy of tasks whose submission, rule and queue name none."""
+    fallback_chains: tuple[FallbackChain, ...] = ()
+    """Queues a waiting task may spill into (gpu=required work never leaves GPU workers)."""
+    aging: AgingPolicy = field(default_factory=AgingPolicy)
+    """Priority aging."""
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
+    """Filtering and scoring of workers."""
+    rate_limits: tuple[RateLimit, ...] = ()
+    """Hand-out rate limits per task-name glob."""
+    result_ttl_seconds: float = 7 * 86400.0
+    """Finished tasks (and their payloads) are purged this long after they end."""
+    dead_letter_max: int = 10_000
+    """Most dead letters kept; the oldest go first."""
+    dead_letter_ttl_seconds: float = 7 * 86400.0
+    """Dead letters are purged this long after they were dead-lettered."""
+    idempotency_ttl_seconds: float = 86400.0
+    """How long an idempotency key keeps returning its task."""
 
     @property
     def effective_broker_url(self) -> str:
@@ -91,13 +122,20 @@ class Settings:
 
     def classification_rules(self) -> ClassificationRules:
         return ClassificationRules(
-            queues=self.queues, class_queues=self.class_queues, content_classes=self.content_classes
+            queues=self.queues, class_queues=self.class_queues, content_classes=self.content_classes,
+            rules=self.rules, default_retry_policy=self.default_retry_policy,
         )
 
+    def queue(self, name: str) -> QueueSpec | None:
+        for spec in self.queues:
+            if spec.name == name:
+                return spec
+        return None
 
-_SCALARS = {
-    f.name: f for f in fields(Settings) if f.name not in ("queues", "class_queues", "content_classes")
-}
+
+_STRUCTURED = ("queues", "class_queues", "content_classes", "rules", "retry_policies",
+               "fallback_chains", "aging", "placement", "rate_limits")
+_SCALARS = {f.name: f for f in fields(Settings) if f.name not in _STRUCTURED}
 
 
 def _coerce(name: str, raw: Any) -> Any:

@@ -14,8 +14,11 @@ from scheduler.core.model import (
     Submission,
     TaskClass,
 )
+from scheduler.core.policy import ClassificationRule
 
 USER_INITIATED_BOOST = 2
+LARGE_BATCH_SIZE = 10
+LARGE_BATCH_PENALTY = 1
 
 DEFAULT_CONTENT_CLASSES: Mapping[str, TaskClass] = {
     "audio": TaskClass.GPU_INTENSIVE,
@@ -55,6 +58,10 @@ class ClassificationRules:
         default_factory=lambda: dict(DEFAULT_CONTENT_CLASSES)
     )
     """Content type -> class; unknown content types are CPU work."""
+    rules: Sequence[ClassificationRule] = ()
+    """Configured rules, first match wins."""
+    default_retry_policy: str = "none"
+    """Retry policy when neither submission, rule nor queue names one."""
 
     def queue(self, name: str) -> QueueSpec | None:
         for spec in self.queues:
@@ -69,19 +76,28 @@ def clamp_priority(value: int) -> int:
 
 
 def classify(submission: Submission, rules: ClassificationRules) -> Classification:
-    """Decide class, GPU need, queue and priority; an explicit request always wins.
+    """Decide class, GPU need, queue, priority and retry policy; an explicit request always wins.
 
-    The caller has validated the submission (priority 0-10, known queue); this never raises.
+    Order of authority: explicit submission fields, then the first matching rule, then content
+    type, then defaults. The caller has validated the submission; this never raises.
     """
     reasons: list[str] = []
     gpu: GpuNeed
+    task_class: TaskClass
     content = submission.content_type.strip().lower()
+    rule = next(
+        (r for r in rules.rules if r.matches(submission.task_name, content, submission.gpu_memory_mb)), None
+    )
     if submission.gpu is not GpuNeed.UNSPECIFIED:
         gpu = submission.gpu
         task_class = _NEED_CLASS[gpu]
         if content and rules.content_classes.get(content) is TaskClass.IO and gpu is GpuNeed.NONE:
             task_class = TaskClass.IO
         reasons.append(f"gpu={gpu.value} requested -> {task_class.value}")
+    elif rule is not None and (rule.task_class is not None or rule.gpu is not None):
+        task_class = rule.task_class or _NEED_CLASS[rule.gpu or GpuNeed.NONE]
+        gpu = rule.gpu or _CLASS_GPU_NEED[task_class]
+        reasons.append(f"rule {rule.name!r} -> {task_class.value}")
     elif submission.gpu_memory_mb > 0:
         task_class, gpu = TaskClass.GPU_INTENSIVE, GpuNeed.REQUIRED
         reasons.append(f"asks {submission.gpu_memory_mb} MiB of GPU memory -> gpu_intensive")
@@ -97,6 +113,9 @@ def classify(submission: Submission, rules: ClassificationRules) -> Classificati
     if submission.queue:
         queue_name = submission.queue
         reasons.append(f"queue {queue_name} (requested)")
+    elif rule is not None and rule.queue:
+        queue_name = rule.queue
+        reasons.append(f"queue {queue_name} (rule {rule.name!r})")
     else:
         queue_name = rules.class_queues[task_class]
         reasons.append(f"queue {queue_name}")
@@ -107,16 +126,39 @@ def classify(submission: Submission, rules: ClassificationRules) -> Classificati
         priority = submission.priority
         reasons.append(f"priority {priority} (requested)")
     else:
-        priority = default_priority
-        detail = f"priority {default_priority} (queue default)"
+        if rule is not None and rule.priority:
+            priority = rule.priority
+            detail = f"priority {priority} (rule {rule.name!r})"
+        else:
+            priority = default_priority
+            detail = f"priority {default_priority} (queue default)"
+        adjusted = False
         if submission.user_initiated:
             priority = clamp_priority(priority + USER_INITIATED_BOOST)
-            detail += f" +{USER_INITIATED_BOOST} user-initiated -> {priority}"
+            detail += f" +{USER_INITIATED_BOOST} user-initiated"
+            adjusted = True
+        if submission.batch_size > LARGE_BATCH_SIZE:
+            priority = clamp_priority(priority - LARGE_BATCH_PENALTY)
+            detail += f" -{LARGE_BATCH_PENALTY} batch of {submission.batch_size}"
+            adjusted = True
+        if adjusted:
+            detail += f" -> {priority}"
         reasons.append(detail)
+
+    retry_policy = (
+        submission.retry_policy
+        or (rule.retry_policy if rule is not None else "")
+        or (spec.retry_policy if spec else "")
+        or rules.default_retry_policy
+    )
+    preferred = dict(rule.preferred_labels) if rule is not None else {}
+    preferred.update(submission.preferred_labels)
     return Classification(
         task_class=task_class,
         gpu=gpu,
         queue=queue_name,
         priority=priority,
         reason="; ".join(reasons),
+        retry_policy=retry_policy,
+        preferred_labels=preferred,
     )

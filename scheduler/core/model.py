@@ -67,6 +67,18 @@ class QueueSpec:
     """Priority (1-10) given to its tasks when the submitter gives none."""
     paused: bool = False
     """Start paused (operators resume it)."""
+    max_tasks_per_worker: int = 0
+    """At most this many of the queue's tasks on one worker at once (0 = no limit)."""
+    soft_time_limit_seconds: float = 0.0
+    """Soft time limit of its tasks (0 = none): the task gets SoftTimeLimitExceeded."""
+    hard_time_limit_seconds: float = 0.0
+    """Hard time limit of its tasks (0 = none): the task's process is killed."""
+    max_depth: int = 0
+    """Alert threshold: warn when more tasks than this are pending (0 = off)."""
+    max_error_rate: float = 0.0
+    """Alert threshold: warn when the share of recent tasks that failed exceeds this (0 = off)."""
+    retry_policy: str = ""
+    """Retry policy of its tasks unless the submitter names one ("" = the global default)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,12 @@ class Submission:
     """Explicit queue override; empty lets classification choose."""
     labels: Mapping[str, str] = field(default_factory=dict)
     user_initiated: bool = False
+    batch_size: int = 0
+    """Items in the batch this task came with; more than 10 lowers its priority by one."""
+    retry_policy: str = ""
+    """Named retry policy; "" lets rules / the queue decide."""
+    preferred_labels: Mapping[str, str] = field(default_factory=dict)
+    """Soft affinity: workers with these labels score higher (never required)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,10 @@ class Classification:
     queue: str
     priority: int
     reason: str
+    retry_policy: str = ""
+    """Retry policy that governs the task (resolved name)."""
+    preferred_labels: Mapping[str, str] = field(default_factory=dict)
+    """Soft affinity labels (from the submission or a rule)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +134,10 @@ class PendingTask:
     submitted_at: float = 0.0
     class_reason: str = ""
     """Why classification put it where it is (kept for explanations)."""
+    preferred_labels: tuple[tuple[str, str], ...] = ()
+    """Soft affinity labels."""
+    task_name: str = ""
+    """Celery task name (rate limits match on it)."""
 
     @property
     def order_key(self) -> tuple[int, int]:
@@ -149,6 +175,12 @@ class WorkerView:
     """False while draining, unreachable or lost."""
     gpus: tuple[GpuView, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    in_flight_by_queue: Mapping[str, int] = field(default_factory=dict)
+    """Tasks in flight per logical queue (for per-queue limits)."""
+    recent_failures: int = 0
+    """Failed attempts on this worker within the failure window."""
+    quarantined: bool = False
+    """Kept from new work because it keeps failing tasks."""
 
     @property
     def has_gpu(self) -> bool:

@@ -9,7 +9,7 @@ round goes, so one round never overcommits a worker.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from scheduler.core.model import (
     Assignment,
@@ -21,6 +21,7 @@ from scheduler.core.model import (
     WorkerType,
     WorkerView,
 )
+from scheduler.core.policy import ScoringWeights
 
 # How well a worker type fits a class of work (capability match). Keeps GPU workers for GPU
 # work and hybrid workers as the second choice for everything.
@@ -30,16 +31,6 @@ _MATCH: dict[TaskClass, dict[WorkerType, float]] = {
     TaskClass.CPU: {WorkerType.CPU: 1.0, WorkerType.HYBRID: 0.5},
     TaskClass.IO: {WorkerType.CPU: 1.0, WorkerType.HYBRID: 0.5},
 }
-
-
-@dataclass(frozen=True)
-class ScoringWeights:
-    """Weights of the score terms; higher total wins."""
-
-    capability: float = 2.0
-    """Weight of the capability match (GPU work on GPU workers, CPU work on CPU workers)."""
-    free_slots: float = 1.0
-    """Weight of the worker's share of free slots (spreads load)."""
 
 
 def free_slots(worker: WorkerView, prefetch: int = 0) -> int:
@@ -80,7 +71,7 @@ def score(task: PendingTask, worker: WorkerView, weights: ScoringWeights, prefet
     if task.task_class is TaskClass.MIXED and not worker.has_gpu:
         match = _MATCH[TaskClass.MIXED][WorkerType.CPU]
     load_share = free_slots(worker, prefetch) / max(1, worker.slots)
-    return weights.capability * match + weights.free_slots * load_share
+    return weights.capability * match + weights.load * load_share
 
 
 def _signature(task: PendingTask) -> tuple[object, ...]:
