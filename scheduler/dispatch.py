@@ -35,6 +35,10 @@ class HandOut:
     args_json: str | None
     """None when the payload travels by reference (stored once in Redis)."""
     kwargs_json: str | None
+    soft_time_limit: float | None = None
+    """Seconds before Celery raises SoftTimeLimitExceeded in the task."""
+    hard_time_limit: float | None = None
+    """Seconds before Celery kills the task's process."""
 
 
 class Dispatcher:
@@ -82,6 +86,8 @@ class Dispatcher:
                         declare=[queue],
                         serializer="json",
                         producer=producer,
+                        soft_time_limit=item.soft_time_limit,
+                        time_limit=item.hard_time_limit,
                         headers={
                             "sy_task_id": item.task_id,
                             "sy_attempt": item.attempt,

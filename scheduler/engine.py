@@ -14,12 +14,13 @@ import hashlib
 import heapq
 import json
 import logging
+import random
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -38,7 +39,8 @@ from scheduler.core.model import (
     TaskState,
     WorkerType,
 )
-from scheduler.core.placement import plan, rejection, wait_reason
+from scheduler.core.placement import PlacementContext, Verdict, evaluate, explain, plan, wait_reason
+from scheduler.core.policy import AgingPolicy, Bucket, RetryAction, decide_retry, refill
 from scheduler.dispatch import Dispatcher, HandOut, worker_queue_name
 from scheduler.errors import (
     AlreadyExists,
@@ -49,14 +51,15 @@ from scheduler.errors import (
 )
 from scheduler.fleet import Fleet, Gpu, InFlight, Worker
 from scheduler.metrics import Metrics
-from scheduler.store import IdempotencyConflict, LifecycleEvent, NewTask, Store
+from scheduler.store import FailureOutcome, IdempotencyConflict, LifecycleEvent, NewTask, Store
 
 log = logging.getLogger(__name__)
 
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 _WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 LOST_WORKER_RETENTION_SECONDS = 600.0
+ERROR_RATE_WINDOW = 100
+"""Finished tasks per queue over which the error rate is computed."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class TaskInput:
     args_json: str
     kwargs_json: str
     idempotency_key: str = ""
+    soft_time_limit_seconds: float = 0.0
+    hard_time_limit_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,24 @@ class QueueView:
     mean_wait_seconds: float
     mean_run_seconds: float
     workers: int
+    retrying: int = 0
+    dead_lettered: int = 0
+    error_rate: float = 0.0
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The answer of ExplainPlacement."""
+
+    task_class: TaskClass
+    queue: str
+    priority: int
+    effective_priority: int
+    classification_reason: str
+    verdicts: list[Verdict]
+    chosen: Verdict | None
+    summary: str
 
 
 @dataclass
@@ -160,6 +183,13 @@ def validate_input(item: TaskInput, settings: Settings, index: int | None = None
         raise InvalidArgument(f"{where}gpu_memory_mb {sub.gpu_memory_mb} is not a plausible amount of MiB")
     if sub.gpu is GpuNeed.NONE and sub.gpu_memory_mb:
         raise InvalidArgument(f"{where}gpu=none contradicts gpu_memory_mb={sub.gpu_memory_mb}")
+    if sub.retry_policy and sub.retry_policy not in settings.retry_policies:
+        known_policies = ", ".join(sorted(settings.retry_policies))
+        raise InvalidArgument(f"{where}retry_policy {sub.retry_policy!r} does not exist; known: {known_policies}")
+    if item.soft_time_limit_seconds < 0 or item.hard_time_limit_seconds < 0:
+        raise InvalidArgument(f"{where}time limits must not be negative")
+    if item.hard_time_limit_seconds and item.soft_time_limit_seconds > item.hard_time_limit_seconds:
+        raise InvalidArgument(f"{where}soft_time_limit_seconds must not exceed hard_time_limit_seconds")
     if len(item.idempotency_key) > 256:
         raise InvalidArgument(f"{where}idempotency_key is longer than 256 characters")
     for key, value in sub.labels.items():
@@ -189,15 +219,23 @@ def pending_from_record(task: Mapping[str, str]) -> PendingTask:
         labels=tuple(sorted(labels.items())),
         submitted_at=float(task.get("submitted_at") or 0),
         class_reason=task.get("class_reason", ""),
+        preferred_labels=tuple(sorted(json.loads(task.get("preferred_labels") or "{}").items())),
+        task_name=task.get("name", ""),
     )
 
 
 class PendingIndex:
-    """Pending tasks in memory, one sorted list per queue (highest priority, then oldest, first)."""
+    """Pending tasks in memory: one list per (queue, base priority), oldest first.
+
+    Within one such list, aging raises the older tasks at least as much as the newer ones, so
+    each list is also in effective-priority order; merging the lists by (effective priority,
+    submission order) gives the exact global order at any moment.
+    """
 
     def __init__(self) -> None:
         self._tasks: dict[str, PendingTask] = {}
-        self._by_queue: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+        self._lists: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
+        self._depth: dict[str, int] = defaultdict(int)
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -212,29 +250,54 @@ class PendingIndex:
         if task.task_id in self._tasks:
             self.remove(task.task_id)
         self._tasks[task.task_id] = task
-        bisect.insort(self._by_queue[task.queue], (*task.order_key, task.task_id))
+        bisect.insort(self._lists[(task.queue, task.priority)], (task.seq, task.task_id))
+        self._depth[task.queue] += 1
 
     def remove(self, task_id: str) -> None:
         task = self._tasks.pop(task_id, None)
         if task is None:
             return
-        entries = self._by_queue[task.queue]
-        key = (*task.order_key, task.task_id)
+        entries = self._lists[(task.queue, task.priority)]
+        key = (task.seq, task.task_id)
         pos = bisect.bisect_left(entries, key)
         if pos < len(entries) and entries[pos] == key:
             del entries[pos]
+        self._depth[task.queue] -= 1
 
     def depth(self, queue: str) -> int:
-        return len(self._by_queue.get(queue, ()))
+        return self._depth.get(queue, 0)
 
-    def position(self, task: PendingTask) -> int:
-        """How many tasks of the same queue are ahead of this one."""
-        return bisect.bisect_left(self._by_queue[task.queue], (*task.order_key, task.task_id))
+    def tasks(self) -> Iterator[PendingTask]:
+        return iter(list(self._tasks.values()))
 
-    def in_order(self, queues: Sequence[str]) -> Iterator[PendingTask]:
-        """Pending tasks of the given queues merged into one priority order."""
-        for _p, _s, task_id in heapq.merge(*(self._by_queue.get(q, []) for q in queues)):
-            yield self._tasks[task_id]
+    def ahead_of(self, task: PendingTask, aging: AgingPolicy, now: float) -> int:
+        """How many tasks of the same queue would be placed before this one."""
+        mine = (-aging.effective_priority(task.priority, now - task.submitted_at), task.seq)
+        count = 0
+        for (queue, _level), entries in self._lists.items():
+            if queue != task.queue:
+                continue
+            for seq, task_id in entries:
+                other = self._tasks[task_id]
+                key = (-aging.effective_priority(other.priority, now - other.submitted_at), seq)
+                if key < mine:
+                    count += 1
+                else:
+                    break
+        return count
+
+    def in_order(self, queues: Sequence[str], aging: AgingPolicy, now: float) -> Iterator[PendingTask]:
+        """Pending tasks of the given queues in one effective-priority order."""
+        wanted = set(queues)
+        tasks = self._tasks
+
+        def order(entry: tuple[int, str]) -> tuple[int, int]:
+            task = tasks[entry[1]]
+            return (-aging.effective_priority(task.priority, now - task.submitted_at), entry[0])
+
+        lists = [entries for (queue, _level), entries in self._lists.items() if queue in wanted and entries]
+        for _seq, task_id in heapq.merge(*lists, key=order):
+            yield tasks[task_id]
 
 
 class Engine:
@@ -264,6 +327,14 @@ class Engine:
         self._kick = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._running = False
+        self._buckets: dict[str, Bucket] = {}
+        self._outcomes: dict[str, deque[bool]] = defaultdict(lambda: deque(maxlen=ERROR_RATE_WINDOW))
+        """Per queue: recent finished tasks, True for a failure (error rate)."""
+        self._retrying: dict[str, str] = {}
+        """Retrying task id -> queue."""
+        self._dead: dict[str, str] = {}
+        """Dead-lettered task id -> queue."""
+        self._random = random.Random()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -272,7 +343,8 @@ class Engine:
         await self.store.ensure_events_group()
         await self._recover()
         self._running = True
-        for loop in (self._dispatch_loop, self._events_loop, self._liveness_loop, self._metrics_loop):
+        for loop in (self._dispatch_loop, self._events_loop, self._liveness_loop, self._metrics_loop,
+                     self._retry_loop, self._dead_letter_loop):
             self._loops.append(asyncio.create_task(self._guard(loop), name=loop.__name__))
         self._kick.set()
 
@@ -310,6 +382,13 @@ class Engine:
         for record in await self.store.load_tasks(await self.store.pending_ids()):
             if record.get("state") == TaskState.PENDING:
                 self.pending.add(pending_from_record(record))
+        retry_ids = [task_id for task_id in await self.store.due_retries(float("inf"), limit=1_000_000)]
+        for record in await self.store.load_tasks(retry_ids):
+            if record.get("state") == TaskState.RETRYING:
+                self._retrying[record["id"]] = record.get("queue", "")
+        dead_ids = [task_id for task_id, _at in await self.store.dead_letters()]
+        for record in await self.store.load_tasks(dead_ids):
+            self._dead[record["id"]] = record.get("queue", "")
         known = await self.store.known_workers()
         republish: list[dict[str, str]] = []
         for worker_id, task_ids in (await self.store.in_flight_ledgers()).items():
@@ -344,6 +423,7 @@ class Engine:
             queue=record.get("queue", ""),
             gpu_index=int(gpu_index) if gpu_index else None,
             gpu_memory_mb=int(record.get("gpu_mem") or 0) if gpu_index else 0,
+            served_queue=record.get("served_queue", ""),
         )
 
     async def _republish(self, records: Sequence[dict[str, str]]) -> None:
@@ -354,9 +434,15 @@ class Engine:
             kwargs_json: str | None = None
             if int(record.get("payload_bytes") or 0) <= self.settings.inline_payload_bytes:
                 args_json, kwargs_json = await self.store.get_payload(record["id"])
-            hand_outs.append(HandOut(record["id"], int(record["attempt"]), record["worker"],
-                                     record["name"], args_json, kwargs_json))
+            hand_outs.append(self._hand_out(record, args_json, kwargs_json))
         await self._publish(hand_outs)
+
+    def _hand_out(self, record: Mapping[str, str], args_json: str | None, kwargs_json: str | None) -> HandOut:
+        return HandOut(
+            record["id"], int(record["attempt"]), record["worker"], record["name"], args_json, kwargs_json,
+            soft_time_limit=float(record.get("soft_limit") or 0) or None,
+            hard_time_limit=float(record.get("hard_limit") or 0) or None,
+        )
 
     # --- submissions --------------------------------------------------------------------
 
@@ -371,7 +457,13 @@ class Engine:
         new_tasks: list[NewTask] = []
         decisions = []
         for item in items:
-            decision = classify(item.submission, self.rules)
+            submission = item.submission
+            if many and submission.batch_size < len(items):
+                submission = replace(submission, batch_size=len(items))
+            decision = classify(submission, self.rules)
+            spec = self.settings.queue(decision.queue)
+            soft = item.soft_time_limit_seconds or (spec.soft_time_limit_seconds if spec else 0.0)
+            hard = item.hard_time_limit_seconds or (spec.hard_time_limit_seconds if spec else 0.0)
             decisions.append(decision)
             sub = item.submission
             args_json, kwargs_json = item.args_json or "[]", item.kwargs_json or "{}"
@@ -389,12 +481,15 @@ class Engine:
                     "class_reason": decision.reason, "worker": "",
                     "payload_bytes": str(len(args_json) + len(kwargs_json)),
                     "payload_digest": digest, "idem": item.idempotency_key,
+                    "retry_policy": decision.retry_policy, "failures": "0",
+                    "preferred_labels": json.dumps(dict(decision.preferred_labels), sort_keys=True),
+                    "soft_limit": repr(soft) if soft else "", "hard_limit": repr(hard) if hard else "",
                 },
                 args_json=args_json, kwargs_json=kwargs_json,
                 idempotency_key=item.idempotency_key, payload_digest=digest,
             ))
         try:
-            outcomes = await self.store.submit(new_tasks, IDEMPOTENCY_TTL_SECONDS)
+            outcomes = await self.store.submit(new_tasks, int(self.settings.idempotency_ttl_seconds))
         except IdempotencyConflict as exc:
             where = f"tasks[{exc.index}]: " if many else ""
             owner = f" (task {exc.existing_task_id})" if exc.existing_task_id else ""
@@ -433,20 +528,37 @@ class Engine:
             raise NotFound(f"task {task_id!r} does not exist (or its result expired)")
         return self._with_wait_reason(record)
 
+    def _context(self, now: float) -> PlacementContext:
+        return PlacementContext(
+            policy=self.settings.placement,
+            prefetch=self.settings.dispatch_prefetch,
+            now=now,
+            queues={q.name: q for q in self.settings.queues},
+            chains=self.settings.fallback_chains,
+            rate_limits=self.settings.rate_limits,
+        )
+
+    def _views(self, now: float) -> list[Any]:
+        return self.fleet.views(now, self.settings.placement.failure_window_seconds)
+
     def _with_wait_reason(self, record: dict[str, str]) -> dict[str, str]:
         if record.get("state") != TaskState.PENDING:
             return record
         task = self.pending.get(record["id"])
         if task is None:
             return record
+        now = self.clock()
+        effective = self.settings.aging.effective_priority(task.priority, now - task.submitted_at)
         if task.queue in self.paused:
             reason = f"queue {task.queue} is paused"
         else:
-            reason = wait_reason(task, self.fleet.views(), self.settings.dispatch_prefetch)
-            ahead = self.pending.position(task)
+            reason = wait_reason(task, self._views(now), ctx=self._context(now))
+            ahead = self.pending.ahead_of(task, self.settings.aging, now)
             if ahead:
                 reason += f" ({ahead} task(s) ahead in {task.queue})"
-        return {**record, "reason": reason}
+        if effective > task.priority:
+            reason += f"; aged from priority {task.priority} to {effective}"
+        return {**record, "reason": reason, "effective_priority": str(effective)}
 
     async def watch(self, task_id: str) -> AsyncIterator[dict[str, str]]:
         """The task now, then at every change, ending with its terminal state."""
@@ -480,27 +592,45 @@ class Engine:
         for spec in self.settings.queues:
             row = stats.get(spec.name, {})
             wait_n, run_n = row.get("wait_count", 0), row.get("run_count", 0)
+            outcomes = self._outcomes.get(spec.name)
+            error_rate = sum(outcomes) / len(outcomes) if outcomes else 0.0
+            depth = self.pending.depth(spec.name)
+            warnings: list[str] = []
+            if spec.max_depth and depth > spec.max_depth:
+                warnings.append(f"depth {depth} exceeds threshold {spec.max_depth}")
+            if spec.max_error_rate and outcomes and error_rate > spec.max_error_rate:
+                warnings.append(
+                    f"error rate {error_rate:.0%} over the last {len(outcomes)} task(s) exceeds "
+                    f"threshold {spec.max_error_rate:.0%}"
+                )
+            workers = self._workers_for(spec)
+            if depth and not workers:
+                warnings.append("tasks are pending and no connected worker can serve this queue")
             views.append(QueueView(
-                spec=spec, pending=self.pending.depth(spec.name), processing=processing[spec.name],
+                spec=spec, pending=depth, processing=processing[spec.name],
                 completed=int(row.get("completed", 0)), failed=int(row.get("failed", 0)),
                 cancelled=int(row.get("cancelled", 0)), paused=spec.name in self.paused,
                 mean_wait_seconds=row.get("wait_sum", 0) / wait_n if wait_n else 0.0,
                 mean_run_seconds=row.get("run_sum", 0) / run_n if run_n else 0.0,
-                workers=self._workers_for(spec),
+                workers=workers,
+                retrying=sum(1 for q in self._retrying.values() if q == spec.name),
+                dead_lettered=sum(1 for q in self._dead.values() if q == spec.name),
+                error_rate=error_rate,
+                warnings=tuple(warnings),
             ))
         return views
 
     def _workers_for(self, spec: QueueSpec) -> int:
         probe = PendingTask("", spec.name, spec.default_priority, 0, spec.task_class,
                             GpuNeed.REQUIRED if spec.task_class is TaskClass.GPU_INTENSIVE else GpuNeed.NONE)
+        ctx = PlacementContext(policy=self.settings.placement, queues={spec.name: spec})
         count = 0
         for worker in self.fleet:
             if not worker.accepting:
                 continue
-            view = worker.view()
             # Capability only: a busy worker still serves the queue.
-            reason = rejection(probe, view.__class__(**{**view.__dict__, "in_flight": 0, "accepting": True}))
-            count += reason is None
+            idle = replace(worker.view(), in_flight=0, in_flight_by_queue={}, quarantined=False)
+            count += evaluate(probe, idle, ctx).eligible
         return count
 
     async def queue_view(self, name: str) -> QueueView:
@@ -542,7 +672,8 @@ class Engine:
         """Cancel a task; returns it and the state it was in."""
         if not task_id:
             raise InvalidArgument("task_id is empty")
-        outcome = await self.store.cancel(task_id, self.clock(), "cancelled by client")
+        outcome = await self.store.cancel(task_id, self.clock(), "cancelled by client",
+                                          self.settings.result_ttl_seconds)
         if outcome.status == "missing":
             raise NotFound(f"task {task_id!r} does not exist (or its result expired)")
         if outcome.status == "terminal":
@@ -551,6 +682,7 @@ class Engine:
             )
         previous = outcome.previous_state
         self.pending.remove(task_id)
+        self._retrying.pop(task_id, None)
         if previous in IN_FLIGHT_STATES:
             owner = self.fleet.get(outcome.task.get("worker", ""))
             item = owner.in_flight.pop(task_id, None) if owner else None
@@ -687,12 +819,29 @@ class Engine:
 
     async def dispatch_round(self) -> int:
         """One placement round: plan, commit each hand-out, publish. Returns hand-outs made."""
-        views = self.fleet.views()
+        now = self.clock()
+        views = self._views(now)
         prefetch = self.settings.dispatch_prefetch
         if not any(v.accepting and v.slots + prefetch > v.in_flight for v in views) or not len(self.pending):
             return 0
         queues = [q.name for q in self.settings.queues if q.name not in self.paused]
-        decision = plan(self.pending.in_order(queues), views, prefetch=prefetch)
+        tokens: dict[str, int] = {}
+        for limit in self.settings.rate_limits:
+            bucket = refill(limit, self._buckets.get(limit.pattern), now)
+            self._buckets[limit.pattern] = bucket
+            tokens[limit.pattern] = int(bucket.tokens)
+        decision = plan(self.pending.in_order(queues, self.settings.aging, now), views,
+                        ctx=self._context(now), rate_tokens=tokens)
+        for assignment in decision.assignments:
+            task = self.pending.get(assignment.task_id)
+            for limit in self.settings.rate_limits:
+                if task is not None and limit.matches(task.task_name):
+                    bucket = self._buckets[limit.pattern]
+                    self._buckets[limit.pattern] = Bucket(bucket.tokens - 1, bucket.updated_at)
+                    break
+        if decision.waiting and any(r.startswith("rate limited") for r in decision.waiting.values()):
+            # Nothing else will wake the loop when the bucket refills.
+            asyncio.get_running_loop().call_later(0.5, self._kick.set)
         hand_outs: list[HandOut] = []
         for assignment in decision.assignments:
             worker = self.fleet.get(assignment.worker_id)
@@ -706,7 +855,9 @@ class Engine:
             if outcome is None or worker is None:
                 continue
             record = outcome.task
-            worker.in_flight[assignment.task_id] = self._in_flight_from(record)
+            item = self._in_flight_from(record)
+            item.served_queue = assignment.served_queue
+            worker.in_flight[assignment.task_id] = item
             if worker.lost:
                 # Lost while we were committing: move it straight back.
                 worker.in_flight.pop(assignment.task_id, None)
@@ -716,8 +867,7 @@ class Engine:
                 continue
             waited = float(record["dispatched_at"]) - float(record["submitted_at"])
             self.metrics.submit_to_dispatch.labels(record["queue"]).observe(max(0.0, waited))
-            hand_outs.append(HandOut(assignment.task_id, int(record["attempt"]), assignment.worker_id,
-                                     record["name"], outcome.args_json, outcome.kwargs_json))
+            hand_outs.append(self._hand_out(record, outcome.args_json, outcome.kwargs_json))
             self._watchers.notify(record)
         if hand_outs:
             await self._publish(hand_outs)
@@ -740,18 +890,56 @@ class Engine:
                 await self._apply(event)
             await self.store.ack_events([e.stream_id for e in events])
 
+    async def _failure_outcome(self, event: LifecycleEvent) -> FailureOutcome | None:
+        """Ask the retry policy what this failed report turns into (None when the report is stale)."""
+        current = await self.store.get_task(event.task_id)
+        if current is None or current.get("attempt") != event.attempt:
+            return None
+        policy = self.settings.retry_policies.get(current.get("retry_policy") or "", None)
+        if policy is None:
+            policy = self.settings.retry_policies.get(self.settings.default_retry_policy)
+        if policy is None:
+            return FailureOutcome("fail", 0.0, "failed (no retry policy)")
+        failures = int(current.get("failures") or 0) + 1
+        decision = decide_retry(policy, failures, event.fields.get("error_type", ""), self._random.random())
+        now = self.clock()
+        if decision.action is RetryAction.RETRY:
+            return FailureOutcome("retry", now + decision.delay_seconds, decision.reason)
+        action = "dead_letter" if decision.action is RetryAction.DEAD_LETTER else "fail"
+        return FailureOutcome(action, 0.0, decision.reason)
+
     async def _apply(self, event: LifecycleEvent) -> None:
-        record = await self.store.apply_event(event)
+        outcome = await self._failure_outcome(event) if event.kind == "failed" else None
+        record = await self.store.apply_event(
+            event, outcome=outcome, result_ttl_seconds=self.settings.result_ttl_seconds,
+            dead_letter_ttl_seconds=self.settings.dead_letter_ttl_seconds,
+        )
         if record is None:
             if event.kind != "progress":
                 self.metrics.stale_reports.inc()
                 log.info("dropped stale %s report of %s attempt %s from %s",
                          event.kind, event.task_id, event.attempt, event.worker_id)
             return
-        if record.get("state") in TERMINAL_STATES:
-            worker = self.fleet.get(record.get("worker", ""))
+        state = record.get("state")
+        if event.kind in ("succeeded", "failed"):
+            worker = self.fleet.get(event.worker_id)
             if worker is not None and worker.in_flight.pop(event.task_id, None) is not None:
                 self._kick.set()
+            queue = record.get("queue", "")
+            if state == TaskState.RETRYING:
+                self._retrying[event.task_id] = queue
+            elif state == TaskState.DEAD_LETTERED:
+                self._dead[event.task_id] = queue
+            if state in TERMINAL_STATES:
+                self._outcomes[queue].append(state != TaskState.SUCCEEDED)
+            if event.kind == "failed" and worker is not None:
+                policy = self.settings.placement
+                if worker.record_failure(self.clock(), policy.failure_window_seconds,
+                                         policy.quarantine_failures, policy.quarantine_seconds):
+                    log.warning("worker %s quarantined for %gs after %d failures within %gs",
+                                worker.worker_id, policy.quarantine_seconds, policy.quarantine_failures,
+                                policy.failure_window_seconds)
+                    asyncio.get_running_loop().call_later(policy.quarantine_seconds, self._kick.set)
         self._watchers.notify(record)
 
     async def _liveness_loop(self) -> None:
@@ -776,6 +964,103 @@ class Engine:
                     await self._declare_lost(
                         worker, f"not reconnected within {self.settings.lost_grace_seconds:g}s"
                     )
+
+    async def _retry_loop(self) -> None:
+        """Retrying tasks whose backoff is over become pending again (held here, not in Celery)."""
+        while self._running:
+            await asyncio.sleep(0.2)
+            due = await self.store.due_retries(self.clock())
+            for task_id in due:
+                record = await self.store.promote(task_id, TaskState.RETRYING, "retry due")
+                self._retrying.pop(task_id, None)
+                if record is not None:
+                    self.pending.add(pending_from_record(record))
+                    self._watchers.notify(record)
+            if due:
+                self._kick.set()
+
+    async def _dead_letter_loop(self) -> None:
+        """Keep the dead-letter queue within its maximum length and TTL."""
+        while self._running:
+            await asyncio.sleep(5.0)
+            await self.trim_dead_letters()
+
+    async def trim_dead_letters(self) -> int:
+        letters = await self.store.dead_letters(newest_first=True)
+        cutoff = self.clock() - self.settings.dead_letter_ttl_seconds
+        doomed = [tid for i, (tid, at) in enumerate(letters) if i >= self.settings.dead_letter_max or at < cutoff]
+        if not doomed:
+            return 0
+        for task_id in doomed:
+            self._dead.pop(task_id, None)
+        return await self.store.purge_dead_letters(doomed)
+
+    async def list_dead_letters(self, queue: str, limit: int) -> tuple[list[tuple[dict[str, str], float]], int]:
+        if queue and self.settings.queue(queue) is None:
+            raise NotFound(f"queue {queue!r} does not exist")
+        limit = min(1000, limit or 100)
+        ids = [(tid, at) for tid, at in await self.store.dead_letters(newest_first=True)
+               if not queue or self._dead.get(tid) == queue]
+        records = {r["id"]: r for r in await self.store.load_tasks([tid for tid, _at in ids[:limit]])}
+        return [(records[tid], at) for tid, at in ids[:limit] if tid in records], len(ids)
+
+    async def retry_dead_letter(self, task_id: str) -> dict[str, str]:
+        record = await self.store.get_task(task_id) if task_id else None
+        if record is None:
+            raise NotFound(f"task {task_id!r} does not exist (or its dead letter expired)")
+        if record.get("state") != TaskState.DEAD_LETTERED:
+            raise FailedPrecondition(f"task {task_id} is {record.get('state')}, not dead-lettered")
+        promoted = await self.store.promote(task_id, TaskState.DEAD_LETTERED, "replayed from dead letters")
+        if promoted is None:
+            raise FailedPrecondition(f"task {task_id} changed state; try again")
+        self._dead.pop(task_id, None)
+        self.pending.add(pending_from_record(promoted))
+        self._watchers.notify(promoted)
+        self._kick.set()
+        return promoted
+
+    async def purge_dead_letters(self, task_ids: Sequence[str], queue: str, purge_all: bool) -> int:
+        if not task_ids and not queue and not purge_all:
+            raise InvalidArgument("say what to purge: task_ids, a queue, or all=true")
+        if queue and self.settings.queue(queue) is None:
+            raise NotFound(f"queue {queue!r} does not exist")
+        if task_ids:
+            chosen = list(task_ids)
+        else:
+            chosen = [tid for tid, q in self._dead.items() if purge_all or q == queue]
+        for task_id in chosen:
+            self._dead.pop(task_id, None)
+        return await self.store.purge_dead_letters(chosen)
+
+    async def explain(self, item: TaskInput | None, task_id: str) -> Explanation:
+        """Dry run of classification and placement; changes nothing."""
+        now = self.clock()
+        if task_id:
+            record = await self.get_task(task_id)
+            task = self.pending.get(task_id) or pending_from_record(record)
+            queue_name, base = task.queue, task.priority
+            reason = record.get("class_reason", "")
+            task_class = task.task_class
+        else:
+            if item is None:
+                raise InvalidArgument("give a task or a task_id to explain")
+            validate_input(item, self.settings)
+            decision = classify(item.submission, self.rules)
+            task = PendingTask(
+                "(dry run)", decision.queue, decision.priority, 0, decision.task_class, decision.gpu,
+                item.submission.gpu_memory_mb, tuple(sorted(item.submission.labels.items())), now,
+                decision.reason, tuple(sorted(decision.preferred_labels.items())), item.submission.task_name,
+            )
+            queue_name, base, reason, task_class = decision.queue, decision.priority, decision.reason, decision.task_class
+        effective = self.settings.aging.effective_priority(base, now - task.submitted_at)
+        verdicts, chosen = explain(task, self._views(now), self._context(now))
+        if queue_name in self.paused:
+            summary = f"queue {queue_name} is paused: the task waits until it is resumed"
+        elif chosen is not None:
+            summary = f"{chosen.worker_id} would take it now (score {chosen.score:.2f})"
+        else:
+            summary = wait_reason(task, self._views(now), ctx=self._context(now))
+        return Explanation(task_class, queue_name, base, effective, reason, verdicts, chosen, summary)
 
     async def _metrics_loop(self) -> None:
         while self._running:

@@ -41,6 +41,8 @@ class InFlight:
     queue: str
     gpu_index: int | None = None
     gpu_memory_mb: int = 0
+    served_queue: str = ""
+    """Queue whose per-worker limit it counts against ("" = its own)."""
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Worker:
     """Monotonic time the stream dropped (or the scheduler restarted without it)."""
     lost_at: float | None = None
     """Monotonic time the worker was declared lost."""
+    failures: list[float] = field(default_factory=list)
+    """Wall-clock times of recent failed attempts on this worker."""
+    quarantined_until: float = 0.0
+    """Wall-clock time until which the worker gets no new work."""
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     """Commands waiting to be written to the agent's stream."""
@@ -91,12 +97,26 @@ class Worker:
     def free_slots(self) -> int:
         return max(0, self.slots - len(self.in_flight))
 
-    def view(self) -> WorkerView:
+    def record_failure(self, now: float, window_seconds: float, quarantine_after: int,
+                       quarantine_seconds: float) -> bool:
+        """Count a failed attempt; True when it tips the worker into quarantine."""
+        self.failures = [t for t in self.failures if now - t <= window_seconds]
+        self.failures.append(now)
+        if quarantine_after and len(self.failures) >= quarantine_after and now >= self.quarantined_until:
+            self.quarantined_until = now + quarantine_seconds
+            self.failures.clear()
+            return True
+        return False
+
+    def view(self, now: float = 0.0, window_seconds: float = 300.0) -> WorkerView:
         """The worker as the pure placement core sees it (GPU memory net of reservations)."""
         reserved: dict[int, int] = {}
+        by_queue: dict[str, int] = {}
         for item in self.in_flight.values():
             if item.gpu_index is not None:
                 reserved[item.gpu_index] = reserved.get(item.gpu_index, 0) + item.gpu_memory_mb
+            queue = item.served_queue or item.queue
+            by_queue[queue] = by_queue.get(queue, 0) + 1
         return WorkerView(
             worker_id=self.worker_id,
             worker_type=self.worker_type,
@@ -114,6 +134,9 @@ class Worker:
                 for g in self.gpus
             ),
             labels=dict(self.labels),
+            in_flight_by_queue=by_queue,
+            recent_failures=sum(1 for t in self.failures if now - t <= window_seconds),
+            quarantined=now < self.quarantined_until,
         )
 
 
@@ -138,8 +161,8 @@ class Fleet:
     def remove(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
 
-    def views(self) -> list[WorkerView]:
-        return [w.view() for w in self._workers.values() if not w.lost]
+    def views(self, now: float = 0.0, window_seconds: float = 300.0) -> list[WorkerView]:
+        return [w.view(now, window_seconds) for w in self._workers.values() if not w.lost]
 
     def owner_of(self, task_id: str) -> Worker | None:
         for worker in self._workers.values():

@@ -13,6 +13,8 @@ Each task state change is one Lua script, so it is atomic, and scripts are regis
     P:idem:<key>       string task id of an idempotency key (expires)
     P:paused           set    paused queue names
     P:workers          hash   worker id -> last registration (JSON), for restarts
+    P:retry            zset   retrying task ids, scored by when they become pending again
+    P:dlq              zset   dead-lettered task ids, scored by when they were dead-lettered
     P:counts           hash   number of tasks per state
     P:stats:<queue>    hash   completed/failed/cancelled counters, wait and run sums
 """
@@ -108,7 +110,8 @@ return {redis.call('HGETALL', key), payload}
 """
 
 _APPLY_EVENT = """
--- ARGV: prefix, task_id, type, attempt, worker, ts, a, b, c
+-- ARGV: prefix, task_id, type, attempt, worker, ts, a, b, error_type, action, next_at, result_ttl, dlq_ttl, reason
+-- action (failed reports only): fail | retry | dead_letter, decided by the retry policy.
 local p, id, kind, attempt, ts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[6]
 local key = p .. ':task:' .. id
 local cur = redis.call('HMGET', key, 'state', 'attempt', 'worker', 'queue', 'submitted_at', 'started_at')
@@ -122,32 +125,92 @@ if kind == 'started' then
   redis.call('HINCRBY', p .. ':counts', 'running', 1)
   redis.call('HINCRBYFLOAT', stats, 'wait_sum', tonumber(ts) - tonumber(cur[5]))
   redis.call('HINCRBY', stats, 'wait_count', 1)
-elseif kind == 'progress' then
+  return redis.call('HGETALL', key)
+end
+if kind == 'progress' then
   if state ~= 'running' and state ~= 'dispatched' then return false end
   redis.call('HSET', key, 'progress', ARGV[7], 'progress_msg', ARGV[8])
-elseif kind == 'succeeded' or kind == 'failed' then
-  if state ~= 'running' and state ~= 'dispatched' then return false end
-  local started = cur[6]
-  if not started or started == '' then started = ts end
-  redis.call('SREM', p .. ':inflight:' .. worker, id)
-  redis.call('DEL', p .. ':fence:' .. id)
-  redis.call('HINCRBY', p .. ':counts', state, -1)
-  redis.call('HINCRBY', p .. ':counts', kind, 1)
-  redis.call('HINCRBYFLOAT', stats, 'run_sum', math.max(0, tonumber(ts) - tonumber(started)))
-  redis.call('HINCRBY', stats, 'run_count', 1)
-  if kind == 'succeeded' then
-    redis.call('HSET', key, 'state', 'succeeded', 'finished_at', ts, 'started_at', started,
-               'result_json', ARGV[7], 'progress', '1')
-    redis.call('HINCRBY', stats, 'completed', 1)
-  else
-    redis.call('HSET', key, 'state', 'failed', 'finished_at', ts, 'started_at', started,
-               'error', ARGV[7], 'traceback', ARGV[8])
-    redis.call('HINCRBY', stats, 'failed', 1)
-  end
+  return redis.call('HGETALL', key)
+end
+if kind ~= 'succeeded' and kind ~= 'failed' then return false end
+if state ~= 'running' and state ~= 'dispatched' then return false end
+local started = cur[6]
+if not started or started == '' then started = ts end
+redis.call('SREM', p .. ':inflight:' .. worker, id)
+redis.call('DEL', p .. ':fence:' .. id)
+redis.call('HINCRBY', p .. ':counts', state, -1)
+redis.call('HINCRBYFLOAT', stats, 'run_sum', math.max(0, tonumber(ts) - tonumber(started)))
+redis.call('HINCRBY', stats, 'run_count', 1)
+local payload = p .. ':payload:' .. id
+if kind == 'succeeded' then
+  redis.call('HSET', key, 'state', 'succeeded', 'finished_at', ts, 'started_at', started,
+             'result_json', ARGV[7], 'progress', '1')
+  redis.call('HINCRBY', p .. ':counts', 'succeeded', 1)
+  redis.call('HINCRBY', stats, 'completed', 1)
+  redis.call('EXPIRE', key, ARGV[12]); redis.call('EXPIRE', payload, ARGV[12])
+  return redis.call('HGETALL', key)
+end
+local action = ARGV[10]
+redis.call('HINCRBY', key, 'failures', 1)
+redis.call('HSET', key, 'error', ARGV[7], 'traceback', ARGV[8], 'error_type', ARGV[9],
+           'started_at', started, 'reason', ARGV[14])
+if action == 'retry' then
+  redis.call('HSET', key, 'state', 'retrying', 'next_attempt_at', ARGV[11], 'worker', '',
+             'progress', '0', 'progress_msg', '')
+  redis.call('ZADD', p .. ':retry', ARGV[11], id)
+  redis.call('HINCRBY', p .. ':counts', 'retrying', 1)
+  redis.call('HINCRBY', stats, 'retried', 1)
+elseif action == 'dead_letter' then
+  redis.call('HSET', key, 'state', 'dead_lettered', 'finished_at', ts)
+  redis.call('ZADD', p .. ':dlq', ts, id)
+  redis.call('HINCRBY', p .. ':counts', 'dead_lettered', 1)
+  redis.call('HINCRBY', stats, 'failed', 1)
+  redis.call('EXPIRE', key, ARGV[13]); redis.call('EXPIRE', payload, ARGV[13])
 else
-  return false
+  redis.call('HSET', key, 'state', 'failed', 'finished_at', ts)
+  redis.call('HINCRBY', p .. ':counts', 'failed', 1)
+  redis.call('HINCRBY', stats, 'failed', 1)
+  redis.call('EXPIRE', key, ARGV[12]); redis.call('EXPIRE', payload, ARGV[12])
 end
 return redis.call('HGETALL', key)
+"""
+
+_PROMOTE = """
+-- Move a task back to pending: a due retry (from = 'retrying') or a replayed dead letter
+-- (from = 'dead_lettered', which also resets its failure count).
+-- ARGV: prefix, task_id, from, reason
+local p, id, from = ARGV[1], ARGV[2], ARGV[3]
+local key = p .. ':task:' .. id
+local zset = from == 'retrying' and (p .. ':retry') or (p .. ':dlq')
+redis.call('ZREM', zset, id)
+local cur = redis.call('HMGET', key, 'state', 'seq')
+if cur[1] ~= from then return false end
+redis.call('HSET', key, 'state', 'pending', 'reason', ARGV[4], 'next_attempt_at', '', 'worker', '')
+if from == 'dead_lettered' then
+  redis.call('HSET', key, 'failures', 0, 'finished_at', '', 'error', '', 'traceback', '', 'error_type', '')
+  redis.call('PERSIST', key); redis.call('PERSIST', p .. ':payload:' .. id)
+end
+redis.call('ZADD', p .. ':pending', cur[2], id)
+redis.call('HINCRBY', p .. ':counts', from, -1)
+redis.call('HINCRBY', p .. ':counts', 'pending', 1)
+return redis.call('HGETALL', key)
+"""
+
+_PURGE_DEAD = """
+-- ARGV: prefix, task_id...  Deletes dead letters (only tasks still dead-lettered).
+local p = ARGV[1]
+local purged = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local key = p .. ':task:' .. id
+  redis.call('ZREM', p .. ':dlq', id)
+  if redis.call('HGET', key, 'state') == 'dead_lettered' then
+    redis.call('DEL', key, p .. ':payload:' .. id, p .. ':fence:' .. id)
+    redis.call('HINCRBY', p .. ':counts', 'dead_lettered', -1)
+    purged = purged + 1
+  end
+end
+return purged
 """
 
 _REQUEUE = """
@@ -168,7 +231,7 @@ return redis.call('HGETALL', key)
 """
 
 _CANCEL = """
--- ARGV: prefix, task_id, now, reason, fence_ttl
+-- ARGV: prefix, task_id, now, reason, fence_ttl, result_ttl
 local p, id = ARGV[1], ARGV[2]
 local key = p .. ':task:' .. id
 local cur = redis.call('HMGET', key, 'state', 'worker', 'queue')
@@ -187,6 +250,8 @@ redis.call('HSET', key, 'state', 'cancelled', 'finished_at', ARGV[3], 'reason', 
 redis.call('HINCRBY', p .. ':counts', state, -1)
 redis.call('HINCRBY', p .. ':counts', 'cancelled', 1)
 redis.call('HINCRBY', p .. ':stats:' .. cur[3], 'cancelled', 1)
+if state == 'retrying' then redis.call('ZREM', p .. ':retry', id) end
+redis.call('EXPIRE', key, ARGV[6]); redis.call('EXPIRE', p .. ':payload:' .. id, ARGV[6])
 return {'ok', state, redis.call('HGETALL', key)}
 """
 
@@ -242,6 +307,16 @@ class LifecycleEvent:
 
 
 @dataclass(frozen=True)
+class FailureOutcome:
+    """What a failed report turns into, as the retry policy decided."""
+
+    action: str
+    """'fail', 'retry' or 'dead_letter'."""
+    next_attempt_at: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class CancelOutcome:
     status: str
     """'ok', 'terminal' or 'missing'."""
@@ -267,6 +342,8 @@ class Store:
         self._apply_event = self.redis.register_script(_APPLY_EVENT)
         self._requeue = self.redis.register_script(_REQUEUE)
         self._cancel = self.redis.register_script(_CANCEL)
+        self._promote = self.redis.register_script(_PROMOTE)
+        self._purge_dead = self.redis.register_script(_PURGE_DEAD)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -364,8 +441,14 @@ class Store:
             pipe.hset(self.key("task", task_id), "published", "1")
         await pipe.execute()
 
-    async def apply_event(self, event: LifecycleEvent) -> dict[str, str] | None:
-        """Apply a worker report, fenced by attempt; the task after it, or None when it was stale."""
+    async def apply_event(
+        self, event: LifecycleEvent, *, outcome: FailureOutcome | None = None,
+        result_ttl_seconds: float = 7 * 86400, dead_letter_ttl_seconds: float = 7 * 86400,
+    ) -> dict[str, str] | None:
+        """Apply a worker report, fenced by attempt; the task after it, or None when it was stale.
+
+        A `failed` report needs `outcome`: what the retry policy decided (fail, retry, dead letter).
+        """
         if event.kind == "succeeded":
             a, b = event.fields.get("result_json", "null"), ""
         elif event.kind == "failed":
@@ -374,19 +457,44 @@ class Store:
             a, b = event.fields.get("progress", "0"), event.fields.get("message", "")
         else:
             a, b = "", ""
+        outcome = outcome or FailureOutcome("fail", 0.0, "")
         reply = await self._apply_event(
             keys=[], args=[self.prefix, event.task_id, event.kind, event.attempt,
-                           event.worker_id, event.ts, a, b, ""],
+                           event.worker_id, event.ts, a, b, event.fields.get("error_type", ""),
+                           outcome.action, repr(outcome.next_attempt_at),
+                           max(1, int(result_ttl_seconds)), max(1, int(dead_letter_ttl_seconds)),
+                           outcome.reason],
         )
         return _pairs(reply) if reply else None
+
+    async def due_retries(self, now: float, limit: int = 500) -> list[str]:
+        return [str(x) for x in await self.redis.zrangebyscore(self.key("retry"), "-inf", now, start=0, num=limit)]
+
+    async def promote(self, task_id: str, from_state: str, reason: str) -> dict[str, str] | None:
+        """A due retry or a replayed dead letter back to pending (atomic); None if it was not in that state."""
+        reply = await self._promote(keys=[], args=[self.prefix, task_id, from_state, reason])
+        return _pairs(reply) if reply else None
+
+    async def dead_letters(self, *, newest_first: bool = True) -> list[tuple[str, float]]:
+        """(task id, dead-lettered at) for every dead letter."""
+        rows: Any = await self.redis.zrange(self.key("dlq"), 0, -1, desc=newest_first, withscores=True)
+        return [(str(member), float(score)) for member, score in rows]
+
+    async def purge_dead_letters(self, task_ids: Sequence[str]) -> int:
+        purged = 0
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            purged += int(await self._purge_dead(keys=[], args=[self.prefix, *chunk]))
+        return purged
 
     async def requeue(self, task_id: str, worker_id: str, reason: str) -> dict[str, str] | None:
         """Move a task of a lost worker back to pending and fence its old attempt."""
         reply = await self._requeue(keys=[], args=[self.prefix, task_id, worker_id, reason])
         return _pairs(reply) if reply else None
 
-    async def cancel(self, task_id: str, now: float, reason: str) -> CancelOutcome:
-        reply = await self._cancel(keys=[], args=[self.prefix, task_id, repr(now), reason, 7 * 86400])
+    async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float = 7 * 86400) -> CancelOutcome:
+        reply = await self._cancel(keys=[], args=[self.prefix, task_id, repr(now), reason, 7 * 86400,
+                                                  max(1, int(result_ttl_seconds))])
         if reply[0] == "missing":
             return CancelOutcome("missing", "", {})
         return CancelOutcome(str(reply[0]), str(reply[1]), _pairs(reply[2]))

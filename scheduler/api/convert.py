@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from switchyard.v1 import agent_pb2, scheduler_pb2, worker_pb2
 
 from scheduler.core.model import GpuNeed, Submission, TaskClass, TaskState, WorkerType
-from scheduler.engine import Accepted, QueueView, TaskInput, WorkerRegistration
+from scheduler.engine import Accepted, Explanation, QueueView, TaskInput, WorkerRegistration
 from scheduler.fleet import Gpu, Liveness, Worker
 
 _GPU_NEED = {
@@ -56,10 +56,15 @@ def task_input(request: scheduler_pb2.SubmitTaskRequest) -> TaskInput:
             queue=request.queue,
             labels=dict(request.labels),
             user_initiated=request.user_initiated,
+            batch_size=request.batch_size,
+            retry_policy=request.retry_policy,
+            preferred_labels=dict(request.preferred_labels),
         ),
         args_json=request.args_json,
         kwargs_json=request.kwargs_json,
         idempotency_key=request.idempotency_key,
+        soft_time_limit_seconds=request.soft_time_limit_seconds,
+        hard_time_limit_seconds=request.hard_time_limit_seconds,
     )
 
 
@@ -105,9 +110,14 @@ def task_message(record: Mapping[str, str]) -> scheduler_pb2.Task:
         gpu=_GPU_NEED_PROTO.get(GpuNeed(record.get("gpu", "unspecified")), scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED),
         gpu_memory_mb=int(record.get("gpu_mem") or 0),
         labels=json.loads(record.get("labels") or "{}"),
+        retry_policy=record.get("retry_policy", ""),
+        failures=int(record.get("failures") or 0),
+        error_type=record.get("error_type", ""),
+        effective_priority=int(record.get("effective_priority") or record.get("priority") or 0),
     )
     for name, key in (("submitted_at", "submitted_at"), ("dispatched_at", "dispatched_at"),
-                      ("started_at", "started_at"), ("finished_at", "finished_at")):
+                      ("started_at", "started_at"), ("finished_at", "finished_at"),
+                      ("next_attempt_at", "next_attempt_at")):
         stamp = _timestamp(record.get(key))
         if stamp is not None:
             getattr(task, name).CopyFrom(stamp)
@@ -128,7 +138,48 @@ def queue_stats(view: QueueView) -> scheduler_pb2.QueueStats:
         workers=view.workers,
         default_priority=view.spec.default_priority,
         task_class=_TASK_CLASS[view.spec.task_class],
+        warnings=list(view.warnings),
+        error_rate=view.error_rate,
+        retrying=view.retrying,
+        dead_lettered=view.dead_lettered,
     )
+
+
+def explanation(result: Explanation) -> scheduler_pb2.ExplainPlacementResponse:
+    return scheduler_pb2.ExplainPlacementResponse(
+        task_class=_TASK_CLASS[result.task_class],
+        queue=result.queue,
+        priority=result.priority,
+        effective_priority=result.effective_priority,
+        classification_reason=result.classification_reason,
+        chosen_worker_id=result.chosen.worker_id if result.chosen else "",
+        summary=result.summary,
+        workers=[
+            scheduler_pb2.WorkerVerdict(
+                worker_id=v.worker_id,
+                eligible=v.eligible,
+                rejected_by=v.rejected_by,
+                rejection_reason="" if v.eligible else v.reason,
+                score=v.score,
+                terms=[
+                    scheduler_pb2.ScoreTerm(
+                        name=name, value=value, weight=weight,
+                        contribution=-value * weight if name == "failures" else value * weight,
+                    )
+                    for name, value, weight in v.terms
+                ],
+            )
+            for v in result.verdicts
+        ],
+    )
+
+
+def dead_letter(record: Mapping[str, str], dead_lettered_at: float) -> scheduler_pb2.DeadLetter:
+    letter = scheduler_pb2.DeadLetter(task=task_message(record), reason=record.get("reason", ""))
+    stamp = _timestamp(repr(dead_lettered_at))
+    if stamp is not None:
+        letter.dead_lettered_at.CopyFrom(stamp)
+    return letter
 
 
 def gpus_from(devices: object) -> list[Gpu]:

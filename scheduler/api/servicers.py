@@ -94,6 +94,27 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         return scheduler_pb2.ListWorkersResponse(workers=[convert.worker_info(w) for w in workers])
 
     @_rpc
+    async def ExplainPlacement(self, request: scheduler_pb2.ExplainPlacementRequest, context: Context) -> scheduler_pb2.ExplainPlacementResponse:
+        item = convert.task_input(request.task) if request.HasField("task") else None
+        return convert.explanation(await self.engine.explain(item, request.task_id))
+
+    @_rpc
+    async def ListDeadLetters(self, request: scheduler_pb2.ListDeadLettersRequest, context: Context) -> scheduler_pb2.ListDeadLettersResponse:
+        letters, total = await self.engine.list_dead_letters(request.queue, request.limit)
+        return scheduler_pb2.ListDeadLettersResponse(
+            dead_letters=[convert.dead_letter(record, at) for record, at in letters], total=total
+        )
+
+    @_rpc
+    async def RetryDeadLetter(self, request: scheduler_pb2.RetryDeadLetterRequest, context: Context) -> scheduler_pb2.RetryDeadLetterResponse:
+        return scheduler_pb2.RetryDeadLetterResponse(task=convert.task_message(await self.engine.retry_dead_letter(request.task_id)))
+
+    @_rpc
+    async def PurgeDeadLetters(self, request: scheduler_pb2.PurgeDeadLettersRequest, context: Context) -> scheduler_pb2.PurgeDeadLettersResponse:
+        purged = await self.engine.purge_dead_letters(list(request.task_ids), request.queue, request.all)
+        return scheduler_pb2.PurgeDeadLettersResponse(purged=purged)
+
+    @_rpc
     async def DrainWorker(self, request: scheduler_pb2.DrainWorkerRequest, context: Context) -> scheduler_pb2.DrainWorkerResponse:
         return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(await self.engine.drain(request.worker_id)))
 

@@ -197,6 +197,8 @@ class Assignment:
     """Device the task's GPU memory is reserved on, when it asked for some."""
     gpu_memory_mb: int
     reason: str
+    served_queue: str = ""
+    """Queue whose limits the task counts against (its own, or one reached by fallback)."""
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
-"""Placement: which pending task goes to which worker, filter-then-score.
+"""Placement: which pending task goes to which worker — filter, then score, and say why.
 
-`plan` walks pending tasks in priority order (highest first, then first-in first-out) and
-gives each the best eligible worker with a free slot, so a higher priority is never passed
-over for a worker that could take it. Slots and per-device GPU memory are booked as the
-round goes, so one round never overcommits a worker.
+`evaluate` judges one task against one worker: the first filter that rejects it, or its score
+broken down by criterion. `plan` walks pending tasks in effective-priority order (highest
+first, then first-in first-out) and gives each the best eligible worker, booking slots,
+per-queue counts, per-device GPU memory and rate-limit tokens as the round goes, so a round
+never overcommits anything and a more urgent task is never passed over for a worker that
+could take it. `explain` is `evaluate` over the whole fleet, for the ExplainPlacement RPC.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from scheduler.core.model import (
     Assignment,
@@ -17,11 +19,12 @@ from scheduler.core.model import (
     GpuView,
     PendingTask,
     Plan,
+    QueueSpec,
     TaskClass,
     WorkerType,
     WorkerView,
 )
-from scheduler.core.policy import ScoringWeights
+from scheduler.core.policy import FallbackChain, PlacementPolicy, RateLimit, Strategy, fallback_queues
 
 # How well a worker type fits a class of work (capability match). Keeps GPU workers for GPU
 # work and hybrid workers as the second choice for everything.
@@ -31,6 +34,43 @@ _MATCH: dict[TaskClass, dict[WorkerType, float]] = {
     TaskClass.CPU: {WorkerType.CPU: 1.0, WorkerType.HYBRID: 0.5},
     TaskClass.IO: {WorkerType.CPU: 1.0, WorkerType.HYBRID: 0.5},
 }
+_MIXED_ON_CPU = 0.3
+
+
+@dataclass(frozen=True)
+class PlacementContext:
+    """Everything placement needs besides the task and the workers."""
+
+    policy: PlacementPolicy = field(default_factory=PlacementPolicy)
+    prefetch: int = 0
+    """Hand-outs allowed beyond free slots."""
+    now: float = 0.0
+    """Current time (seconds), for waits: fallback and preferred-GPU waits."""
+    queues: Mapping[str, QueueSpec] = field(default_factory=dict)
+    """Queue specs by name (classes for fallback, per-worker limits)."""
+    chains: tuple[FallbackChain, ...] = ()
+    rate_limits: tuple[RateLimit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One worker judged for one task."""
+
+    worker_id: str
+    rejected_by: str
+    """First filter that rejected the worker; "" when eligible."""
+    reason: str
+    score: float = 0.0
+    terms: tuple[tuple[str, float, float], ...] = ()
+    """(criterion, value 0-1, weight); failures count against the score."""
+    served_queue: str = ""
+    """Queue the task would be served under (its own, or one reached by fallback)."""
+    gpu: GpuView | None = None
+    """Device its GPU memory would be reserved on."""
+
+    @property
+    def eligible(self) -> bool:
+        return not self.rejected_by
 
 
 def free_slots(worker: WorkerView, prefetch: int = 0) -> int:
@@ -38,135 +78,249 @@ def free_slots(worker: WorkerView, prefetch: int = 0) -> int:
     return max(0, worker.slots + prefetch - worker.in_flight)
 
 
-def rejection(task: PendingTask, worker: WorkerView, prefetch: int = 0) -> str | None:
-    """Why `worker` cannot take `task` now, or None when it can."""
-    if not worker.accepting:
-        return "not accepting work (draining, unreachable or lost)"
-    if worker.worker_type not in _MATCH[task.task_class]:
-        return f"a {worker.worker_type.value} worker does not run {task.task_class.value} work"
+def _pick_gpu(memory_mb: int, worker: WorkerView, strategy: Strategy) -> GpuView | None:
+    """Device for the task's GPU memory: best fit (binpack) or most room (spread)."""
+    fitting = [g for g in worker.gpus if g.available_mb >= memory_mb]
+    if not fitting:
+        return None
+    if strategy is Strategy.BINPACK:
+        return min(fitting, key=lambda g: (g.available_mb, g.index))
+    return max(fitting, key=lambda g: (g.available_mb, -g.index))
+
+
+def _capable(task: PendingTask, task_class: TaskClass, worker: WorkerView, waited: float,
+             policy: PlacementPolicy) -> tuple[str, str] | None:
+    """(filter, reason) when the worker cannot run the task as `task_class`, else None."""
+    if worker.worker_type not in _MATCH[task_class]:
+        return "capability", f"a {worker.worker_type.value} worker does not run {task_class.value} work"
     if task.gpu is GpuNeed.REQUIRED and not worker.has_gpu:
-        return "task requires a GPU and the worker has none"
-    for key, value in task.labels:
-        if worker.labels.get(key) != value:
-            return f"missing label {key}={value}"
-    if task.gpu_memory_mb and worker.has_gpu and _pick_gpu(task, worker) is None:
-        best = max((g.available_mb for g in worker.gpus), default=0)
-        return f"needs {task.gpu_memory_mb} MiB GPU memory on one device, most free is {best} MiB"
-    if free_slots(worker, prefetch) <= 0:
-        return "no free slot"
+        return "capability", "task requires a GPU and the worker has none"
+    if task_class is TaskClass.MIXED and not worker.has_gpu and waited < policy.preferred_gpu_wait_seconds:
+        return ("fallback_wait", f"GPU preferred: CPU workers only after waiting "
+                f"{policy.preferred_gpu_wait_seconds:g}s (waited {max(0.0, waited):.1f}s)")
     return None
 
 
-def _pick_gpu(task: PendingTask, worker: WorkerView) -> GpuView | None:
-    """Best-fit device for the task's GPU memory: the smallest one that still covers it."""
-    fitting = [g for g in worker.gpus if g.available_mb >= task.gpu_memory_mb]
-    if not fitting:
-        return None
-    return min(fitting, key=lambda g: (g.available_mb, g.index))
+def _candidate_queues(task: PendingTask, ctx: PlacementContext) -> tuple[str, ...]:
+    return fallback_queues(ctx.chains, task.queue, ctx.now - task.submitted_at) if ctx.chains else (task.queue,)
 
 
-def score(task: PendingTask, worker: WorkerView, weights: ScoringWeights, prefetch: int = 0) -> float:
-    """Score of an eligible worker for a task; higher is better."""
-    match = _MATCH[task.task_class].get(worker.worker_type, 0.0)
-    if task.task_class is TaskClass.MIXED and not worker.has_gpu:
-        match = _MATCH[TaskClass.MIXED][WorkerType.CPU]
-    load_share = free_slots(worker, prefetch) / max(1, worker.slots)
-    return weights.capability * match + weights.load * load_share
+def _class_in(queue: str, task: PendingTask, ctx: PlacementContext) -> TaskClass:
+    spec = ctx.queues.get(queue)
+    return task.task_class if queue == task.queue or spec is None else spec.task_class
 
 
-def _signature(task: PendingTask) -> tuple[object, ...]:
-    return (task.task_class, task.gpu, task.gpu_memory_mb, task.labels)
+def evaluate(task: PendingTask, worker: WorkerView, ctx: PlacementContext) -> Verdict:
+    """Filters in order, then the score breakdown."""
+    wid = worker.worker_id
+    if not worker.accepting:
+        return Verdict(wid, "draining", "not accepting work (draining, unreachable or lost)")
+    if worker.quarantined:
+        return Verdict(wid, "quarantine",
+                       f"quarantined after {worker.recent_failures} recent failure(s)")
+    waited = ctx.now - task.submitted_at
+    served = ""
+    first_rejection: tuple[str, str] | None = None
+    for queue in _candidate_queues(task, ctx):
+        rejected = _capable(task, _class_in(queue, task, ctx), worker, waited, ctx.policy)
+        if rejected is None:
+            served = queue
+            break
+        first_rejection = first_rejection or rejected
+    if not served:
+        assert first_rejection is not None
+        return Verdict(wid, first_rejection[0], first_rejection[1])
+    for key, value in task.labels:
+        if worker.labels.get(key) != value:
+            return Verdict(wid, "labels", f"missing label {key}={value}")
+    gpu: GpuView | None = None
+    if task.gpu_memory_mb and worker.has_gpu:
+        gpu = _pick_gpu(task.gpu_memory_mb, worker, ctx.policy.strategy)
+        if gpu is None:
+            best = max((g.available_mb for g in worker.gpus), default=0)
+            return Verdict(wid, "gpu_memory",
+                           f"needs {task.gpu_memory_mb} MiB GPU memory on one device, most free is {best} MiB")
+    if free_slots(worker, ctx.prefetch) <= 0:
+        return Verdict(wid, "slots", f"no free slot ({worker.in_flight}/{worker.slots} busy)")
+    spec = ctx.queues.get(served)
+    if spec is not None and spec.max_tasks_per_worker:
+        running = worker.in_flight_by_queue.get(served, 0)
+        if running >= spec.max_tasks_per_worker:
+            return Verdict(wid, "queue_limit",
+                           f"already runs {running} {served} task(s), the queue's limit per worker")
+    terms = _terms(task, _class_in(served, task, ctx), worker, gpu, ctx.policy)
+    score = sum(-v * w if name == "failures" else v * w for name, v, w in terms)
+    return Verdict(wid, "", "eligible", score, terms, served, gpu)
 
 
-def _book(worker: WorkerView, gpu: GpuView | None, memory_mb: int) -> WorkerView:
-    """The worker after one more task (and its GPU memory) is booked on it."""
+def _terms(task: PendingTask, task_class: TaskClass, worker: WorkerView, gpu: GpuView | None,
+           policy: PlacementPolicy) -> tuple[tuple[str, float, float], ...]:
+    weights = policy.weights
+    binpack = policy.strategy is Strategy.BINPACK
+    share_free = free_slots(worker) / max(1, worker.slots)
+    load = 1.0 - share_free if binpack else share_free
+    uses_gpu = worker.has_gpu and task_class in (TaskClass.GPU_INTENSIVE, TaskClass.MIXED)
+    gpu_idle = 0.0
+    if uses_gpu and worker.gpus:
+        gpu_idle = 1.0 - sum(g.utilization_percent for g in worker.gpus) / (100.0 * len(worker.gpus))
+    headroom = 0.0
+    if gpu is not None and gpu.memory_total_mb:
+        left = (gpu.available_mb - task.gpu_memory_mb) / gpu.memory_total_mb
+        headroom = 1.0 - left if binpack else left
+    match = _MATCH[task_class].get(worker.worker_type, 0.0)
+    if task_class is TaskClass.MIXED and not worker.has_gpu:
+        match = _MIXED_ON_CPU
+    affinity = 0.0
+    if task.preferred_labels:
+        hits = sum(worker.labels.get(k) == v for k, v in task.preferred_labels)
+        affinity = hits / len(task.preferred_labels)
+    failures = min(1.0, worker.recent_failures / max(1, policy.quarantine_failures or 5))
+    return (
+        ("load", round(load, 4), weights.load),
+        ("gpu_utilization", round(max(0.0, gpu_idle), 4), weights.gpu_utilization),
+        ("memory_headroom", round(max(0.0, headroom), 4), weights.memory_headroom),
+        ("capability", match, weights.capability),
+        ("affinity", round(affinity, 4), weights.affinity),
+        ("failures", round(failures, 4), weights.failures),
+    )
+
+
+def rejection(task: PendingTask, worker: WorkerView, prefetch: int = 0,
+              ctx: PlacementContext | None = None) -> str | None:
+    """Why `worker` cannot take `task` now, or None when it can."""
+    ctx = ctx or PlacementContext(prefetch=prefetch, now=task.submitted_at)
+    verdict = evaluate(task, worker, ctx)
+    return None if verdict.eligible else verdict.reason
+
+
+def _signature(task: PendingTask, ctx: PlacementContext) -> tuple[object, ...]:
+    waited = ctx.now - task.submitted_at
+    return (task.task_class, task.gpu, task.gpu_memory_mb, task.labels, _candidate_queues(task, ctx),
+            task.task_class is TaskClass.MIXED and waited >= ctx.policy.preferred_gpu_wait_seconds)
+
+
+def _book(worker: WorkerView, verdict: Verdict, memory_mb: int) -> WorkerView:
+    """The worker after one more task (its queue count and GPU memory) is booked on it."""
     gpus = worker.gpus
-    if gpu is not None and memory_mb:
+    if verdict.gpu is not None and memory_mb:
         gpus = tuple(
-            replace(g, reserved_mb=g.reserved_mb + memory_mb) if g.index == gpu.index else g
+            replace(g, reserved_mb=g.reserved_mb + memory_mb) if g.index == verdict.gpu.index else g
             for g in worker.gpus
         )
-    return replace(worker, in_flight=worker.in_flight + 1, gpus=gpus)
+    by_queue = dict(worker.in_flight_by_queue)
+    by_queue[verdict.served_queue] = by_queue.get(verdict.served_queue, 0) + 1
+    return replace(worker, in_flight=worker.in_flight + 1, gpus=gpus, in_flight_by_queue=by_queue)
+
+
+def _rate_limit(task: PendingTask, ctx: PlacementContext) -> RateLimit | None:
+    for limit in ctx.rate_limits:
+        if limit.matches(task.task_name):
+            return limit
+    return None
 
 
 def plan(
     pending_in_order: Iterable[PendingTask],
     workers: Sequence[WorkerView],
     *,
-    weights: ScoringWeights | None = None,
+    ctx: PlacementContext | None = None,
     prefetch: int = 0,
+    rate_tokens: Mapping[str, int] | None = None,
     max_examined: int = 10_000,
 ) -> Plan:
-    """Assign pending tasks (given highest priority first) to workers with free slots.
+    """Assign pending tasks (given highest effective priority first) to workers.
 
-    Stops as soon as no worker has a free slot, so the cost of a round is bounded by the
-    free slots and by `max_examined`, not by the length of the backlog.
+    Stops as soon as no worker has a free slot, so the cost of a round is bounded by the free
+    slots and by `max_examined`, not by the length of the backlog. `rate_tokens` holds the
+    hand-outs each rate limit (by pattern) still allows this round.
     """
-    weights = weights or ScoringWeights()
+    ctx = ctx or PlacementContext(prefetch=prefetch)
     fleet = {w.worker_id: w for w in workers}
+    tokens = dict(rate_tokens or {})
     assignments: list[Assignment] = []
     waiting: dict[str, str] = {}
     unplaceable: dict[tuple[object, ...], str] = {}
     examined = 0
     for task in pending_in_order:
-        if not any(w.accepting and free_slots(w, prefetch) > 0 for w in fleet.values()):
+        if not any(w.accepting and free_slots(w, ctx.prefetch) > 0 for w in fleet.values()):
             break
         examined += 1
         if examined > max_examined:
             break
-        sig = _signature(task)
+        limit = _rate_limit(task, ctx)
+        if limit is not None and tokens.get(limit.pattern, limit.burst) <= 0:
+            waiting[task.task_id] = f"rate limited: {limit.pattern} at {limit.per_second * 60:g}/min"
+            continue
+        sig = _signature(task, ctx)
         if sig in unplaceable:
             waiting[task.task_id] = unplaceable[sig]
             continue
-        best: WorkerView | None = None
-        best_score = float("-inf")
+        best: Verdict | None = None
         for worker in fleet.values():
-            if rejection(task, worker, prefetch) is not None:
+            verdict = evaluate(task, worker, ctx)
+            if not verdict.eligible:
                 continue
-            value = score(task, worker, weights, prefetch)
-            if value > best_score or (value == best_score and best is not None and worker.worker_id < best.worker_id):
-                best, best_score = worker, value
+            if best is None or verdict.score > best.score or (
+                verdict.score == best.score and verdict.worker_id < best.worker_id
+            ):
+                best = verdict
         if best is None:
-            reason = wait_reason(task, list(fleet.values()), prefetch)
+            reason = wait_reason(task, list(fleet.values()), ctx=ctx)
             unplaceable[sig] = reason
             waiting[task.task_id] = reason
             continue
-        gpu = _pick_gpu(task, best) if task.gpu_memory_mb and best.has_gpu else None
-        fleet[best.worker_id] = _book(best, gpu, task.gpu_memory_mb if gpu else 0)
+        if limit is not None:
+            tokens[limit.pattern] = tokens.get(limit.pattern, limit.burst) - 1
+        reserved = task.gpu_memory_mb if best.gpu is not None else 0
+        fleet[best.worker_id] = _book(fleet[best.worker_id], best, reserved)
+        chosen = fleet[best.worker_id]
+        served = "" if best.served_queue == task.queue else f", served as {best.served_queue} (fallback)"
         assignments.append(
             Assignment(
                 task_id=task.task_id,
                 worker_id=best.worker_id,
-                gpu_index=gpu.index if gpu else None,
-                gpu_memory_mb=task.gpu_memory_mb if gpu else 0,
-                reason=f"{best.worker_id} ({best.worker_type.value}) scored {best_score:.2f}"
-                + (f", GPU {gpu.index} reserved {task.gpu_memory_mb} MiB" if gpu else ""),
+                gpu_index=best.gpu.index if best.gpu is not None else None,
+                gpu_memory_mb=reserved,
+                reason=f"{best.worker_id} ({chosen.worker_type.value}) scored {best.score:.2f}{served}"
+                + (f", GPU {best.gpu.index} reserved {reserved} MiB" if best.gpu is not None else ""),
+                served_queue=best.served_queue,
             )
         )
     return Plan(assignments=tuple(assignments), waiting=waiting)
 
 
-def wait_reason(task: PendingTask, workers: Sequence[WorkerView], prefetch: int = 0) -> str:
+def explain(task: PendingTask, workers: Sequence[WorkerView], ctx: PlacementContext) -> tuple[list[Verdict], Verdict | None]:
+    """Every worker's verdict for the task, and the one placement would choose now."""
+    verdicts = sorted((evaluate(task, w, ctx) for w in workers), key=lambda v: (not v.eligible, -v.score, v.worker_id))
+    chosen = verdicts[0] if verdicts and verdicts[0].eligible else None
+    return verdicts, chosen
+
+
+def wait_reason(task: PendingTask, workers: Sequence[WorkerView], prefetch: int = 0,
+                ctx: PlacementContext | None = None) -> str:
     """A sentence saying why no worker takes `task` right now."""
-    capable = [w for w in workers if w.worker_type in _MATCH[task.task_class]]
-    if task.gpu is GpuNeed.REQUIRED:
-        capable = [w for w in capable if w.has_gpu]
-        if not capable:
-            return "waiting for a GPU worker: none is connected"
-    if not capable:
-        return f"waiting for a worker that runs {task.task_class.value} work: none is connected"
-    accepting = [w for w in capable if w.accepting]
-    if not accepting:
-        return "every capable worker is draining or unreachable"
-    for key, value in task.labels:
-        accepting = [w for w in accepting if w.labels.get(key) == value]
-        if not accepting:
-            return f"no capable worker has label {key}={value}"
-    if task.gpu_memory_mb:
-        roomy = [w for w in accepting if not w.has_gpu or _pick_gpu(task, w) is not None]
-        if not roomy:
-            return f"waiting for {task.gpu_memory_mb} MiB of free GPU memory on one device"
-        accepting = roomy
-    if all(free_slots(w, prefetch) <= 0 for w in accepting):
-        return f"waiting for a free slot on {len(accepting)} capable worker(s)"
-    return "waiting for its turn: higher-priority or older tasks are placed first"
+    ctx = ctx or PlacementContext(prefetch=prefetch, now=task.submitted_at)
+    if task.gpu is GpuNeed.REQUIRED and not any(w.has_gpu for w in workers):
+        return "waiting for a GPU worker: none is connected"
+    if not workers:
+        return "waiting for a worker: none is connected"
+    verdicts = [evaluate(task, w, ctx) for w in workers]
+    if any(v.eligible for v in verdicts):
+        return "waiting for its turn: higher-priority or older tasks are placed first"
+    by_filter: dict[str, list[Verdict]] = {}
+    for verdict in verdicts:
+        by_filter.setdefault(verdict.rejected_by, []).append(verdict)
+    # The most "hopeful" rejection says best what the task waits for.
+    for name in ("slots", "queue_limit", "gpu_memory", "fallback_wait", "labels", "quarantine", "draining", "capability"):
+        group = by_filter.get(name)
+        if not group:
+            continue
+        if name == "slots":
+            return f"waiting for a free slot on {len(group)} capable worker(s)"
+        if name == "queue_limit":
+            return f"waiting: {len(group)} capable worker(s) are at the {task.queue} per-worker limit"
+        if name == "capability":
+            wanted = "GPU" if task.gpu is GpuNeed.REQUIRED else task.task_class.value
+            return f"waiting for a worker that runs {wanted} work: none is connected and accepting"
+        return f"waiting: {group[0].reason}"
+    return "waiting for a capable worker"

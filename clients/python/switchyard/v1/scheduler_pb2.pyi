@@ -70,8 +70,15 @@ WORKER_STATUS_DRAINING: WorkerStatus
 WORKER_STATUS_LOST: WorkerStatus
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size")
+    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size", "preferred_labels")
     class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class PreferredLabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +100,7 @@ class SubmitTaskRequest(_message.Message):
     SOFT_TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HARD_TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_LABELS_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     args_json: str
     kwargs_json: str
@@ -108,7 +116,8 @@ class SubmitTaskRequest(_message.Message):
     soft_time_limit_seconds: float
     hard_time_limit_seconds: float
     batch_size: int
-    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    preferred_labels: _containers.ScalarMap[str, str]
+    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., preferred_labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task_id", "queue", "priority", "task_class", "deduplicated", "reason")
