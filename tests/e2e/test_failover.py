@@ -113,6 +113,16 @@ def test_twenty_worker_kills_lose_no_task(stack: Stack) -> None:
     for task in final.values():
         assert json.loads(task.result_json)["worker"] == task.worker_id, task
 
+    def not_lost() -> list[str]:
+        workers = stack.list_workers()
+        return [k for k in killed if k in workers and workers[k].status != pb.WORKER_STATUS_LOST]
+
+    wait_until(
+        lambda: not not_lost(),
+        timeout=HEARTBEAT_TIMEOUT + GRACE + 10,
+        message="every killed worker LOST",
+    )
+
 
 @pytest.mark.timeout(150)
 @pytest.mark.scheduler_env(SWITCHYARD_DISPATCH_PREFETCH="1")
