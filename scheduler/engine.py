@@ -335,6 +335,8 @@ class Engine:
         self._dead: dict[str, str] = {}
         """Dead-lettered task id -> queue."""
         self._random = random.Random()
+        self._rate_limited: dict[str, str] = {}
+        """Task id -> reason, for tasks the last placement round held back for a rate limit."""
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -551,6 +553,8 @@ class Engine:
         effective = self.settings.aging.effective_priority(task.priority, now - task.submitted_at)
         if task.queue in self.paused:
             reason = f"queue {task.queue} is paused"
+        elif task.task_id in self._rate_limited:
+            reason = f"waiting: {self._rate_limited[task.task_id]}"
         else:
             reason = wait_reason(task, self._views(now), ctx=self._context(now))
             ahead = self.pending.ahead_of(task, self.settings.aging, now)
@@ -839,7 +843,8 @@ class Engine:
                     bucket = self._buckets[limit.pattern]
                     self._buckets[limit.pattern] = Bucket(bucket.tokens - 1, bucket.updated_at)
                     break
-        if decision.waiting and any(r.startswith("rate limited") for r in decision.waiting.values()):
+        self._rate_limited = {t: r for t, r in decision.waiting.items() if r.startswith("rate limited")}
+        if self._rate_limited:
             # Nothing else will wake the loop when the bucket refills.
             asyncio.get_running_loop().call_later(0.5, self._kick.set)
         hand_outs: list[HandOut] = []

@@ -119,15 +119,15 @@ def evaluate(task: PendingTask, worker: WorkerView, ctx: PlacementContext) -> Ve
         return Verdict(wid, "quarantine",
                        f"quarantined after {worker.recent_failures} recent failure(s)")
     waited = ctx.now - task.submitted_at
-    served = ""
+    capable_queues: list[str] = []
     first_rejection: tuple[str, str] | None = None
     for queue in _candidate_queues(task, ctx):
         rejected = _capable(task, _class_in(queue, task, ctx), worker, waited, ctx.policy)
         if rejected is None:
-            served = queue
-            break
-        first_rejection = first_rejection or rejected
-    if not served:
+            capable_queues.append(queue)
+        else:
+            first_rejection = first_rejection or rejected
+    if not capable_queues:
         assert first_rejection is not None
         return Verdict(wid, first_rejection[0], first_rejection[1])
     for key, value in task.labels:
@@ -142,12 +142,19 @@ def evaluate(task: PendingTask, worker: WorkerView, ctx: PlacementContext) -> Ve
                            f"needs {task.gpu_memory_mb} MiB GPU memory on one device, most free is {best} MiB")
     if free_slots(worker, ctx.prefetch) <= 0:
         return Verdict(wid, "slots", f"no free slot ({worker.in_flight}/{worker.slots} busy)")
-    spec = ctx.queues.get(served)
-    if spec is not None and spec.max_tasks_per_worker:
-        running = worker.in_flight_by_queue.get(served, 0)
-        if running >= spec.max_tasks_per_worker:
-            return Verdict(wid, "queue_limit",
-                           f"already runs {running} {served} task(s), the queue's limit per worker")
+    # The task counts against the first queue (its own, then fallbacks) still under its per-worker limit.
+    served = ""
+    for queue in capable_queues:
+        spec = ctx.queues.get(queue)
+        if spec is None or not spec.max_tasks_per_worker or (
+            worker.in_flight_by_queue.get(queue, 0) < spec.max_tasks_per_worker
+        ):
+            served = queue
+            break
+    if not served:
+        running = worker.in_flight_by_queue.get(capable_queues[0], 0)
+        return Verdict(wid, "queue_limit",
+                       f"already runs {running} {capable_queues[0]} task(s), the queue's limit per worker")
     terms = _terms(task, _class_in(served, task, ctx), worker, gpu, ctx.policy)
     score = sum(-v * w if name == "failures" else v * w for name, v, w in terms)
     return Verdict(wid, "", "eligible", score, terms, served, gpu)

@@ -96,6 +96,7 @@ class Delivery:
     args: list[Any]
     kwargs: dict[str, Any]
     headers: dict[str, Any]
+    received_at: float = 0.0
 
 
 class ProtocolWorker:
@@ -172,7 +173,7 @@ class ProtocolWorker:
             args, kwargs, _embed = body
             headers = message.headers
             self.deliveries.append(Delivery(headers["sy_task_id"], int(headers["sy_attempt"]),
-                                            headers["task"], args, kwargs, headers))
+                                            headers["task"], args, kwargs, headers, time.time()))
             message.ack()
 
         with self._broker.clone() as conn, Consumer(conn, queues=[q], callbacks=[on_message], accept=["json"]):
