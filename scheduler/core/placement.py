@@ -24,7 +24,13 @@ from scheduler.core.model import (
     WorkerType,
     WorkerView,
 )
-from scheduler.core.policy import FallbackChain, PlacementPolicy, RateLimit, Strategy, fallback_queues
+from scheduler.core.policy import (
+    FallbackChain,
+    PlacementPolicy,
+    RateLimit,
+    Strategy,
+    fallback_queues,
+)
 
 # How well a worker type fits a class of work (capability match). Keeps GPU workers for GPU
 # work and hybrid workers as the second choice for everything.
