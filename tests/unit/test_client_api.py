@@ -7,14 +7,23 @@ proves that bad usage is rejected before any connection is tried.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 import grpc
 import pytest
 import switchyard
 from switchyard import cli, exceptions
-from switchyard._models import QueueView, TaskView, WorkerView
-from switchyard.client import build_submit_request
+from switchyard._models import (
+    DeadLetterView,
+    Explanation,
+    QueueView,
+    ScoreTerm,
+    TaskView,
+    WorkerVerdict,
+    WorkerView,
+)
+from switchyard.client import build_purge_request, build_submit_request
 from switchyard.v1 import scheduler_pb2, worker_pb2
 
 
@@ -27,7 +36,9 @@ def test_public_names_are_pinned() -> None:
             "AlreadyExists",
             "CancelResult",
             "Cancelled",
+            "DeadLetterView",
             "DeadlineExceeded",
+            "Explanation",
             "FailedPrecondition",
             "GpuView",
             "InternalError",
@@ -38,12 +49,14 @@ def test_public_names_are_pinned() -> None:
             "QueueView",
             "ResourceExhausted",
             "SchedulerClient",
+            "ScoreTerm",
             "SubmitResult",
             "SwitchyardError",
             "TaskView",
             "Unauthenticated",
             "Unavailable",
             "Unimplemented",
+            "WorkerVerdict",
             "WorkerView",
             "from_rpc_error",
         ]
@@ -201,9 +214,202 @@ def test_queue_table_has_every_column() -> None:
     view = QueueView.from_proto(scheduler_pb2.QueueStats(name="gpu_priority", pending=3, paused=True, mean_wait_seconds=0.25))
     table = cli.format_queues([view])
     header, row = table.splitlines()
-    assert header.split() == ["QUEUE", "PAUSED", "PENDING", "PROCESSING", "COMPLETED", "FAILED", "MEAN", "WAIT", "MEAN", "RUN", "WORKERS"]
+    assert header.split() == [
+        "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%",
+        "MEAN", "WAIT", "MEAN", "RUN", "WORKERS",
+    ]
     assert row.split()[:3] == ["gpu_priority", "yes", "3"]
     assert "0.25s" in row
+
+
+def test_submit_request_carries_retry_limits_affinity_and_batch() -> None:
+    request = build_submit_request(
+        "media.transcribe_audio",
+        retry_policy="media",
+        soft_time_limit=30,
+        hard_time_limit=60.5,
+        preferred_labels={"zone": "eu"},
+        batch_size=25,
+    )
+    assert request.retry_policy == "media"
+    assert (request.soft_time_limit_seconds, request.hard_time_limit_seconds) == (30.0, 60.5)
+    assert dict(request.preferred_labels) == {"zone": "eu"}
+    assert dict(request.labels) == {}
+    assert request.batch_size == 25
+    unset = build_submit_request("t")
+    assert (unset.retry_policy, unset.soft_time_limit_seconds, unset.hard_time_limit_seconds) == ("", 0.0, 0.0)
+    assert (unset.batch_size, dict(unset.preferred_labels)) == (0, {})
+    # A soft limit alone is fine: the hard limit then comes from the queue.
+    assert build_submit_request("t", soft_time_limit=90).soft_time_limit_seconds == 90.0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"soft_time_limit": -1},
+        {"hard_time_limit": math.nan},
+        {"hard_time_limit": math.inf},
+        {"soft_time_limit": 10, "hard_time_limit": 5},
+        {"batch_size": -1},
+    ],
+)
+def test_submit_request_rejects_bad_limits(options: dict[str, float]) -> None:
+    with pytest.raises(exceptions.InvalidArgument):
+        build_submit_request("t", **options)  # type: ignore[arg-type]
+
+
+def test_purge_request_needs_exactly_one_target() -> None:
+    assert list(build_purge_request(["t-1", "t-2"]).task_ids) == ["t-1", "t-2"]
+    assert build_purge_request(queue="gpu_priority").queue == "gpu_priority"
+    assert build_purge_request(all=True).all
+    for bad in ({}, {"task_ids": ["t-1"], "all": True}, {"queue": "q", "all": True}, {"task_ids": "t-1"}):
+        with pytest.raises(exceptions.InvalidArgument):
+            build_purge_request(**bad)
+
+
+def test_task_view_carries_retry_state() -> None:
+    message = scheduler_pb2.Task(
+        task_id="t-2",
+        state=scheduler_pb2.TASK_STATE_RETRYING,
+        priority=5,
+        effective_priority=7,
+        retry_policy="media",
+        failures=2,
+        error="ValueError: bad frame",
+        error_type="ValueError",
+    )
+    message.next_attempt_at.FromDatetime(datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC))
+    view = TaskView.from_proto(message)
+    assert view.state == "retrying" and not view.done
+    assert (view.retry_policy, view.failures, view.error_type, view.effective_priority) == ("media", 2, "ValueError", 7)
+    assert view.next_attempt_at == datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
+    assert cli.to_jsonable(view)["next_attempt_at"] == "2025-01-01T12:00:30+00:00"
+    text = cli.format_task(view)
+    assert "effective_priority  7" in text
+    assert "failures            2" in text
+    assert "next_attempt_at" in text and "retry_policy        media" in text
+    assert "error_type" not in text  # already the prefix of the error line
+
+
+def test_task_text_leaves_out_unset_retry_fields() -> None:
+    text = cli.format_task(TaskView.from_proto(scheduler_pb2.Task(task_id="t-3", state=scheduler_pb2.TASK_STATE_PENDING)))
+    for name in ("effective_priority", "failures", "next_attempt_at", "retry_policy", "error_type"):
+        assert name not in text
+    assert TaskView.from_proto(scheduler_pb2.Task()).next_attempt_at is None
+
+
+def test_queue_view_and_table_show_retries_dead_letters_and_warnings() -> None:
+    message = scheduler_pb2.QueueStats(
+        name="gpu_priority",
+        retrying=2,
+        dead_lettered=4,
+        error_rate=0.125,
+        warnings=["depth 120 > 100", "error rate 12.5% > 10%"],
+    )
+    view = QueueView.from_proto(message)
+    assert (view.retrying, view.dead_lettered, view.error_rate) == (2, 4, 0.125)
+    assert view.warnings == ("depth 120 > 100", "error rate 12.5% > 10%")
+    _header, row, *warnings = cli.format_queues([view]).splitlines()
+    columns = dict(zip(["QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%"], row.split(), strict=False))
+    assert (columns["RETRYING"], columns["DEAD"], columns["ERR%"]) == ("2", "4", "12.5")
+    assert warnings == ["warning: gpu_priority: depth 120 > 100", "warning: gpu_priority: error rate 12.5% > 10%"]
+    assert cli.to_jsonable(view)["warnings"] == ["depth 120 > 100", "error rate 12.5% > 10%"]
+
+
+def _explanation_message() -> scheduler_pb2.ExplainPlacementResponse:
+    return scheduler_pb2.ExplainPlacementResponse(
+        task_class=scheduler_pb2.TASK_CLASS_GPU_INTENSIVE,
+        queue="gpu_priority",
+        priority=8,
+        effective_priority=9,
+        classification_reason="content type audio needs a GPU",
+        chosen_worker_id="gpu-1",
+        summary="gpu-1 would take it now (score 0.85)",
+        workers=[
+            scheduler_pb2.WorkerVerdict(
+                worker_id="gpu-1",
+                eligible=True,
+                score=0.85,
+                terms=[
+                    scheduler_pb2.ScoreTerm(name="load", value=0.5, weight=0.5, contribution=0.25),
+                    scheduler_pb2.ScoreTerm(name="capability", value=1.0, weight=0.6, contribution=0.6),
+                ],
+            ),
+            scheduler_pb2.WorkerVerdict(
+                worker_id="cpu-1", rejected_by="capability", rejection_reason="task needs a GPU; worker has none"
+            ),
+        ],
+    )
+
+
+def test_explanation_view_decodes_verdicts_and_terms() -> None:
+    view = Explanation.from_proto(_explanation_message())
+    assert (view.task_class, view.queue, view.priority, view.effective_priority) == ("gpu_intensive", "gpu_priority", 8, 9)
+    assert view.classification_reason == "content type audio needs a GPU"
+    gpu, cpu = view.workers
+    assert view.chosen is gpu
+    assert gpu.eligible and gpu.score == 0.85 and gpu.rejected_by == ""
+    assert gpu.terms == (ScoreTerm("load", 0.5, 0.5, 0.25), ScoreTerm("capability", 1.0, 0.6, 0.6))
+    name, value, weight, contribution = gpu.terms[0]
+    assert (name, value, weight, contribution) == ("load", 0.5, 0.5, 0.25)
+    assert not cpu.eligible and cpu.rejected_by == "capability" and cpu.terms == ()
+    data = cli.to_jsonable(view)
+    assert "raw" not in data and "raw" not in data["workers"][0]
+    assert data["workers"][0]["terms"][0] == {"name": "load", "value": 0.5, "weight": 0.5, "contribution": 0.25}
+    json.dumps(data)
+    assert Explanation.from_proto(scheduler_pb2.ExplainPlacementResponse()).chosen is None
+
+
+def test_explanation_text_has_classification_workers_and_summary() -> None:
+    text = cli.format_explanation(Explanation.from_proto(_explanation_message()))
+    lines = text.splitlines()
+    assert lines[0].split() == ["class", "gpu_intensive"]
+    assert "priority  8 (effective 9)" in text
+    assert "content type audio needs a GPU" in text
+    header = next(line for line in lines if line.startswith("WORKER"))
+    assert header.split() == ["WORKER", "ELIGIBLE", "REJECTED", "BY", "REASON", "SCORE", "TERMS"]
+    gpu_row = next(line for line in lines if line.startswith("gpu-1"))
+    assert gpu_row.split()[1] == "chosen" and "0.85" in gpu_row
+    assert "load:0.50*0.5=0.25 capability:1.00*0.6=0.60" in gpu_row
+    cpu_row = next(line for line in lines if line.startswith("cpu-1"))
+    assert cpu_row.split()[1:3] == ["no", "capability"] and "task needs a GPU; worker has none" in cpu_row
+    assert lines[-1] == "summary: gpu-1 would take it now (score 0.85)"
+    penalty = scheduler_pb2.WorkerVerdict(
+        eligible=True, terms=[scheduler_pb2.ScoreTerm(name="failures", value=0.0, weight=1.0, contribution=-0.0)]
+    )
+    assert cli.format_score_terms(WorkerVerdict.from_proto(penalty)) == "failures:0.00*1=0.00"
+    empty = cli.format_explanation(Explanation.from_proto(scheduler_pb2.ExplainPlacementResponse(summary="no worker")))
+    assert "no workers known" in empty
+
+
+def test_dead_letter_view_and_table() -> None:
+    message = scheduler_pb2.DeadLetter(
+        task=scheduler_pb2.Task(
+            task_id="t-9",
+            task_name="media.transcribe_audio",
+            queue="gpu_priority",
+            state=scheduler_pb2.TASK_STATE_DEAD_LETTERED,
+            failures=3,
+            error_type="RuntimeError",
+            error="RuntimeError: " + "x" * 200,
+        ),
+        reason="retries exhausted (3 of 3)",
+    )
+    message.dead_lettered_at.FromDatetime(datetime(2025, 1, 1, 13, 0, 0, tzinfo=UTC))
+    view = DeadLetterView.from_proto(message)
+    assert view.task.state == "dead_lettered" and view.task.done
+    assert view.dead_lettered_at == datetime(2025, 1, 1, 13, 0, 0, tzinfo=UTC)
+    assert view.reason == "retries exhausted (3 of 3)"
+    header, row, footer = cli.format_dead_letters([view], 7).splitlines()
+    assert header.split() == ["TASK", "ID", "NAME", "QUEUE", "FAILURES", "ERROR", "TYPE", "ERROR", "DEAD-LETTERED", "AT"]
+    assert row.split()[:5] == ["t-9", "media.transcribe_audio", "gpu_priority", "3", "RuntimeError"]
+    assert "..." in row and len(row) < 200  # long errors are cut to one short line
+    assert "RuntimeError: x" not in row  # the type has its own column
+    assert footer == "1 of 7 dead letters shown"
+    assert cli.format_dead_letters([], 0) == "no dead letters"
+    data = cli.to_jsonable({"dead_letters": [view], "total": 7})
+    assert data["dead_letters"][0]["task"]["task_id"] == "t-9"
+    assert data["dead_letters"][0]["dead_lettered_at"] == "2025-01-01T13:00:00+00:00"
 
 
 # --- CLI parsing -------------------------------------------------------------------------------
@@ -241,6 +447,37 @@ def test_cli_scheduler_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.build_parser().parse_args(["queues"]).scheduler == "127.0.0.1:50051"
 
 
+def test_cli_submit_and_explain_share_the_new_task_options() -> None:
+    extra = [
+        "--retry-policy", "media", "--soft-time-limit", "30", "--hard-time-limit", "60",
+        "--prefer-label", "zone=eu", "--prefer-label", "disk=ssd", "--label", "gpu=a100", "--batch-size", "12",
+        "--content-type", "audio",
+    ]
+    for command in ("submit", "explain"):
+        options = cli.build_parser().parse_args([command, "media.transcribe_audio", *extra])
+        request = build_submit_request(options.task_name, options.args, options.kwargs, **cli._task_options(options))
+        assert request.retry_policy == "media"
+        assert (request.soft_time_limit_seconds, request.hard_time_limit_seconds) == (30.0, 60.0)
+        assert dict(request.preferred_labels) == {"zone": "eu", "disk": "ssd"}
+        assert dict(request.labels) == {"gpu": "a100"}
+        assert (request.batch_size, request.content_type) == (12, "audio")
+        assert cli.usage_problem(options) is None
+
+
+def test_cli_explain_task_id_and_dead_letter_commands_parse() -> None:
+    parser = cli.build_parser()
+    options = parser.parse_args(["explain", "--task-id", "t-1", "--json"])
+    assert (options.task_id, options.task_name, options.json) == ("t-1", None, True)
+    assert cli.usage_problem(options) is None
+    options = parser.parse_args(["dead-letters", "--queue", "gpu_priority", "--limit", "5"])
+    assert (options.queue, options.limit) == ("gpu_priority", 5)
+    assert parser.parse_args(["dead-letters"]).limit == 100
+    assert parser.parse_args(["retry-dead-letter", "t-9"]).task_id == "t-9"
+    for argv in (["purge-dead-letters", "--all"], ["purge-dead-letters", "--queue", "q"], ["purge-dead-letters", "a", "b"]):
+        assert cli.usage_problem(parser.parse_args(argv)) is None
+    assert parser.parse_args(["purge-dead-letters", "a", "b"]).task_ids == ["a", "b"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -252,6 +489,22 @@ def test_cli_scheduler_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ["submit", "t", "--priority", "11"],
         ["submit", "t", "--gpu", "sometimes"],
         ["submit", "t", "--gpu-memory-mb", "-1"],
+        ["submit", "t", "--soft-time-limit", "0"],
+        ["submit", "t", "--hard-time-limit", "soon"],
+        ["submit", "t", "--soft-time-limit", "60", "--hard-time-limit", "30"],
+        ["submit", "t", "--prefer-label", "no-equals-sign"],
+        ["submit", "t", "--batch-size", "-2"],
+        ["explain"],
+        ["explain", "t", "--task-id", "t-1"],
+        ["explain", "--task-id", "t-1", "--priority", "5"],
+        ["explain", "--task-id", "t-1", "--prefer-label", "zone=eu"],
+        ["explain", "t", "--soft-time-limit", "60", "--hard-time-limit", "30"],
+        ["dead-letters", "--limit", "0"],
+        ["retry-dead-letter"],
+        ["purge-dead-letters"],
+        ["purge-dead-letters", "--all", "--queue", "q"],
+        ["purge-dead-letters", "--all", "t-1"],
+        ["purge-dead-letters", "--queue", "q", "t-1"],
         ["nosuchcommand"],
         [],
     ],

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,10 +19,14 @@ from switchyard.v1 import scheduler_pb2, worker_pb2
 __all__ = [
     "TERMINAL_STATES",
     "CancelResult",
+    "DeadLetterView",
+    "Explanation",
     "GpuView",
     "QueueView",
+    "ScoreTerm",
     "SubmitResult",
     "TaskView",
+    "WorkerVerdict",
     "WorkerView",
 ]
 
@@ -158,6 +162,16 @@ class TaskView:
     """When the current attempt started."""
     finished_at: datetime | None
     """When the task reached a terminal state."""
+    retry_policy: str
+    """Name of the retry policy that governs the task."""
+    failures: int
+    """Failed attempts so far."""
+    next_attempt_at: datetime | None
+    """When a retrying task becomes pending again (None unless retrying)."""
+    error_type: str
+    """Exception type of the last failure, e.g. ``"ValueError"`` ("" if none)."""
+    effective_priority: int
+    """Priority now, including aging (>= ``priority`` while the task waits; 0 if not reported)."""
     raw: scheduler_pb2.Task = field(repr=False, compare=False)
     """The ``Task`` message."""
 
@@ -208,6 +222,11 @@ class TaskView:
             dispatched_at=_timestamp(message, "dispatched_at"),
             started_at=_timestamp(message, "started_at"),
             finished_at=_timestamp(message, "finished_at"),
+            retry_policy=message.retry_policy,
+            failures=message.failures,
+            next_attempt_at=_timestamp(message, "next_attempt_at"),
+            error_type=message.error_type,
+            effective_priority=message.effective_priority,
             raw=message,
         )
 
@@ -250,6 +269,14 @@ class QueueView:
     """Default priority of the queue's tasks."""
     task_class: str
     """Class of work the queue holds."""
+    retrying: int
+    """Tasks waiting for their next retry."""
+    dead_lettered: int
+    """Dead-lettered tasks currently kept."""
+    error_rate: float
+    """Share of finished tasks that failed, over recent tasks (0-1)."""
+    warnings: tuple[str, ...]
+    """Alert thresholds crossed right now, in words (queue depth, error rate)."""
     raw: scheduler_pb2.QueueStats = field(repr=False, compare=False)
     """The ``QueueStats`` message."""
 
@@ -269,6 +296,10 @@ class QueueView:
             workers=message.workers,
             default_priority=message.default_priority,
             task_class=enum_label(scheduler_pb2.TaskClass, message.task_class, "TASK_CLASS_"),
+            retrying=message.retrying,
+            dead_lettered=message.dead_lettered,
+            error_rate=message.error_rate,
+            warnings=tuple(message.warnings),
             raw=message,
         )
 
@@ -384,5 +415,126 @@ class WorkerView:
             cpu_percent=message.load.cpu_percent,
             memory_percent=message.load.memory_percent,
             last_heartbeat_at=_timestamp(message, "last_heartbeat_at"),
+            raw=message,
+        )
+
+
+class ScoreTerm(NamedTuple):
+    """One term of a worker's placement score; the terms' contributions add up to the score."""
+
+    name: str
+    """Criterion: ``load``, ``gpu_utilization``, ``memory_headroom``, ``capability``,
+    ``affinity`` or ``failures``."""
+    value: float
+    """Raw value of the criterion, 0-1."""
+    weight: float
+    """Configured weight."""
+    contribution: float
+    """What the term adds to the score: ``value * weight``, negative for a penalty (failures)."""
+
+    @classmethod
+    def from_proto(cls, message: scheduler_pb2.ScoreTerm) -> ScoreTerm:
+        """Build the term of a ``ScoreTerm`` message."""
+        return cls(message.name, message.value, message.weight, message.contribution)
+
+
+@dataclass(frozen=True)
+class WorkerVerdict:
+    """Why a worker would or would not take the explained task."""
+
+    worker_id: str
+    """Worker id."""
+    eligible: bool
+    """True when the worker passed every filter."""
+    rejected_by: str
+    """First filter that rejected it (``capability``, ``slots``, ``queue_limit``, ``draining``,
+    ``health``, ``labels``, ``gpu_memory``, ``quarantine``, ``fallback_wait``); "" when eligible."""
+    rejection_reason: str
+    """The rejection in words."""
+    score: float
+    """Total score (eligible workers only)."""
+    terms: tuple[ScoreTerm, ...]
+    """Score breakdown (eligible workers only)."""
+    raw: scheduler_pb2.WorkerVerdict = field(repr=False, compare=False)
+    """The ``WorkerVerdict`` message."""
+
+    @classmethod
+    def from_proto(cls, message: scheduler_pb2.WorkerVerdict) -> WorkerVerdict:
+        """Build the view of a ``WorkerVerdict`` message."""
+        return cls(
+            worker_id=message.worker_id,
+            eligible=message.eligible,
+            rejected_by=message.rejected_by,
+            rejection_reason=message.rejection_reason,
+            score=message.score,
+            terms=tuple(ScoreTerm.from_proto(term) for term in message.terms),
+            raw=message,
+        )
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A placement dry run: how a task is classified and which worker would take it now."""
+
+    task_class: str
+    """Class decided: ``"gpu_intensive"``, ``"cpu"``, ``"mixed"`` or ``"io"``."""
+    queue: str
+    """Queue decided."""
+    priority: int
+    """Base priority decided (1-10)."""
+    effective_priority: int
+    """Priority after aging, for an existing pending task."""
+    classification_reason: str
+    """Why that class, queue and priority."""
+    chosen_worker_id: str
+    """Worker that would take the task now; "" if none."""
+    summary: str
+    """One sentence: what would happen now."""
+    workers: tuple[WorkerVerdict, ...]
+    """One verdict per known worker."""
+    raw: scheduler_pb2.ExplainPlacementResponse = field(repr=False, compare=False)
+    """The ``ExplainPlacementResponse`` message."""
+
+    @property
+    def chosen(self) -> WorkerVerdict | None:
+        """The verdict of the worker that would take the task, if any."""
+        return next((v for v in self.workers if v.worker_id == self.chosen_worker_id), None)
+
+    @classmethod
+    def from_proto(cls, message: scheduler_pb2.ExplainPlacementResponse) -> Explanation:
+        """Build the view of an ``ExplainPlacementResponse``."""
+        return cls(
+            task_class=enum_label(scheduler_pb2.TaskClass, message.task_class, "TASK_CLASS_"),
+            queue=message.queue,
+            priority=message.priority,
+            effective_priority=message.effective_priority,
+            classification_reason=message.classification_reason,
+            chosen_worker_id=message.chosen_worker_id,
+            summary=message.summary,
+            workers=tuple(WorkerVerdict.from_proto(verdict) for verdict in message.workers),
+            raw=message,
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetterView:
+    """A task that failed for good and is kept in the dead-letter queue."""
+
+    task: TaskView
+    """The task (state ``"dead_lettered"``)."""
+    dead_lettered_at: datetime | None
+    """When it was dead-lettered (UTC)."""
+    reason: str
+    """Why: retries exhausted, a non-retryable error, ..."""
+    raw: scheduler_pb2.DeadLetter = field(repr=False, compare=False)
+    """The ``DeadLetter`` message."""
+
+    @classmethod
+    def from_proto(cls, message: scheduler_pb2.DeadLetter) -> DeadLetterView:
+        """Build the view of a ``DeadLetter`` message."""
+        return cls(
+            task=TaskView.from_proto(message.task),
+            dead_lettered_at=_timestamp(message, "dead_lettered_at"),
+            reason=message.reason,
             raw=message,
         )

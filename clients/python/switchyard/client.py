@@ -14,6 +14,7 @@ limits), the stub, deadlines, and the mapping of every ``grpc.RpcError`` to a ty
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -23,6 +24,8 @@ import grpc
 
 from switchyard._models import (
     CancelResult,
+    DeadLetterView,
+    Explanation,
     QueueView,
     SubmitResult,
     TaskView,
@@ -76,11 +79,17 @@ def build_submit_request(
     idempotency_key: str = "",
     labels: Mapping[str, str] | None = None,
     user_initiated: bool = False,
+    retry_policy: str = "",
+    soft_time_limit: float | None = None,
+    hard_time_limit: float | None = None,
+    preferred_labels: Mapping[str, str] | None = None,
+    batch_size: int = 0,
 ) -> scheduler_pb2.SubmitTaskRequest:
     """The ``SubmitTaskRequest`` for :meth:`SchedulerClient.submit`'s arguments.
 
     ``args``/``kwargs`` are JSON-encoded; ``args_json``/``kwargs_json`` pass JSON text through
     unchanged (the scheduler validates it) and may not be combined with their counterparts.
+    Time limits are seconds; None (or 0) uses the queue's.
     """
     if args_json is not None and args:
         raise InvalidArgument("give args or args_json, not both")
@@ -92,6 +101,12 @@ def build_submit_request(
         gpu_value = gpu_requirement_value(gpu)
     except ValueError as exc:
         raise InvalidArgument(str(exc)) from exc
+    soft = _time_limit(soft_time_limit, "soft_time_limit")
+    hard = _time_limit(hard_time_limit, "hard_time_limit")
+    if hard and soft > hard:
+        raise InvalidArgument(f"soft_time_limit ({soft:g} s) must not exceed hard_time_limit ({hard:g} s)")
+    if batch_size < 0:
+        raise InvalidArgument(f"batch_size must be >= 0; got {batch_size}")
     return scheduler_pb2.SubmitTaskRequest(
         task_name=task_name,
         args_json=args_json if args_json is not None else (_encode_json(list(args), "args") if args else ""),
@@ -104,7 +119,37 @@ def build_submit_request(
         idempotency_key=idempotency_key,
         labels=dict(labels or {}),
         user_initiated=user_initiated,
+        retry_policy=retry_policy,
+        soft_time_limit_seconds=soft,
+        hard_time_limit_seconds=hard,
+        batch_size=batch_size,
+        preferred_labels=dict(preferred_labels or {}),
     )
+
+
+def _time_limit(value: float | None, what: str) -> float:
+    if value is None:
+        return 0.0
+    seconds = float(value)
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise InvalidArgument(f"{what} must be a finite number of seconds >= 0; got {value!r}")
+    return seconds
+
+
+def build_purge_request(
+    task_ids: Iterable[str] = (), queue: str = "", all: bool = False
+) -> scheduler_pb2.PurgeDeadLettersRequest:
+    """The ``PurgeDeadLettersRequest`` for :meth:`SchedulerClient.purge_dead_letters`: exactly
+    one of ``task_ids``, ``queue`` or ``all=True``."""
+    if isinstance(task_ids, str):
+        raise InvalidArgument("task_ids must be a sequence of task ids, not a string")
+    ids = list(task_ids)
+    chosen = sum((bool(ids), bool(queue), bool(all)))
+    if chosen != 1:
+        raise InvalidArgument(
+            "say what to purge: task_ids, a queue, or all=True (exactly one of them)"
+        )
+    return scheduler_pb2.PurgeDeadLettersRequest(task_ids=ids, queue=queue, all=all)
 
 
 class SchedulerClient:
@@ -172,11 +217,21 @@ class SchedulerClient:
         idempotency_key: str = "",
         labels: Mapping[str, str] | None = None,
         user_initiated: bool = False,
+        retry_policy: str = "",
+        soft_time_limit: float | None = None,
+        hard_time_limit: float | None = None,
+        preferred_labels: Mapping[str, str] | None = None,
+        batch_size: int = 0,
     ) -> SubmitResult:
         """Submit one task; returns at once with its id and where the scheduler queued it.
 
         ``gpu`` is ``"unspecified"`` (let classification decide), ``"none"``, ``"preferred"``
         or ``"required"``. ``priority`` 0 lets the scheduler choose, else 1 (lowest) to 10.
+        ``labels`` must all match a worker's; ``preferred_labels`` only raise the score of
+        workers that have them. ``retry_policy`` names a policy of the scheduler's configuration
+        ("" uses the queue's); ``soft_time_limit``/``hard_time_limit`` are seconds (None uses the
+        queue's); ``batch_size`` is the size of the batch the task belongs to (> 10 lowers its
+        priority by 1).
         """
         request = build_submit_request(
             task_name,
@@ -192,6 +247,11 @@ class SchedulerClient:
             idempotency_key=idempotency_key,
             labels=labels,
             user_initiated=user_initiated,
+            retry_policy=retry_policy,
+            soft_time_limit=soft_time_limit,
+            hard_time_limit=hard_time_limit,
+            preferred_labels=preferred_labels,
+            batch_size=batch_size,
         )
         response: scheduler_pb2.SubmitTaskResponse = self._call(self._stub.SubmitTask, request)
         return SubmitResult.from_proto(response)
@@ -264,6 +324,92 @@ class SchedulerClient:
             task=TaskView.from_proto(response.task),
             previous_state=enum_label(scheduler_pb2.TaskState, response.previous_state, "TASK_STATE_"),
         )
+
+    # --- placement ----------------------------------------------------------------------
+
+    def explain(
+        self,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        args_json: str | None = None,
+        kwargs_json: str | None = None,
+        content_type: str = "",
+        gpu: str | int = "unspecified",
+        gpu_memory_mb: int = 0,
+        priority: int = 0,
+        queue: str = "",
+        idempotency_key: str = "",
+        labels: Mapping[str, str] | None = None,
+        user_initiated: bool = False,
+        retry_policy: str = "",
+        soft_time_limit: float | None = None,
+        hard_time_limit: float | None = None,
+        preferred_labels: Mapping[str, str] | None = None,
+        batch_size: int = 0,
+    ) -> Explanation:
+        """Dry run of :meth:`submit` with the same arguments: how the task would be classified,
+        which worker would take it now, and why every other worker would not. Stores nothing."""
+        request = build_submit_request(
+            task_name,
+            args,
+            kwargs,
+            args_json=args_json,
+            kwargs_json=kwargs_json,
+            content_type=content_type,
+            gpu=gpu,
+            gpu_memory_mb=gpu_memory_mb,
+            priority=priority,
+            queue=queue,
+            idempotency_key=idempotency_key,
+            labels=labels,
+            user_initiated=user_initiated,
+            retry_policy=retry_policy,
+            soft_time_limit=soft_time_limit,
+            hard_time_limit=hard_time_limit,
+            preferred_labels=preferred_labels,
+            batch_size=batch_size,
+        )
+        return self._explain(scheduler_pb2.ExplainPlacementRequest(task=request))
+
+    def explain_task(self, task_id: str) -> Explanation:
+        """Where an existing (pending) task would be placed now, and why."""
+        return self._explain(scheduler_pb2.ExplainPlacementRequest(task_id=task_id))
+
+    def _explain(self, request: scheduler_pb2.ExplainPlacementRequest) -> Explanation:
+        response: scheduler_pb2.ExplainPlacementResponse = self._call(self._stub.ExplainPlacement, request)
+        return Explanation.from_proto(response)
+
+    # --- dead letters -------------------------------------------------------------------
+
+    def dead_letters(self, queue: str = "", limit: int = 100) -> tuple[list[DeadLetterView], int]:
+        """Tasks that failed for good, newest first, and how many are kept in all.
+
+        ``queue`` filters by logical queue ("" for all); ``limit`` caps the list (the scheduler
+        allows at most 1000). ``total`` counts every kept dead letter matching the filter.
+        """
+        if limit < 0:
+            raise InvalidArgument(f"limit must be >= 0; got {limit}")
+        response: scheduler_pb2.ListDeadLettersResponse = self._call(
+            self._stub.ListDeadLetters, scheduler_pb2.ListDeadLettersRequest(queue=queue, limit=limit)
+        )
+        return [DeadLetterView.from_proto(letter) for letter in response.dead_letters], response.total
+
+    def retry_dead_letter(self, task_id: str) -> TaskView:
+        """Put a dead-lettered task back to pending with a fresh retry budget; returns it."""
+        response: scheduler_pb2.RetryDeadLetterResponse = self._call(
+            self._stub.RetryDeadLetter, scheduler_pb2.RetryDeadLetterRequest(task_id=task_id)
+        )
+        return TaskView.from_proto(response.task)
+
+    def purge_dead_letters(self, task_ids: Iterable[str] = (), queue: str = "", all: bool = False) -> int:
+        """Delete dead letters: these ``task_ids``, every one of ``queue``, or ``all=True``
+        (exactly one of them). Returns how many were deleted."""
+        response: scheduler_pb2.PurgeDeadLettersResponse = self._call(
+            self._stub.PurgeDeadLetters, build_purge_request(task_ids, queue, all)
+        )
+        return response.purged
 
     # --- queues -------------------------------------------------------------------------
 
