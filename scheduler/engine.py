@@ -1060,6 +1060,7 @@ class Engine:
         effective = self.settings.aging.effective_priority(base, now - task.submitted_at)
         verdicts, chosen = explain(task, self._views(now), self._context(now))
         if queue_name in self.paused:
+            chosen = None
             summary = f"queue {queue_name} is paused: the task waits until it is resumed"
         elif chosen is not None:
             summary = f"{chosen.worker_id} would take it now (score {chosen.score:.2f})"

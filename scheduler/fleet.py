@@ -104,7 +104,6 @@ class Worker:
         self.failures.append(now)
         if quarantine_after and len(self.failures) >= quarantine_after and now >= self.quarantined_until:
             self.quarantined_until = now + quarantine_seconds
-            self.failures.clear()
             return True
         return False
 
