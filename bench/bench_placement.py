@@ -1,0 +1,317 @@
+"""Placement benchmark: how long one placement round of the pure core takes.
+
+    .venv/bin/python bench/bench_placement.py [--workers 10,100,1000] [--pending 100000]
+        [--rounds 30] [--case-budget 20] [--quick] [--no-docs]
+
+Times `scheduler.core.placement.plan(...)` -- what the scheduler's dispatch loop runs on every
+kick -- over random fleets (mixed cpu / gpu / hybrid workers, random slots, GPUs, GPU memory and
+labels) and a backlog of pending tasks (a mix of classes, priorities, GPU-memory requests and
+label constraints, pre-sorted by `order_key` as the engine's pending index yields them).
+Inputs are rebuilt for every round outside the timed region (fresh seed per round); only the
+`plan` call is timed. Cases per fleet size:
+
+* few-free    every worker busy except ~10% that have one free slot (steady state: a few
+              slots free up between rounds);
+* all-free    every slot free (a fleet that just connected, or a burst after a drain);
+* full        no free slot anywhere (the round must exit at once);
+* blocked-head-5k / -20k  the 5,000 / 20,000 highest-priority tasks require a GPU while only CPU
+              workers have free slots; behind them the usual mix. Shows the signature memo
+              (one rejection scan per distinct task shape, not per task) and what happens when
+              the unplaceable head is longer than `plan`'s `max_examined` (10,000).
+
+Rounds per case stop at --rounds or when the case has used --case-budget seconds (at least 3
+rounds, unless one round alone took longer than the budget: then 1).
+Rewrites the `bench_placement` section of docs/benchmarks.md (not with --quick or --no-docs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._docs import (  # noqa: E402
+    code_version,
+    machine,
+    markdown_table,
+    now_utc,
+    percentile,
+    text_table,
+    update_section,
+)
+from scheduler.core.model import (  # noqa: E402
+    GpuNeed,
+    GpuView,
+    PendingTask,
+    Plan,
+    TaskClass,
+    WorkerType,
+    WorkerView,
+)
+from scheduler.core.placement import plan  # noqa: E402
+
+ZONES = ("eu", "us", "ap")
+GPU_MEMORY_MB = (16384, 24576, 40960, 81920)
+QUEUE_OF = {TaskClass.GPU_INTENSIVE: "gpu_priority", TaskClass.MIXED: "gpu_fallback",
+            TaskClass.CPU: "cpu_standard", TaskClass.IO: "cpu_standard"}
+NEED_OF = {TaskClass.GPU_INTENSIVE: GpuNeed.REQUIRED, TaskClass.MIXED: GpuNeed.PREFERRED,
+           TaskClass.CPU: GpuNeed.NONE, TaskClass.IO: GpuNeed.NONE}
+CLASS_MIX = ((TaskClass.CPU, 45), (TaskClass.GPU_INTENSIVE, 30), (TaskClass.MIXED, 15), (TaskClass.IO, 10))
+PRIORITY_MIX = ((10, 2), (8, 15), (5, 55), (3, 18), (1, 10))
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def make_fleet(rng: random.Random, size: int, occupancy: str) -> list[WorkerView]:
+    """A random fleet. occupancy: few-free | all-free | full | cpu-free-only."""
+    kinds = rng.choices((WorkerType.CPU, WorkerType.GPU, WorkerType.HYBRID), weights=(50, 30, 20), k=size)
+    fleet = []
+    for i, kind in enumerate(kinds):
+        slots = rng.randint(1, 8)
+        gpus: tuple[GpuView, ...] = ()
+        if kind is not WorkerType.CPU:
+            total = rng.choice(GPU_MEMORY_MB)
+            gpus = tuple(GpuView(g, total, rng.randint(total // 4, total), utilization_percent=rng.randint(0, 100))
+                         for g in range(rng.choice((1, 1, 2, 4, 8))))
+        labels = {"zone": rng.choice(ZONES)}
+        if rng.random() < 0.2:
+            labels["model"] = "whisper-large"
+        if occupancy == "all-free":
+            in_flight = 0
+        elif occupancy == "full":
+            in_flight = slots
+        elif occupancy == "few-free":
+            in_flight = slots - 1 if rng.random() < 0.1 else slots
+        elif occupancy == "cpu-free-only":
+            in_flight = rng.randint(0, slots - 1) if kind is WorkerType.CPU else slots
+        else:
+            raise ValueError(occupancy)
+        fleet.append(WorkerView(f"w{i:05d}", kind, slots, in_flight, accepting=rng.random() > 0.02,
+                                gpus=gpus, labels=labels))
+    return fleet
+
+
+def make_task(rng: random.Random, seq: int, task_class: TaskClass | None = None,
+              priority: int | None = None) -> PendingTask:
+    cls = task_class or rng.choices([c for c, _ in CLASS_MIX], weights=[w for _, w in CLASS_MIX])[0]
+    prio = priority or rng.choices([p for p, _ in PRIORITY_MIX], weights=[w for _, w in PRIORITY_MIX])[0]
+    gpu_memory = 0
+    if cls is TaskClass.GPU_INTENSIVE and rng.random() < 0.4:
+        gpu_memory = rng.choice((4096, 8192, 16384, 24576))
+    labels: tuple[tuple[str, str], ...] = ()
+    if rng.random() < 0.1:
+        labels = (("zone", rng.choice(ZONES)),)
+    return PendingTask(f"t{seq:07d}", QUEUE_OF[cls], prio, seq, cls, NEED_OF[cls], gpu_memory, labels,
+                       submitted_at=1_700_000_000.0 + seq * 0.001)
+
+
+def make_backlog(rng: random.Random, size: int, blocked_head: int = 0) -> list[PendingTask]:
+    """`size` pending tasks in order; the first `blocked_head` are GPU-required at priority 10."""
+    tasks = [make_task(rng, seq, TaskClass.GPU_INTENSIVE, 10) for seq in range(blocked_head)]
+    tasks += [make_task(rng, seq, priority=rng.choice((1, 3, 5, 8)))
+              for seq in range(blocked_head, size)] if blocked_head else \
+        [make_task(rng, seq) for seq in range(size)]
+    tasks.sort(key=lambda t: t.order_key)
+    return tasks
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    occupancy: str
+    blocked_head: int = 0
+
+
+CASES = (
+    Case("few-free", "few-free"),
+    Case("all-free", "all-free"),
+    Case("full", "full"),
+    Case("blocked-head-5k", "cpu-free-only", 5_000),
+    Case("blocked-head-20k", "cpu-free-only", 20_000),
+)
+
+
+@dataclass
+class Outcome:
+    case: Case
+    workers: int
+    pending: int
+    times: list[float]
+    assignments: list[int]
+    waiting: list[int]
+    free_slots: list[int]
+
+
+def measure(case: Case, workers: int, pending: int, rounds: int, budget: float, seed: int,
+            progress: Callable[[str], None]) -> Outcome:
+    outcome = Outcome(case, workers, pending, [], [], [], [])
+    spent = 0.0
+    round_no = 0
+    # At least 3 rounds, unless a single round already took more than the whole budget.
+    while round_no < rounds and (round_no < 3 or spent < budget) and not (round_no >= 1 and spent > budget):
+        rng = random.Random(seed * 1_000_003 + round_no)
+        started = time.perf_counter()
+        fleet = make_fleet(rng, workers, case.occupancy)
+        backlog = make_backlog(rng, pending, case.blocked_head)
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            result: Plan = plan(backlog, fleet)
+            elapsed = time.perf_counter() - t0
+        finally:
+            gc.enable()
+        outcome.times.append(elapsed)
+        outcome.assignments.append(len(result.assignments))
+        outcome.waiting.append(len(result.waiting))
+        outcome.free_slots.append(sum(max(0, w.slots - w.in_flight) for w in fleet if w.accepting))
+        spent += time.perf_counter() - started
+        round_no += 1
+    progress(f"  {case.name:<17} {workers:>5} workers: p50 {ms(percentile(outcome.times, 50))} ms "
+             f"over {len(outcome.times)} rounds, {outcome.assignments[0]} assignments")
+    return outcome
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    value = seconds * 1000
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def rows(outcomes: Sequence[Outcome]) -> list[list[str]]:
+    out = []
+    for o in outcomes:
+        assigned = sorted(o.assignments)[len(o.assignments) // 2]
+        per = percentile(o.times, 50) / assigned * 1e6 if assigned else None
+        out.append([
+            o.case.name, str(o.workers), str(sorted(o.free_slots)[len(o.free_slots) // 2]),
+            str(len(o.times)), ms(percentile(o.times, 50)), ms(percentile(o.times, 99)),
+            str(assigned), str(sorted(o.waiting)[len(o.waiting) // 2]),
+            f"{per:.0f}" if per is not None else "-",
+        ])
+    return out
+
+
+HEADERS = ["case", "workers", "free slots", "rounds", "p50 ms", "p99 ms", "assignments",
+           "waiting (examined, unplaced)", "us per assignment"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--workers", default="10,100,1000", help="fleet sizes (default 10,100,1000)")
+    parser.add_argument("--pending", type=int, default=100_000, help="pending tasks (default 100000)")
+    parser.add_argument("--rounds", type=int, default=30, help="rounds per case at most (default 30)")
+    parser.add_argument("--case-budget", type=float, default=15.0, metavar="S",
+                        help="seconds per case (inputs included) after which rounds stop (default 15)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10,100 workers, 10000 pending, 3 rounds; "
+                        "implies --no-docs")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.workers, options.pending, options.rounds, options.no_docs = "10,100", 10_000, 3, True
+    sizes = [int(x) for x in options.workers.split(",") if x.strip()]
+    facts = machine()
+    print(f"Switchyard placement benchmark  ({facts['nproc']} CPUs, Python {facts['python']}); "
+          f"{options.pending} pending tasks")
+    outcomes = []
+    for size in sizes:
+        for case in CASES:
+            outcomes.append(measure(case, size, options.pending, options.rounds, options.case_budget,
+                                    options.seed, lambda line: print(line, flush=True)))
+    table = rows(outcomes)
+    print()
+    print(text_table(HEADERS, table))
+    if options.no_docs:
+        print("\n(--no-docs / --quick: docs/benchmarks.md left unchanged)")
+        return 0
+    write_docs(options, facts, outcomes, table)
+    print("\nwrote the bench_placement section of docs/benchmarks.md")
+    return 0
+
+
+def write_docs(options: argparse.Namespace, facts: dict[str, str], outcomes: Sequence[Outcome],
+               table: list[list[str]]) -> None:
+    defaults = {"workers": "10,100,1000", "pending": 100_000, "rounds": 30, "case_budget": 15.0, "seed": 42}
+    flags = [f"--{k.replace('_', '-')} {getattr(options, k)}" for k, v in defaults.items() if getattr(options, k) != v]
+    command = " ".join([".venv/bin/python bench/bench_placement.py", *flags])
+
+    def find(name: str, workers: int) -> Outcome | None:
+        return next((o for o in outcomes if o.case.name == name and o.workers == workers), None)
+
+    biggest = max(o.workers for o in outcomes)
+    notes = []
+    full = find("full", biggest)
+    if full:
+        notes.append(f"* **Full fleet**: the round exits before looking at the backlog: "
+                     f"{ms(percentile(full.times, 50))} ms p50 at {biggest} workers, whatever the backlog.")
+    few, allfree = find("few-free", biggest), find("all-free", biggest)
+    if few and allfree:
+        notes.append(
+            f"* **Free slots**: the cost grows with assignments x workers, since every assignment "
+            f"re-filters and re-scores the whole fleet (and the loop re-checks that some worker is still "
+            f"free before each task). At {biggest} workers: {ms(percentile(few.times, 50))} ms for "
+            f"{sorted(few.assignments)[len(few.assignments) // 2]} assignments (a few slots free, the steady "
+            f"state) and {ms(percentile(allfree.times, 50))} ms for "
+            f"{sorted(allfree.assignments)[len(allfree.assignments) // 2]} (every slot free). The scheduler "
+            "runs `plan` on its one asyncio loop, so a round that long delays gRPC replies and lifecycle "
+            "events by as much.")
+    b5, b20 = find("blocked-head-5k", biggest), find("blocked-head-20k", biggest)
+    if b5:
+        notes.append(
+            f"* **Unplaceable head, 5,000 GPU-required tasks, only CPU workers free**: the signature memo "
+            f"makes the 5,000 blocked tasks one rejection scan per distinct task shape (the 20k case "
+            f"below shows the blocked part alone is cheap), and the round still places "
+            f"{sorted(b5.assignments)[len(b5.assignments) // 2]} CPU tasks from behind the head; its "
+            f"{ms(percentile(b5.times, 50))} ms at {biggest} workers are those assignments at the "
+            f"per-assignment cost above.")
+    if b20:
+        placed = sorted(b20.assignments)[len(b20.assignments) // 2]
+        notes.append(
+            f"* **Unplaceable head longer than `max_examined` (20,000 tasks, limit 10,000)**: the round "
+            f"stops after examining 10,000 blocked tasks ({ms(percentile(b20.times, 50))} ms) and places "
+            f"{placed} task(s), although CPU workers have free slots and CPU work waits behind the head. "
+            + ("As long as more than 10,000 higher-priority tasks cannot be placed, everything behind them "
+               "starves: a liveness issue to fix in `plan` or in the engine (e.g. skip whole queues or "
+               "signatures that are known unplaceable, or count only placeable tasks against the limit)."
+               if placed == 0 else ""))
+    body = f"""## Placement: one round of the pure core
+
+Command: `{command}`.
+Code: {code_version()}. Measured {now_utc()} on {facts['nproc']} CPUs ({facts.get('cpu', '?')}), Python {facts['python']}; noisy
+shared machine, so read p50s.
+
+What is timed: one call of `scheduler.core.placement.plan(pending_in_order, workers)` with the
+default weights and `max_examined=10,000`, over {options.pending:,} pending tasks (classes cpu 45% /
+gpu_intensive 30% / mixed 15% / io 10%; priorities 10/8/5/3/1 at 2/15/55/18/10%; 40% of GPU tasks
+ask for 4-24 GiB of GPU memory; 10% carry a zone label) pre-sorted by `order_key`, and a random
+fleet (cpu 50% / gpu 30% / hybrid 20%; 1-8 slots; 1-8 GPUs of 16-80 GiB with random free memory;
+zone labels; 2% not accepting). Fleet and backlog are rebuilt for every round outside the timed
+region with a fresh seed; rounds per case: up to {options.rounds}, or fewer once the case has used
+{options.case_budget:g} s, and a single round when one round alone takes longer (so p99 over
+few rounds is close to the maximum, and over 1 round it is that round).
+
+{markdown_table(HEADERS, table)}
+
+"free slots" is the median over rounds; "waiting" counts tasks the round examined and could not
+place (the cost of the memo shows there: the blocked head is all "waiting").
+
+{chr(10).join(notes)}
+"""
+    update_section("bench_placement", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
