@@ -500,7 +500,7 @@ class Engine:
                 "use a new key for a different task"
             ) from None
         accepted: list[Accepted] = []
-        fresh: list[str] = []
+        fresh: list[PendingTask] = []
         for new, decision, outcome in zip(new_tasks, decisions, outcomes, strict=True):
             if outcome.deduplicated:
                 record = await self.store.get_task(outcome.task_id) or {}
@@ -511,14 +511,14 @@ class Engine:
                     record.get("class_reason", decision.reason),
                 ))
                 continue
-            fresh.append(new.task_id)
+            # Built from what was just written: no read-back round trip on the hot path.
+            fresh.append(pending_from_record({**new.fields, "seq": str(outcome.seq)}))
             accepted.append(Accepted(new.task_id, decision.queue, decision.priority,
                                      decision.task_class, False, decision.reason))
             self.metrics.submitted.labels(decision.queue).inc()
         if fresh:
-            for record in await self.store.load_tasks(fresh):
-                if record.get("state") == TaskState.PENDING:
-                    self.pending.add(pending_from_record(record))
+            for task in fresh:
+                self.pending.add(task)
             self._kick.set()
         return accepted
 
@@ -843,6 +843,8 @@ class Engine:
                     bucket = self._buckets[limit.pattern]
                     self._buckets[limit.pattern] = Bucket(bucket.tokens - 1, bucket.updated_at)
                     break
+        if decision.more:
+            self._kick.set()  # budget reached: let other coroutines run, then place the rest
         self._rate_limited = {t: r for t, r in decision.waiting.items() if r.startswith("rate limited")}
         if self._rate_limited:
             # Nothing else will wake the loop when the bucket refills.

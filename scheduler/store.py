@@ -70,9 +70,9 @@ end
 local out = {'ok'}
 for i, item in ipairs(items) do
   if item.existing then
-    table.insert(out, item.existing); table.insert(out, '1')
+    table.insert(out, item.existing); table.insert(out, '-1')
   elseif item.same_as then
-    table.insert(out, item.same_as.id); table.insert(out, '1')
+    table.insert(out, item.same_as.id); table.insert(out, '-1')
   else
     local seq = redis.call('INCR', p .. ':seq')
     local key = p .. ':task:' .. item.id
@@ -81,7 +81,7 @@ for i, item in ipairs(items) do
     redis.call('ZADD', p .. ':pending', seq, item.id)
     redis.call('HINCRBY', p .. ':counts', 'pending', 1)
     if item.idem ~= '' then redis.call('SET', p .. ':idem:' .. item.idem, item.id, 'EX', ttl) end
-    table.insert(out, item.id); table.insert(out, '0')
+    table.insert(out, item.id); table.insert(out, tostring(seq))
   end
 end
 return out
@@ -282,6 +282,8 @@ class NewTask:
 class SubmitOutcome:
     task_id: str
     deduplicated: bool
+    seq: int = 0
+    """Submission sequence of a new task (0 for a deduplicated one)."""
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,8 @@ class Store:
         if reply[0] == "conflict":
             raise IdempotencyConflict(int(reply[1]), str(reply[2]))
         return [
-            SubmitOutcome(task_id=str(reply[i]), deduplicated=reply[i + 1] == "1")
+            SubmitOutcome(task_id=str(reply[i]), deduplicated=reply[i + 1] == "-1",
+                          seq=max(0, int(reply[i + 1])))
             for i in range(1, len(reply), 2)
         ]
 

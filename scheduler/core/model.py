@@ -208,3 +208,5 @@ class Plan:
     assignments: tuple[Assignment, ...]
     waiting: Mapping[str, str]
     """Reason per examined task that could not be placed."""
+    more: bool = False
+    """The round stopped at its assignment/examination budget with placeable work maybe left."""

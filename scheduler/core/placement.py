@@ -240,12 +240,15 @@ def plan(
     prefetch: int = 0,
     rate_tokens: Mapping[str, int] | None = None,
     max_examined: int = 10_000,
+    max_assignments: int = 512,
 ) -> Plan:
     """Assign pending tasks (given highest effective priority first) to workers.
 
     Stops as soon as no worker has a free slot, so the cost of a round is bounded by the free
-    slots and by `max_examined`, not by the length of the backlog. `rate_tokens` holds the
-    hand-outs each rate limit (by pattern) still allows this round.
+    slots, `max_assignments` and `max_examined` (tasks actually evaluated; tasks skipped because
+    an identical task already found no worker cost a dict lookup and do not count), not by the
+    length of the backlog. `rate_tokens` holds the hand-outs each rate limit (by pattern) still
+    allows this round. Plan.more is True when the round stopped early with work left.
     """
     ctx = ctx or PlacementContext(prefetch=prefetch)
     fleet = {w.worker_id: w for w in workers}
@@ -253,12 +256,15 @@ def plan(
     assignments: list[Assignment] = []
     waiting: dict[str, str] = {}
     unplaceable: dict[tuple[object, ...], str] = {}
+    # Only workers with a free slot can take anything; full ones are skipped without evaluation.
+    open_ids = [w.worker_id for w in workers if w.accepting and free_slots(w, ctx.prefetch) > 0]
     examined = 0
+    more = False
     for task in pending_in_order:
-        if not any(w.accepting and free_slots(w, ctx.prefetch) > 0 for w in fleet.values()):
+        if not open_ids:
             break
-        examined += 1
-        if examined > max_examined:
+        if len(assignments) >= max_assignments or examined >= max_examined:
+            more = True
             break
         limit = _rate_limit(task, ctx)
         if limit is not None and tokens.get(limit.pattern, limit.burst) <= 0:
@@ -268,9 +274,10 @@ def plan(
         if sig in unplaceable:
             waiting[task.task_id] = unplaceable[sig]
             continue
+        examined += 1
         best: Verdict | None = None
-        for worker in fleet.values():
-            verdict = evaluate(task, worker, ctx)
+        for worker_id in open_ids:
+            verdict = evaluate(task, fleet[worker_id], ctx)
             if not verdict.eligible:
                 continue
             if best is None or verdict.score > best.score or (
@@ -287,6 +294,8 @@ def plan(
         reserved = task.gpu_memory_mb if best.gpu is not None else 0
         fleet[best.worker_id] = _book(fleet[best.worker_id], best, reserved)
         chosen = fleet[best.worker_id]
+        if free_slots(chosen, ctx.prefetch) <= 0:
+            open_ids.remove(chosen.worker_id)
         served = "" if best.served_queue == task.queue else f", served as {best.served_queue} (fallback)"
         assignments.append(
             Assignment(
@@ -299,7 +308,7 @@ def plan(
                 served_queue=best.served_queue,
             )
         )
-    return Plan(assignments=tuple(assignments), waiting=waiting)
+    return Plan(assignments=tuple(assignments), waiting=waiting, more=more)
 
 
 def explain(task: PendingTask, workers: Sequence[WorkerView], ctx: PlacementContext) -> tuple[list[Verdict], Verdict | None]:
