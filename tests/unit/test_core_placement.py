@@ -165,3 +165,17 @@ def test_something_is_placed_whenever_some_task_fits_some_worker(workers, tasks)
     result = plan(pending, workers)
     fits = any(rejection(t, w) is None for t in pending for w in workers)
     assert bool(result.assignments) == fits
+
+
+def test_a_long_blocked_head_does_not_stall_placeable_work_behind_it():
+    blocked = [task(f"g{i}", TaskClass.GPU_INTENSIVE, priority=9, seq=i) for i in range(20_000)]
+    cpu_work = [task(f"c{i}", TaskClass.CPU, priority=5, seq=20_000 + i) for i in range(10)]
+    result = plan(blocked + cpu_work, [worker("c", WorkerType.CPU, slots=4)], max_examined=100)
+    assert [a.task_id for a in result.assignments] == ["c0", "c1", "c2", "c3"]
+    assert "GPU" in result.waiting["g19999"]
+
+
+def test_assignment_budget_ends_the_round_and_says_more_is_left():
+    pending = [task(f"t{i}", seq=i) for i in range(50)]
+    result = plan(pending, [worker("c", WorkerType.CPU, slots=100)], max_assignments=20)
+    assert len(result.assignments) == 20 and result.more
