@@ -420,10 +420,14 @@ class Stack:
         concurrency: int = 1,
         simulate_gpu: str | None = None,
         labels: Mapping[str, str] | None = None,
+        app: str = "tests.support.e2e_app",
+        extra_celery_args: Sequence[str] = (),
     ) -> WorkerProc:
-        """Start `switchyard-agent` supervising a prefork Celery worker of the e2e app.
+        """Start `switchyard-agent` supervising a prefork Celery worker of `app` (the e2e app).
 
-        Does not wait: call `wait_workers_connected` (several workers start faster together).
+        `app` is the Celery `-A` module; `extra_celery_args` are appended to the worker's
+        command line. Does not wait: call `wait_workers_connected` (several workers start
+        faster together).
         """
         if type not in WORKER_TYPES:
             raise ValueError(f"worker type must be one of {sorted(WORKER_TYPES)}")
@@ -447,7 +451,7 @@ class Stack:
             "--",
             str(VENV_BIN / "celery"),
             "-A",
-            "tests.support.e2e_app",
+            app,
             "worker",
             "-P",
             "prefork",
@@ -455,6 +459,7 @@ class Stack:
             str(concurrency),
             "--loglevel",
             "WARNING",
+            *extra_celery_args,
         ]
         env = env_without_switchyard()
         env["CELERY_BROKER_URL"] = self.redis_url
