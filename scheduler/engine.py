@@ -48,6 +48,7 @@ from scheduler.errors import (
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
+    SchedulerError,
 )
 from scheduler.fleet import Fleet, Gpu, InFlight, Worker
 from scheduler.metrics import Metrics
@@ -195,6 +196,17 @@ def validate_input(item: TaskInput, settings: Settings, index: int | None = None
     for key, value in sub.labels.items():
         if not key or len(key) > 128 or len(value) > 256:
             raise InvalidArgument(f"{where}label {key!r}: keys must be 1-128 and values 0-256 characters")
+
+
+def _batch_error(problems: Sequence[SchedulerError], shown: int = 20) -> SchedulerError:
+    """One error naming every invalid item (by index); nothing of the batch was accepted."""
+    if len(problems) == 1:
+        return problems[0]
+    kind = InvalidArgument if any(isinstance(p, InvalidArgument) for p in problems) else type(problems[0])
+    lines = [str(p) for p in problems[:shown]]
+    if len(problems) > shown:
+        lines.append(f"... and {len(problems) - shown} more invalid item(s)")
+    return kind(f"{len(problems)} invalid item(s), nothing accepted: " + "; ".join(lines))
 
 
 def _digest(item: TaskInput) -> str:
@@ -453,8 +465,14 @@ class Engine:
         if not items:
             raise InvalidArgument("no tasks given")
         many = len(items) > 1
+        problems: list[SchedulerError] = []
         for index, item in enumerate(items):
-            validate_input(item, self.settings, index if many else None)
+            try:
+                validate_input(item, self.settings, index if many else None)
+            except SchedulerError as exc:
+                problems.append(exc)
+        if problems:
+            raise _batch_error(problems)
         now = self.clock()
         new_tasks: list[NewTask] = []
         decisions = []
@@ -908,7 +926,8 @@ class Engine:
         if policy is None:
             return FailureOutcome("fail", 0.0, "failed (no retry policy)")
         failures = int(current.get("failures") or 0) + 1
-        decision = decide_retry(policy, failures, event.fields.get("error_type", ""), self._random.random())
+        decision = decide_retry(policy, failures, event.fields.get("error_type", ""), self._random.random(),
+                                qualified_type=event.fields.get("error_qualname", ""))
         now = self.clock()
         if decision.action is RetryAction.RETRY:
             return FailureOutcome("retry", now + decision.delay_seconds, decision.reason)

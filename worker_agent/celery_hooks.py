@@ -287,6 +287,7 @@ def _run_attempt(task: Any, attempt: Attempt, original_run: Callable[..., Any],
             store.emit(
                 "failed", attempt,
                 error_type=type(exc).__name__,
+                error_qualname=_qualified_name(type(exc)),
                 error=f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
             )
@@ -402,6 +403,7 @@ def _on_task_failure(sender: Any = None, exception: BaseException | None = None,
         state_store().emit(
             "failed", attempt,
             error_type=type(exception).__name__,
+            error_qualname=_qualified_name(type(exception)),
             error=f"{type(exception).__name__}: {exception}",
             traceback="",
         )
@@ -438,3 +440,10 @@ signals.task_failure.connect(_on_task_failure, weak=False)
 
 def _now() -> str:
     return repr(time.time())
+
+
+def _qualified_name(kind: type) -> str:
+    """`module.QualName` of an exception type ("ValueError" for builtins), so retry policies can
+    name either the bare class or the fully qualified one."""
+    module = kind.__module__
+    return kind.__qualname__ if module in ("builtins", "__main__") else f"{module}.{kind.__qualname__}"

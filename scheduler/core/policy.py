@@ -42,7 +42,8 @@ class RetryPolicy:
     jitter: float = 0.1
     """Random spread of each delay, as a fraction (0.1 = +-10%); avoids retry stampedes."""
     non_retryable: frozenset[str] = frozenset()
-    """Exception type names that skip retries and go straight to the end state."""
+    """Exception types that skip retries and go straight to the end state: the bare class name
+    ("ValueError", "BadInput") or the qualified one ("app.errors.BadInput")."""
     dead_letter: bool = True
     """At the end: dead-letter (kept for inspection and replay) rather than plain failed."""
 
@@ -83,10 +84,15 @@ class RetryDecision:
     reason: str
 
 
-def decide_retry(policy: RetryPolicy, failures: int, error_type: str, unit_random: float) -> RetryDecision:
-    """What happens after a task's `failures`-th failure (1-based)."""
+def decide_retry(policy: RetryPolicy, failures: int, error_type: str, unit_random: float,
+                 qualified_type: str = "") -> RetryDecision:
+    """What happens after a task's `failures`-th failure (1-based).
+
+    `error_type` is the exception's class name, `qualified_type` its `module.QualName`.
+    """
     end = RetryAction.DEAD_LETTER if policy.dead_letter else RetryAction.FAIL
-    if error_type and error_type in policy.non_retryable:
+    names = {error_type, qualified_type, error_type.rsplit(".", 1)[-1]} - {""}
+    if names & policy.non_retryable:
         return RetryDecision(end, 0.0, f"{error_type} is not retryable under policy {policy.name}")
     if failures > policy.max_retries:
         return RetryDecision(

@@ -263,11 +263,6 @@ def test_non_retryable_error_goes_straight_to_dead_letters(stack: Stack) -> None
     assert stack.stub.ListDeadLetters(pb.ListDeadLettersRequest(), timeout=10).total == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the worker reports error_type as type(exc).__name__, so a dotted name in "
-    "non_retryable (documented: `app.errors.BadInput`) never matches and the task is retried",
-)
 def test_non_retryable_given_as_a_dotted_exception_name(stack: Stack) -> None:
     """docs/configuration.md: non_retryable takes exception type names such as `ValueError`
     or `app.errors.BadInput`; the dotted form must skip retries too."""
@@ -484,11 +479,6 @@ def test_batch_with_one_bad_item_accepts_nothing(stack: Stack) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: Engine.submit validates items in order and raises on the first invalid "
-    "one, so only tasks[1] is named",
-)
 def test_batch_reports_every_invalid_item_by_index(stack: Stack) -> None:
     """Issue 3: SubmitBatch accepts all items or none, "reporting every invalid item by index"."""
     before = queue_totals(stack)
