@@ -29,6 +29,7 @@ from pathlib import Path
 from switchyard.v1 import agent_pb2, worker_pb2
 
 from worker_agent import __version__
+from worker_agent.labels import read_runtime_labels
 from worker_agent.probe import (
     Capabilities,
     GpuProber,
@@ -191,6 +192,7 @@ class Agent:
             sample_load=self.sample_load,
             on_cancel=self.cancel,
             reconnect_max_seconds=config.reconnect_max_seconds,
+            current_labels=self.current_labels,
         )
 
     def build_hello(self) -> agent_pb2.AgentHello:
@@ -199,12 +201,16 @@ class Agent:
             worker_id=self.config.worker_id,
             worker_type=self.worker_type,
             capabilities=to_capabilities_proto(self.capabilities),
-            labels=self.config.labels,
+            labels=self.current_labels(),
             slots=self.command.slots,
             celery_queue=self.command.queue,
             agent_version=__version__,
             celery_pid=self.worker.pid if self.worker is not None else 0,
         )
+
+    def current_labels(self) -> dict[str, str]:
+        """--labels, overlaid with labels set at runtime (worker_agent.labels)."""
+        return {**self.config.labels, **read_runtime_labels(self.run_dir)}
 
     def sample_load(self) -> worker_pb2.WorkerLoad:
         """Load for one heartbeat; active tasks are the attempts with a pid file."""

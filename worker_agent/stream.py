@@ -84,11 +84,14 @@ class AgentStream:
         on_cancel: Callable[[str, int], Coroutine[Any, Any, None]],
         reconnect_max_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
         reconnect_initial_seconds: float = INITIAL_BACKOFF_SECONDS,
+        current_labels: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         self.target = target
         self.build_hello = build_hello
         self.sample_load = sample_load
         self.on_cancel = on_cancel
+        self.current_labels = current_labels
+        """Labels now (static + runtime); a change is sent with the next heartbeat."""
         self.reconnect_max_seconds = reconnect_max_seconds
         self.reconnect_initial_seconds = reconnect_initial_seconds
         self.welcome: Welcome | None = None
@@ -195,11 +198,18 @@ class AgentStream:
 
     async def _heartbeat(self, call: Any) -> None:
         sequence = 0
+        # The hello carried the labels of that moment; send the full set again only on change.
+        sent_labels = self.current_labels() if self.current_labels else {}
         while True:
             interval = self.welcome.heartbeat_interval_seconds if self.welcome else DEFAULT_HEARTBEAT_INTERVAL_SECONDS
             await asyncio.sleep(interval)
             sequence += 1
             heartbeat = agent_pb2.AgentHeartbeat(sequence=sequence, load=self.sample_load())
+            labels = self.current_labels() if self.current_labels else sent_labels
+            if labels != sent_labels:
+                heartbeat.labels.update(labels)
+                heartbeat.labels_replaced = True
+                sent_labels = labels
             async with self._write_lock:
                 await call.write(agent_pb2.ConnectRequest(heartbeat=heartbeat))
 

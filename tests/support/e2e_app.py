@@ -121,3 +121,12 @@ def payload_len(data: str) -> int:
 def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
     """Return the arguments unchanged."""
     return {"args": list(args), "kwargs": kwargs}
+
+
+@app.task(name="e2e.load_model")
+def load_model(name: str) -> str:
+    """Pretend to load a model, then advertise it as a runtime worker label (the opt-in API)."""
+    from worker_agent.labels import set_label
+
+    set_label("model", name)
+    return name

@@ -1,0 +1,63 @@
+"""Worker labels that change at runtime, e.g. `model=whisper-large` once a model is loaded.
+
+    from worker_agent.labels import set_label
+    set_label("model", "whisper-large")      # inside a task, after loading the model
+
+The labels live in `$SWITCHYARD_RUN_DIR/labels.json`, which the agent reads before every
+heartbeat and hello; a change reaches the scheduler within one heartbeat and feeds soft label
+affinity (and required labels). Outside an agent (no SWITCHYARD_RUN_DIR) these calls do nothing,
+so tasks stay runnable under plain Celery. An operator may edit the file by hand too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+LABELS_FILE = "labels.json"
+
+
+def _run_dir() -> Path | None:
+    value = os.environ.get("SWITCHYARD_RUN_DIR", "")
+    return Path(value) if value else None
+
+
+def read_runtime_labels(run_dir: Path) -> dict[str, str]:
+    """Labels set at runtime (empty when none, or when the file is unreadable)."""
+    try:
+        data = json.loads((run_dir / LABELS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _write(run_dir: Path, labels: dict[str, str]) -> None:
+    # Write-then-rename so the agent never reads half a file.
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".labels-")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(labels, handle, sort_keys=True)
+    os.replace(tmp, run_dir / LABELS_FILE)
+
+
+def set_label(key: str, value: str) -> None:
+    """Add or change one runtime label of this worker."""
+    run_dir = _run_dir()
+    if run_dir is None:
+        return
+    labels = read_runtime_labels(run_dir)
+    labels[key] = value
+    _write(run_dir, labels)
+
+
+def remove_label(key: str) -> None:
+    """Drop one runtime label (a label given with --labels stays)."""
+    run_dir = _run_dir()
+    if run_dir is None:
+        return
+    labels = read_runtime_labels(run_dir)
+    if labels.pop(key, None) is not None:
+        _write(run_dir, labels)
