@@ -784,8 +784,8 @@ tree, median over rounds:
 * Idle latency: Switchyard's median is {sy_p50 / raw_p50:.1f}x raw Celery's ({ms(sy_p50)} ms against
   {ms(raw_p50)} ms). Raw Celery pays one LPUSH and the worker's BRPOP + pool hand-off. Switchyard
   adds, in order: the gRPC `SubmitTask` call and validation (send -> accepted,
-  {stage_p50('send ->')} ms median); the atomic Lua commit of the submission, a read-back of the
-  record, the dispatch-loop kick, one placement round and a second Lua commit for the hand-out
+  {stage_p50('send ->')} ms median); the atomic Lua commit of the submission, the dispatch-loop
+  kick, one placement round and a second Lua commit for the hand-out
   (accepted -> dispatched, {stage_p50('accepted ->')} ms); then the publish, which hops to the
   dispatcher's thread, plus Celery's delivery and the worker-side fence-claim Lua script
   (dispatched -> claimed, {stage_p50('dispatched ->')} ms: raw Celery's whole path plus the claim).
@@ -795,10 +795,9 @@ tree, median over rounds:
   ran at {100 * sched_cpu:.0f}% of one core, about {sched_ms:.1f} ms of CPU per task (a ceiling near
   {1000 / sched_ms:.0f} tasks/s for its single asyncio loop), against {worker_ms:.1f} ms per task for the
   agent + Celery worker and {raw_ms:.1f} ms per task for the raw worker. Per task the scheduler awaits
-  several Redis calls: the submit commit, a read-back of the new record, the hand-out commit,
+  several Redis calls: the submit commit, the hand-out commit,
   mark-published, the `started` and `succeeded` applies and the XACKs, and several of the Lua
-  scripts return the whole task hash, which redis-py then parses in pure Python (hiredis is not
-  installed). With 2 slots and the default `dispatch_prefetch=0`, {sy_batch:.0f} tasks/s is also
+  scripts return the whole task hash (for watchers), which redis-py parses (with hiredis). With 2 slots and the default `dispatch_prefetch=0`, {sy_batch:.0f} tasks/s is also
   {per_slot_ms:.1f} ms per task per slot: the late-binding round trip (worker XADD -> XREADGROUP,
   apply -> dispatch round -> hand-out commit -> publish -> Celery fetch -> claim) runs on that busy loop.{variant}
 * SubmitBatch against one-by-one SubmitTask from {options.threads} threads: {sy_batch:.0f} against

@@ -442,6 +442,7 @@ _PLACEMENT_KEYS = (
     "quarantine_failures",
     "failure_window_seconds",
     "quarantine_seconds",
+    "max_scored_workers",
 )
 _WEIGHT_KEYS = tuple(f.name for f in fields(ScoringWeights))
 
@@ -844,6 +845,9 @@ def _parse_placement(r: _FileReader, raw: Any, line: int) -> PlacementPolicy:
         ),
         quarantine_seconds=r.number(
             m, "quarantine_seconds", "placement", default.quarantine_seconds, positive=True
+        ),
+        max_scored_workers=r.integer(
+            m, "max_scored_workers", "placement", default.max_scored_workers
         ),
     )
 

@@ -258,6 +258,7 @@ def plan(
     unplaceable: dict[tuple[object, ...], str] = {}
     # Only workers with a free slot can take anything; full ones are skipped without evaluation.
     open_ids = [w.worker_id for w in workers if w.accepting and free_slots(w, ctx.prefetch) > 0]
+    limit_scored = ctx.policy.max_scored_workers
     examined = 0
     more = False
     for task in pending_in_order:
@@ -276,14 +277,20 @@ def plan(
             continue
         examined += 1
         best: Verdict | None = None
-        for worker_id in open_ids:
+        scored = 0
+        # Start each task's scan at a different worker so bounded scoring still spreads work.
+        start = examined % len(open_ids)
+        for worker_id in open_ids[start:] + open_ids[:start]:
             verdict = evaluate(task, fleet[worker_id], ctx)
             if not verdict.eligible:
                 continue
+            scored += 1
             if best is None or verdict.score > best.score or (
                 verdict.score == best.score and verdict.worker_id < best.worker_id
             ):
                 best = verdict
+            if limit_scored and scored >= limit_scored:
+                break
         if best is None:
             reason = wait_reason(task, list(fleet.values()), ctx=ctx)
             unplaceable[sig] = reason

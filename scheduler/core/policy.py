@@ -276,3 +276,8 @@ class PlacementPolicy:
     failure_window_seconds: float = 300.0
     quarantine_seconds: float = 300.0
     """How long a quarantined worker gets no new work."""
+    max_scored_workers: int = 64
+    """Per task, stop looking once this many eligible workers were scored and take the best of
+    them (0 = score every worker). Bounds a placement round on large fleets, like the Kubernetes
+    scheduler's percentageOfNodesToScore; filters still run until enough eligible ones are found,
+    so a task that fits only one worker still finds it."""
