@@ -15,7 +15,7 @@ STUBS_DIR := clients/python/switchyard/v1
 LINT_PATHS := scheduler worker_agent clients/python/switchyard
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps-check demo test proto proto-check lint bench
+.PHONY: help venv deps-check demo test proto proto-check proto-lint lint bench
 
 help:
 	@echo "make demo         run the local demo (starts redis, scheduler, two agents; prints a verdict)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint         ruff check + mypy --strict"
 	@echo "make proto        regenerate $(STUBS_DIR) from protos/"
 	@echo "make proto-check  fail when the committed stubs differ from a fresh generation"
+	@echo "make proto-lint   buf lint (STANDARD) on protos/ (installs buf from npm into .tools/)"
 	@echo "make bench        dispatch benchmark"
 	@echo "make venv         create $(VENV) and install the project with its dev extras"
 	@echo "make deps-check   make sure redis-server is installed"
@@ -54,7 +55,7 @@ demo: venv deps-check
 	$(PY) examples/demo.py
 
 # pytest exits 5 when it collects no tests; that fails the target like any other non-zero status.
-test: venv deps-check proto-check
+test: venv deps-check proto-check proto-lint
 	@status=0; $(PY) -m pytest -q -ra tests || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: error: pytest collected no tests" >&2; fi; \
 	exit $$status
@@ -78,3 +79,18 @@ lint: venv
 
 bench: venv
 	$(PY) bench/bench_dispatch.py
+
+# buf lint keeps the contract tidy for other languages. buf ships inside the npm package
+# @bufbuild/buf; it is installed once into .tools/. Without npm the check is skipped, loudly.
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+$(BUF):
+	@mkdir -p .tools
+	npm install --silent --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+proto-lint:
+	@if command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory $(BUF) && cd protos && ../$(BUF) lint && echo "proto-lint: buf lint passed"; \
+	else \
+		echo "proto-lint: SKIPPED: npm not found (install Node.js to lint protos with buf)"; \
+	fi
