@@ -34,22 +34,16 @@ Prints a table and rewrites the `bench_dispatch` section of docs/benchmarks.md (
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -68,8 +62,8 @@ from bench._docs import (  # noqa: E402
     text_table,
     update_section,
 )
+from examples.local_stack import Stack, StackError, child_env, free_port  # noqa: E402
 
-BIN_DIR = Path(sys.executable).parent
 SY_WORKER = "bench-1"
 RAW_WORKER = "raw-1"
 RAW_QUEUE = f"sy.w.{RAW_WORKER}"
@@ -79,130 +73,8 @@ RUNS_KEY_PREFIX = "bench:runs:"  # bench/bench_app.py writes here
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class BenchError(Exception):
+class BenchError(StackError):
     """The benchmark cannot go on; the message says why and where to look."""
-
-
-# --- processes --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def executable(name: str) -> str:
-    candidate = BIN_DIR / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise BenchError(f"{name} not found next to {sys.executable} or on PATH; run `make venv`")
-    return found
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-
-class Stack:
-    """Child processes, each leading its own process group so stopping it stops its children."""
-
-    def __init__(self) -> None:
-        self.processes: list[Process] = []
-        self.dir = Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
-        self.log_dir = self.dir / "logs"
-        self.log_dir.mkdir()
-        self.keep_logs = False
-
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> Process:
-        log_path = self.log_dir / f"{name}.log"
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            list(argv), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        process = Process(name, popen, log_path, log_file)
-        self.processes.append(process)
-        return process
-
-    def check_alive(self) -> None:
-        for process in self.processes:
-            code = process.popen.poll()
-            if code is not None:
-                raise BenchError(f"{process.name} exited with status {code}; see {process.log_path}")
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            self._signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in reversed(self.processes):
-            try:
-                process.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._signal_group(process, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    process.popen.wait(5)
-            # Children that outlived their leader (e.g. Celery pool processes) go too.
-            self._signal_group(process, signal.SIGKILL)
-            process.log_file.close()
-        self.processes.clear()
-        if self.keep_logs:
-            print(f"logs kept in {self.log_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    @staticmethod
-    def _signal_group(process: Process, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.popen.pid, signum)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This environment minus SWITCHYARD_* (no stray settings), plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SWITCHYARD_")}
-    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def wait_for(stack: Stack, what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise BenchError(f"timed out after {timeout:.0f}s waiting for {what}; logs in {stack.log_dir}")
-
-
-def start_redis(stack: Stack) -> str:
-    port = free_port()
-    stack.start(
-        "redis",
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--dir", str(stack.dir), "--save", "", "--appendonly", "no"],
-        child_env(),
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    probe = redis.Redis.from_url(url, socket_timeout=0.5)
-
-    def pong() -> bool:
-        try:
-            return bool(probe.ping())
-        except redis.exceptions.RedisError:
-            return False
-
-    wait_for(stack, "redis-server to answer PING", pong, 15)
-    probe.close()
-    return url
 
 
 # --- CPU accounting -----------------------------------------------------------------------
@@ -482,7 +354,7 @@ class Bench:
         def idle() -> bool:
             return all(q.pending == 0 and q.processing == 0 for q in path.client.queues())
 
-        wait_for(self.stack, f"{path.label} to drain", idle, self.timeout)
+        self.stack.wait_for(f"{path.label} to drain", idle, self.timeout)
 
 
 def start_switchyard(stack: Stack, redis_url: str, record_url: str, worker_id: str,
@@ -492,13 +364,13 @@ def start_switchyard(stack: Stack, redis_url: str, record_url: str, worker_id: s
     target = f"127.0.0.1:{grpc_port}"
     scheduler = stack.start(
         f"scheduler-{worker_id}",
-        [executable("switchyard-scheduler"), "--redis-url", redis_url, "--listen", target,
+        [stack.executable("switchyard-scheduler"), "--redis-url", redis_url, "--listen", target,
          "--metrics-listen", f"127.0.0.1:{metrics_port}", *extra],
         child_env(),
     )
     agent = stack.start(
         f"agent-{worker_id}",
-        [executable("switchyard-agent"), "--scheduler", target, "--worker-id", worker_id,
+        [stack.executable("switchyard-agent"), "--scheduler", target, "--worker-id", worker_id,
          "--type", "cpu", "--", "celery", *CELERY_ARGS],
         child_env(CELERY_BROKER_URL=redis_url, BENCH_RECORD_URL=record_url),
     )
@@ -509,7 +381,7 @@ def start_raw(stack: Stack, redis_url: str) -> int:
     raw = stack.start(
         f"celery-{RAW_WORKER}",
         # -n and --without-mingle/--without-gossip: what the agent adds to its worker's command.
-        [executable("celery"), *CELERY_ARGS, "-Q", RAW_QUEUE, "-n", f"{RAW_WORKER}@%h",
+        [stack.executable("celery"), *CELERY_ARGS, "-Q", RAW_QUEUE, "-n", f"{RAW_WORKER}@%h",
          "--without-mingle", "--without-gossip"],
         child_env(CELERY_BROKER_URL=redis_url, BENCH_RECORD_URL=redis_url),
     )
@@ -524,7 +396,7 @@ def wait_connected(stack: Stack, path: SyPath) -> None:
         except Unavailable:
             return False
 
-    wait_for(stack, f"{path.worker_id} to connect", connected, 60)
+    stack.wait_for(f"{path.worker_id} to connect", connected, 60)
 
 
 # --- report -------------------------------------------------------------------------------
@@ -551,7 +423,7 @@ def run(options: argparse.Namespace, stack: Stack) -> int:
     facts = machine()
     print(f"Switchyard dispatch benchmark  ({facts['nproc']} CPUs, Python {facts['python']}, "
           f"redis {facts.get('redis', '?')})")
-    redis_url = start_redis(stack)
+    redis_url = stack.start_redis()
     target, scheduler_pid, agent_pid = start_switchyard(stack, redis_url, redis_url, SY_WORKER)
     raw_pid = start_raw(stack, redis_url)
     cpu_roots = {"scheduler": scheduler_pid, "agent+celery": agent_pid, "raw celery": raw_pid,
@@ -811,10 +683,6 @@ tree, median over rounds:
     update_section("bench_dispatch", body)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--latency-samples", type=int, default=200, metavar="N",
@@ -851,21 +719,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         print("error: redis-server is not on PATH; run `make deps-check`", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    stack = Stack()
-    try:
-        return run(options, stack)
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    except (BenchError, SwitchyardError) as exc:
-        stack.keep_logs = True
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
+    stack = Stack(prefix="switchyard-bench-", error=BenchError)
+    return stack.run(lambda: run(options, stack), (BenchError, SwitchyardError),
+                     keep_logs_on_error=True)
 
 
 if __name__ == "__main__":

@@ -17,28 +17,24 @@ either). Every process is stopped on exit, Ctrl-C and errors included; logs go t
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, Any
+from typing import Any
 
-import redis
 from switchyard import SchedulerClient, SubmitResult, SwitchyardError, TaskView, Unavailable
 from switchyard.cli import format_queues, format_table, format_workers
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: make `examples` importable
+    sys.path.insert(0, str(ROOT))
+
+from examples.local_stack import Stack, StackError, child_env, free_port  # noqa: E402
+
 LOG_DIR = ROOT / ".demo" / "logs"
-BIN_DIR = Path(sys.executable).parent
 
 GPU_WORKER = "gpu-1"
 CPU_WORKER = "cpu-1"
@@ -58,7 +54,7 @@ EXPECTED_CLASS = {
 ALLOWED_WORKERS = {"gpu_intensive": {GPU_WORKER}, "cpu": {CPU_WORKER}, "mixed": {GPU_WORKER, CPU_WORKER}}
 
 
-class DemoError(Exception):
+class DemoError(StackError):
     """The demo cannot go on; the message says why and where to look."""
 
 
@@ -106,129 +102,11 @@ WORKLOAD: list[Job] = [
 INDIVIDUAL = 7  # the first INDIVIDUAL jobs go through SubmitTask, the rest through SubmitBatch
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def executable(name: str) -> str:
-    """The virtualenv's copy of a console script, else the one on PATH."""
-    candidate = BIN_DIR / name
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if found is None:
-        raise DemoError(f"{name} not found next to {sys.executable} or on PATH; run `make venv`")
-    return found
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-
-class Stack:
-    """The demo's child processes; each leads its own process group so stopping it stops its children."""
-
-    def __init__(self) -> None:
-        self.processes: list[Process] = []
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="switchyard-demo-"))
-
-    def start(self, name: str, argv: Sequence[str], env: dict[str, str]) -> Process:
-        log_path = LOG_DIR / f"{name}.log"
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            list(argv), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        process = Process(name, popen, log_path, log_file)
-        self.processes.append(process)
-        return process
-
-    def check_alive(self) -> None:
-        for process in self.processes:
-            code = process.popen.poll()
-            if code is not None:
-                raise DemoError(f"{process.name} exited with status {code}; see {process.log_path}")
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            self._signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in reversed(self.processes):
-            try:
-                process.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._signal_group(process, signal.SIGKILL)
-                process.popen.wait(5)
-            # Children that outlived their leader (e.g. Celery pool processes) go too.
-            self._signal_group(process, signal.SIGKILL)
-            process.log_file.close()
-        self.processes.clear()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    @staticmethod
-    def _signal_group(process: Process, signum: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.popen.pid, signum)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """This environment minus SWITCHYARD_* (so stray settings do not leak in), plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("SWITCHYARD_")}
-    env["PATH"] = f"{BIN_DIR}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def wait_for(stack: Stack, what: str, predicate: Callable[[], bool], timeout: float) -> None:
-    """Poll until ``predicate`` holds, failing fast if a child process dies meanwhile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stack.check_alive()
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}; logs are in {LOG_DIR}")
-
-
-def start_redis(stack: Stack) -> str:
-    port = free_port()
-    stack.start(
-        "redis",
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(stack.temp_dir),
-            "--save", "", "--appendonly", "no",
-        ],
-        child_env(),
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    probe = redis.Redis.from_url(url, socket_timeout=0.5)
-
-    def pong() -> bool:
-        try:
-            return bool(probe.ping())
-        except redis.exceptions.RedisError:
-            return False
-
-    wait_for(stack, "redis-server to answer PING", pong, 15)
-    probe.close()
-    return url
-
-
 def start_fleet(stack: Stack, redis_url: str, config: str | None) -> str:
     grpc_port, metrics_port = free_port(), free_port()
     scheduler_target = f"127.0.0.1:{grpc_port}"
     argv = [
-        executable("switchyard-scheduler"),
+        stack.executable("switchyard-scheduler"),
         "--redis-url", redis_url,
         "--listen", scheduler_target,
         "--metrics-listen", f"127.0.0.1:{metrics_port}",
@@ -243,7 +121,7 @@ def start_fleet(stack: Stack, redis_url: str, config: str | None) -> str:
     print(f"scheduler   {scheduler_target} (metrics http://127.0.0.1:{metrics_port}/metrics)")
 
     agent_env = child_env(CELERY_BROKER_URL=redis_url)
-    agent = executable("switchyard-agent")
+    agent = stack.executable("switchyard-agent")
     stack.start(
         GPU_WORKER,
         [agent, "--scheduler", scheduler_target, "--worker-id", GPU_WORKER, "--type", "gpu",
@@ -267,7 +145,7 @@ def wait_for_workers(stack: Stack, client: SchedulerClient, timeout: float) -> N
             return False
         return statuses.get(GPU_WORKER) == "connected" and statuses.get(CPU_WORKER) == "connected"
 
-    wait_for(stack, f"{GPU_WORKER} and {CPU_WORKER} to connect (ListWorkers)", both_connected, timeout)
+    stack.wait_for(f"{GPU_WORKER} and {CPU_WORKER} to connect (ListWorkers)", both_connected, timeout)
 
 
 def submit_workload(client: SchedulerClient) -> list[tuple[Job, SubmitResult]]:
@@ -319,7 +197,7 @@ def run_demo(options: argparse.Namespace, stack: Stack) -> int:
     shutil.rmtree(LOG_DIR, ignore_errors=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print("Switchyard local demo")
-    redis_url = start_redis(stack)
+    redis_url = stack.start_redis()
     print(f"redis       {redis_url}")
     target = start_fleet(stack, redis_url, options.config)
 
@@ -371,10 +249,6 @@ def run_demo(options: argparse.Namespace, stack: Stack) -> int:
     return 1 if problems else 0
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--keep-running", action="store_true", help="leave the stack up after the run (Ctrl-C stops it)")
@@ -386,21 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("redis-server") is None:
         print("error: redis-server is not on PATH; run `make deps-check` (or apt-get install redis-server)", file=sys.stderr)
         return 1
-    # Also when started in the background, where a shell would leave SIGINT ignored.
-    signal.signal(signal.SIGINT, _raise_interrupt)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGHUP, _raise_interrupt)
-    stack = Stack()
-    try:
-        return run_demo(options, stack)
-    except KeyboardInterrupt:
-        print("\ninterrupted; stopping everything", file=sys.stderr)
-        return 130
-    except (DemoError, SwitchyardError) as exc:
-        print(f"\nerror: {exc}\nlogs: {LOG_DIR}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
+    stack = Stack(prefix="switchyard-demo-", log_dir=LOG_DIR, error=DemoError, poll_interval=0.2,
+                  logs_phrase="logs are in")
+    return stack.run(lambda: run_demo(options, stack), (DemoError, SwitchyardError))
 
 
 if __name__ == "__main__":
