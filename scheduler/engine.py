@@ -868,15 +868,16 @@ class Engine:
             # Nothing else will wake the loop when the bucket refills.
             asyncio.get_running_loop().call_later(0.5, self._kick.set)
         hand_outs: list[HandOut] = []
+        requests = []
         for assignment in decision.assignments:
-            worker = self.fleet.get(assignment.worker_id)
             task = self.pending.get(assignment.task_id)
             self.pending.remove(assignment.task_id)
-            outcome = await self.store.dispatch(
-                assignment.task_id, assignment.worker_id, self.clock(), assignment.gpu_index,
-                self.settings.inline_payload_bytes,
-                f"placed on {assignment.reason}; {task.class_reason if task else ''}".rstrip("; "),
-            )
+            reason = f"placed on {assignment.reason}; {task.class_reason if task else ''}".rstrip("; ")
+            requests.append((assignment.task_id, assignment.worker_id, assignment.gpu_index, reason))
+        # One round trip for the round; each hand-out is still its own atomic script.
+        outcomes = await self.store.dispatch_many(requests, self.clock(), self.settings.inline_payload_bytes)
+        for assignment, outcome in zip(decision.assignments, outcomes, strict=True):
+            worker = self.fleet.get(assignment.worker_id)
             if outcome is None or worker is None:
                 continue
             record = outcome.task
@@ -911,9 +912,26 @@ class Engine:
             if backlog and not events:
                 backlog = False
                 continue
-            for event in events:
-                await self._apply(event)
+            await self._apply_all(events)
             await self.store.ack_events([e.stream_id for e in events])
+
+    async def _apply_all(self, events: Sequence[LifecycleEvent]) -> None:
+        """Apply reports in stream order; runs without a `failed` report share one round trip."""
+        run: list[LifecycleEvent] = []
+        for event in [*events, None]:
+            if event is not None and event.kind != "failed":
+                run.append(event)
+                continue
+            if run:
+                records = await self.store.apply_events(
+                    run, result_ttl_seconds=self.settings.result_ttl_seconds,
+                    dead_letter_ttl_seconds=self.settings.dead_letter_ttl_seconds,
+                )
+                for applied, record in zip(run, records, strict=True):
+                    self._after_apply(applied, record)
+                run = []
+            if event is not None:
+                await self._apply(event)
 
     async def _failure_outcome(self, event: LifecycleEvent) -> FailureOutcome | None:
         """Ask the retry policy what this failed report turns into (None when the report is stale)."""
@@ -940,6 +958,10 @@ class Engine:
             event, outcome=outcome, result_ttl_seconds=self.settings.result_ttl_seconds,
             dead_letter_ttl_seconds=self.settings.dead_letter_ttl_seconds,
         )
+        self._after_apply(event, record)
+
+    def _after_apply(self, event: LifecycleEvent, record: dict[str, str] | None) -> None:
+        """Memory follows the store: ledgers, retry and dead-letter indexes, failures, watchers."""
         if record is None:
             if event.kind != "progress":
                 self.metrics.stale_reports.inc()

@@ -421,22 +421,30 @@ class Store:
 
     # --- transitions ------------------------------------------------------------------
 
-    async def dispatch(
-        self, task_id: str, worker_id: str, now: float, gpu_index: int | None, inline_limit: int,
-        reason: str = "",
-    ) -> DispatchOutcome | None:
-        """Commit a hand-out (state, attempt, ledger, fence); None if the task is no longer pending."""
-        reply = await self._dispatch(
-            keys=[], args=[self.prefix, task_id, worker_id, repr(now),
-                           "" if gpu_index is None else gpu_index, inline_limit, reason],
-        )
-        if not reply:
-            return None
-        task = _pairs(reply[0])
-        payload = reply[1]
-        if payload:
-            return DispatchOutcome(task, str(payload[0] or "[]"), str(payload[1] or "{}"))
-        return DispatchOutcome(task, None, None)
+    async def dispatch_many(
+        self, hand_outs: Sequence[tuple[str, str, int | None, str]], now: float, inline_limit: int,
+    ) -> list[DispatchOutcome | None]:
+        """Commit many hand-outs (task id, worker id, GPU index, reason) in one round trip; each
+        is its own atomic script, so each is committed or not on its own."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task_id, worker_id, gpu_index, reason in hand_outs:
+            await self._dispatch(
+                keys=[], args=[self.prefix, task_id, worker_id, repr(now),
+                               "" if gpu_index is None else gpu_index, inline_limit, reason],
+                client=pipe,
+            )
+        outcomes: list[DispatchOutcome | None] = []
+        for reply in await pipe.execute():
+            if not reply:
+                outcomes.append(None)
+                continue
+            payload = reply[1]
+            outcomes.append(DispatchOutcome(
+                _pairs(reply[0]),
+                str(payload[0] or "[]") if payload else None,
+                str(payload[1] or "{}") if payload else None,
+            ))
+        return outcomes
 
     async def mark_published(self, task_ids: Iterable[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -444,14 +452,8 @@ class Store:
             pipe.hset(self.key("task", task_id), "published", "1")
         await pipe.execute()
 
-    async def apply_event(
-        self, event: LifecycleEvent, *, outcome: FailureOutcome | None = None,
-        result_ttl_seconds: float = 7 * 86400, dead_letter_ttl_seconds: float = 7 * 86400,
-    ) -> dict[str, str] | None:
-        """Apply a worker report, fenced by attempt; the task after it, or None when it was stale.
-
-        A `failed` report needs `outcome`: what the retry policy decided (fail, retry, dead letter).
-        """
+    def _event_args(self, event: LifecycleEvent, outcome: FailureOutcome | None,
+                    result_ttl_seconds: float, dead_letter_ttl_seconds: float) -> list[Any]:
         if event.kind == "succeeded":
             a, b = event.fields.get("result_json", "null"), ""
         elif event.kind == "failed":
@@ -461,14 +463,36 @@ class Store:
         else:
             a, b = "", ""
         outcome = outcome or FailureOutcome("fail", 0.0, "")
+        return [self.prefix, event.task_id, event.kind, event.attempt, event.worker_id, event.ts,
+                a, b, event.fields.get("error_type", ""), outcome.action, repr(outcome.next_attempt_at),
+                max(1, int(result_ttl_seconds)), max(1, int(dead_letter_ttl_seconds)), outcome.reason]
+
+    async def apply_event(
+        self, event: LifecycleEvent, *, outcome: FailureOutcome | None = None,
+        result_ttl_seconds: float = 7 * 86400, dead_letter_ttl_seconds: float = 7 * 86400,
+    ) -> dict[str, str] | None:
+        """Apply a worker report, fenced by attempt; the task after it, or None when it was stale.
+
+        A `failed` report needs `outcome`: what the retry policy decided (fail, retry, dead letter).
+        """
         reply = await self._apply_event(
-            keys=[], args=[self.prefix, event.task_id, event.kind, event.attempt,
-                           event.worker_id, event.ts, a, b, event.fields.get("error_type", ""),
-                           outcome.action, repr(outcome.next_attempt_at),
-                           max(1, int(result_ttl_seconds)), max(1, int(dead_letter_ttl_seconds)),
-                           outcome.reason],
+            keys=[], args=self._event_args(event, outcome, result_ttl_seconds, dead_letter_ttl_seconds)
         )
         return _pairs(reply) if reply else None
+
+    async def apply_events(
+        self, events: Sequence[LifecycleEvent], *,
+        result_ttl_seconds: float = 7 * 86400, dead_letter_ttl_seconds: float = 7 * 86400,
+    ) -> list[dict[str, str] | None]:
+        """Apply many reports (not `failed` ones) in one round trip; each is still its own atomic script."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            await self._apply_event(
+                keys=[], args=self._event_args(event, None, result_ttl_seconds, dead_letter_ttl_seconds),
+                client=pipe,
+            )
+        replies = await pipe.execute()
+        return [_pairs(reply) if reply else None for reply in replies]
 
     async def due_retries(self, now: float, limit: int = 500) -> list[str]:
         return [str(x) for x in await self.redis.zrangebyscore(self.key("retry"), "-inf", now, start=0, num=limit)]
