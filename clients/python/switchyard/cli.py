@@ -84,26 +84,25 @@ def priority(text: str) -> int:
     return value
 
 
-def non_negative_int(text: str) -> int:
-    """A count such as ``--gpu-memory-mb``."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer; got {value}")
-    return value
+def _int_at_least(minimum: int, wording: str) -> Callable[[str], int]:
+    """An argparse type for integers >= ``minimum``; errors say ``must be <wording>``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"must be {wording}; got {text!r}") from exc
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {wording}; got {value}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """A count that must be at least 1, such as ``--limit``."""
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
-    return value
+non_negative_int = _int_at_least(0, "a non-negative integer")
+"""A count such as ``--gpu-memory-mb``."""
+positive_int = _int_at_least(1, "a positive integer")
+"""A count that must be at least 1, such as ``--limit``."""
 
 
 def positive_float(text: str) -> float:
