@@ -2,6 +2,7 @@
 #
 #   make demo    run the local demo (redis + scheduler + a GPU and a CPU agent + a mixed workload)
 #   make test    every test tier (unit, integration, e2e), after checking deps and generated stubs
+#   make test-unit  the unit tier only (no Redis, no network; seconds)
 #   make lint    ruff + mypy --strict
 #   make proto   regenerate the Python stubs from protos/
 #   make bench   dispatch benchmark
@@ -15,11 +16,12 @@ STUBS_DIR := clients/python/switchyard/v1
 LINT_PATHS := scheduler worker_agent clients/python/switchyard
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps-check demo test proto proto-check proto-lint lint bench
+.PHONY: help venv deps-check demo test test-unit proto proto-check proto-lint lint bench
 
 help:
 	@echo "make demo         run the local demo (starts redis, scheduler, two agents; prints a verdict)"
 	@echo "make test         run every test tier (needs redis-server)"
+	@echo "make test-unit    run the unit tier only (no redis-server, no network)"
 	@echo "make lint         ruff check + mypy --strict"
 	@echo "make proto        regenerate $(STUBS_DIR) from protos/"
 	@echo "make proto-check  fail when the committed stubs differ from a fresh generation"
@@ -59,6 +61,10 @@ test: venv deps-check proto-check proto-lint
 	@status=0; $(PY) -m pytest -q -ra tests || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: error: pytest collected no tests" >&2; fi; \
 	exit $$status
+
+# The unit tier needs neither redis-server nor the generated-stub checks: quick feedback while editing.
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
 
 proto: venv
 	$(PY) -m grpc_tools.protoc -I protos --python_out=clients/python --grpc_python_out=clients/python --pyi_out=clients/python $(PROTO_FILES)

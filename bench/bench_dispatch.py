@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 import redis  # noqa: E402
 from switchyard import SchedulerClient, SwitchyardError, TaskView, Unavailable  # noqa: E402
+from switchyard.wire import worker_queue  # noqa: E402
 
 from bench._docs import (  # noqa: E402
     code_version,
@@ -66,7 +67,7 @@ from examples.local_stack import Stack, StackError, child_env, free_port  # noqa
 
 SY_WORKER = "bench-1"
 RAW_WORKER = "raw-1"
-RAW_QUEUE = f"sy.w.{RAW_WORKER}"
+RAW_QUEUE = worker_queue(RAW_WORKER)
 PREFETCH_WORKER = "bench-pf"
 CELERY_ARGS = ["-A", "bench.bench_app", "worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"]
 RUNS_KEY_PREFIX = "bench:runs:"  # bench/bench_app.py writes here

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from switchyard import SchedulerClient, SubmitResult, SwitchyardError, TaskView, Unavailable
-from switchyard.cli import format_queues, format_table, format_workers
+from switchyard.cli.render import format_queues, format_table, format_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: make `examples` importable

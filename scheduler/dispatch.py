@@ -1,27 +1,33 @@
 """The only module that publishes to Celery: hands an attempt to a worker's own queue.
 
-Publishing is synchronous kombu I/O, so it runs on one dedicated thread; the engine awaits it.
-Messages are ordinary Celery protocol-2 task messages (JSON, never pickle) carrying the
-Switchyard headers of docs/wire-contract.md, on queue/exchange/routing key `sy.w.<worker>`.
+Publishing is synchronous kombu I/O, so it runs on one dedicated thread behind async methods;
+the engine awaits them. Messages are ordinary Celery protocol-2 task messages (JSON, never
+pickle) carrying the Switchyard headers of docs/wire-contract.md, on the worker's own
+queue/exchange/routing key (`switchyard.wire.worker_queue`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
+from switchyard.wire import (
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    HEADER_ATTEMPT,
+    HEADER_PAYLOAD_REF,
+    HEADER_TASK_ID,
+    HEADER_WORKER_ID,
+    worker_queue,
+)
 
-log = logging.getLogger(__name__)
-
-
-def worker_queue_name(worker_id: str) -> str:
-    """Celery queue (and routing key) a worker consumes."""
-    return f"sy.w.{worker_id}"
+log = logging.getLogger("switchyard.scheduler.dispatch")
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,22 @@ class HandOut:
     """Seconds before Celery kills the task's process."""
 
 
-class Dispatcher:
+class Dispatcher(Protocol):
+    """What the engine needs of a dispatcher (tests/support/fakes.py has an in-memory one)."""
+
+    async def publish(self, hand_outs: Sequence[HandOut]) -> list[str]:
+        """Publish each hand-out; returns the ids of the tasks that were published."""
+        ...
+
+    async def purge_worker_queue(self, worker_id: str) -> int:
+        """Drop what waits in a lost worker's queue; returns how many messages."""
+        ...
+
+
+class CeleryDispatcher:
     """Publishes hand-outs to Celery and purges the queues of lost workers."""
 
-    def __init__(self, broker_url: str, visibility_timeout: int = 43200) -> None:
+    def __init__(self, broker_url: str, visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS) -> None:
         self.app = Celery("switchyard-scheduler", broker=broker_url, set_as_current=False)
         self.app.conf.update(
             task_serializer="json",
@@ -55,20 +73,20 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sy-dispatch")
         self._queues: dict[str, Queue] = {}
 
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        return self._executor
-
     def _queue(self, worker_id: str) -> Queue:
-        name = worker_queue_name(worker_id)
+        name = worker_queue(worker_id)
         queue = self._queues.get(name)
         if queue is None:
             queue = Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
             self._queues[name] = queue
         return queue
 
-    def publish(self, hand_outs: list[HandOut]) -> list[str]:
-        """Publish each hand-out; returns the task ids that were published (call on the executor)."""
+    async def publish(self, hand_outs: Sequence[HandOut]) -> list[str]:
+        """Publish each hand-out; returns the task ids that were published."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._publish, list(hand_outs))
+
+    def _publish(self, hand_outs: list[HandOut]) -> list[str]:
         published: list[str] = []
         with self.app.producer_or_acquire() as producer:
             for item in hand_outs:
@@ -89,10 +107,10 @@ class Dispatcher:
                         soft_time_limit=item.soft_time_limit,
                         time_limit=item.hard_time_limit,
                         headers={
-                            "sy_task_id": item.task_id,
-                            "sy_attempt": item.attempt,
-                            "sy_worker_id": item.worker_id,
-                            "sy_payload_ref": "1" if by_reference else "0",
+                            HEADER_TASK_ID: item.task_id,
+                            HEADER_ATTEMPT: item.attempt,
+                            HEADER_WORKER_ID: item.worker_id,
+                            HEADER_PAYLOAD_REF: "1" if by_reference else "0",
                         },
                     )
                 except Exception:  # the record stays committed; restart re-publishes it
@@ -102,21 +120,17 @@ class Dispatcher:
                 published.append(item.task_id)
         return published
 
-    def purge_worker_queue(self, worker_id: str) -> int:
+    async def purge_worker_queue(self, worker_id: str) -> int:
         """Drop messages still waiting in a lost worker's queue (their attempts are fenced anyway)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._purge, worker_id)
+
+    def _purge(self, worker_id: str) -> int:
         try:
             with self.app.connection_for_write() as conn:
                 return int(self._queue(worker_id).bind(conn.default_channel).purge() or 0)  # type: ignore[no-untyped-call]
         except Exception:
             log.warning("could not purge the queue of lost worker %s", worker_id, exc_info=True)
             return 0
-
-    def queue_length(self, worker_id: str) -> int:
-        """Messages waiting in a worker's queue (diagnostics and tests)."""
-        with self.app.connection_for_read() as conn:
-            bound = self._queue(worker_id).bind(conn.default_channel)  # type: ignore[no-untyped-call]
-            _name, count, _consumers = bound.queue_declare(passive=True)
-            return int(count)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

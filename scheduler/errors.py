@@ -1,48 +1,45 @@
-"""Domain errors of the scheduler, each tied to the gRPC status a client receives.
+"""Domain errors of the scheduler: what went wrong, in words a person can act on.
 
 Hierarchy::
 
-    SchedulerError                 (INTERNAL)
-    ├── InvalidArgument            (INVALID_ARGUMENT)   bad input; nothing was changed
-    ├── NotFound                   (NOT_FOUND)          unknown task, queue or worker
-    ├── AlreadyExists              (ALREADY_EXISTS)     idempotency key reused with another payload
-    ├── PayloadTooLarge            (RESOURCE_EXHAUSTED) args/kwargs over the configured limit
-    ├── FailedPrecondition         (FAILED_PRECONDITION) valid request, wrong moment (e.g. cancel a finished task)
-    └── Unavailable                (UNAVAILABLE)        state store unreachable; retry later
+    SchedulerError                 base; an unexpected failure
+    ├── InvalidArgument            bad input; nothing was changed
+    ├── NotFound                   unknown task, queue or worker
+    ├── AlreadyExists              idempotency key reused with another payload
+    ├── PayloadTooLarge            args/kwargs over the configured limit
+    ├── FailedPrecondition         valid request, wrong moment (e.g. cancel a finished task)
+    └── StateUnavailable           the state store (Redis) cannot be reached; retry later
 
-Messages are written for the person reading them: what was wrong and what to do.
+This module knows nothing of gRPC: `scheduler/api/status.py` maps each class to the status code
+a client receives, in one table. Messages say what was wrong and what to do.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class SchedulerError(Exception):
     """Base of every error the scheduler reports to clients."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-
 
 class InvalidArgument(SchedulerError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    """The request is malformed or names something impossible; nothing was changed."""
 
 
 class NotFound(SchedulerError):
-    code = grpc.StatusCode.NOT_FOUND
+    """The task, queue or worker named does not exist."""
 
 
 class AlreadyExists(SchedulerError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    """An idempotency key is already bound to a different task name or payload."""
 
 
 class PayloadTooLarge(SchedulerError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    """args + kwargs exceed the configured maximum payload size."""
 
 
 class FailedPrecondition(SchedulerError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    """The request is valid but the target is in the wrong state for it."""
 
 
-class Unavailable(SchedulerError):
-    code = grpc.StatusCode.UNAVAILABLE
+class StateUnavailable(SchedulerError):
+    """The state store cannot be reached; the request may be retried."""

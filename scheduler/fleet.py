@@ -163,12 +163,6 @@ class Fleet:
     def views(self, now: float = 0.0, window_seconds: float = 300.0) -> list[WorkerView]:
         return [w.view(now, window_seconds) for w in self._workers.values() if not w.lost]
 
-    def owner_of(self, task_id: str) -> Worker | None:
-        for worker in self._workers.values():
-            if task_id in worker.in_flight:
-                return worker
-        return None
-
     def by_type(self) -> Mapping[WorkerType, list[Worker]]:
         grouped: dict[WorkerType, list[Worker]] = {t: [] for t in WorkerType}
         for worker in self._workers.values():

@@ -15,13 +15,14 @@ from grpc_reflection.v1alpha import reflection
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
-from scheduler.config import ConfigError, Settings, load_settings
-from scheduler.dispatch import Dispatcher
+from scheduler.config import ConfigError, load_settings
+from scheduler.dispatch import CeleryDispatcher
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
-from scheduler.store import Store
+from scheduler.settings import Settings
+from scheduler.state.store import RedisState
 
-log = logging.getLogger("switchyard.scheduler")
+log = logging.getLogger("switchyard.scheduler.main")
 
 SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
@@ -56,6 +57,8 @@ class Scheduler:
     """A running scheduler: engine plus gRPC server."""
 
     engine: Engine
+    state: RedisState
+    dispatcher: CeleryDispatcher
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer  # type: ignore[name-defined]
@@ -64,15 +67,15 @@ class Scheduler:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.engine.stop()
-        await self.engine.store.close()
-        self.engine.dispatcher.close()
+        await self.state.close()
+        self.dispatcher.close()
 
 
 async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler:
     """Build everything and start serving; the returned port is the bound one (listen on :0 works)."""
-    store = Store(settings.redis_url, settings.key_prefix)
-    dispatcher = Dispatcher(settings.effective_broker_url)
-    engine = Engine(settings, store, dispatcher, metrics)
+    state = RedisState(settings.redis_url, settings.key_prefix)
+    dispatcher = CeleryDispatcher(settings.effective_broker_url)
+    engine = Engine(settings, state, dispatcher, metrics)
     await engine.start()
     server = grpc.aio.server(options=server_options(settings))
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(engine), server)  # type: ignore[no-untyped-call]
@@ -86,7 +89,7 @@ async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Scheduler(engine, server, port, health_servicer)
+    return Scheduler(engine, state, dispatcher, server, port, health_servicer)
 
 
 async def serve(settings: Settings) -> None:

@@ -57,6 +57,10 @@ class Metrics:
         self.requeued = Counter(
             "switchyard_tasks_requeued", "Attempts moved off a lost worker.", registry=self.registry
         )
+        self.placement_rounds = Counter(
+            "switchyard_placement_rounds", "Placement rounds that considered pending work and free slots.",
+            registry=self.registry,
+        )
         self.stale_reports = Counter(
             "switchyard_stale_reports", "Worker reports dropped because their attempt was not current.",
             registry=self.registry,

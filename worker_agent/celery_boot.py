@@ -13,6 +13,7 @@ import signal
 import sys
 
 import worker_agent.celery_hooks  # noqa: F401  (connects the Celery signals on import)
+from worker_agent import environment
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,7 +25,7 @@ def stop_with_agent() -> None:
     the scheduler has declared lost. Fencing keeps that safe, but the orphan wastes the machine.
     Only armed under an agent (SWITCHYARD_AGENT_PID), and only on Linux.
     """
-    agent_pid = os.environ.get("SWITCHYARD_AGENT_PID")
+    agent_pid = os.environ.get(environment.AGENT_PID)
     if not agent_pid or not sys.platform.startswith("linux"):
         return
     try:

@@ -16,12 +16,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from worker_agent.environment import run_dir as agent_run_dir
+
 LABELS_FILE = "labels.json"
-
-
-def _run_dir() -> Path | None:
-    value = os.environ.get("SWITCHYARD_RUN_DIR", "")
-    return Path(value) if value else None
 
 
 def read_runtime_labels(run_dir: Path) -> dict[str, str]:
@@ -45,7 +42,7 @@ def _write(run_dir: Path, labels: dict[str, str]) -> None:
 
 def set_label(key: str, value: str) -> None:
     """Add or change one runtime label of this worker."""
-    run_dir = _run_dir()
+    run_dir = agent_run_dir()
     if run_dir is None:
         return
     labels = read_runtime_labels(run_dir)
@@ -55,7 +52,7 @@ def set_label(key: str, value: str) -> None:
 
 def remove_label(key: str) -> None:
     """Drop one runtime label (a label given with --labels stays)."""
-    run_dir = _run_dir()
+    run_dir = agent_run_dir()
     if run_dir is None:
         return
     labels = read_runtime_labels(run_dir)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import sys
@@ -27,8 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchyard.v1 import agent_pb2, worker_pb2
+from switchyard.wire import (
+    DEFAULT_KEY_PREFIX,
+    LABEL_KEY_RULE,
+    WORKER_ID_RULE,
+    label_key_problem,
+    worker_id_problem,
+)
 
-from worker_agent import __version__
+from worker_agent import __version__, environment
+from worker_agent.attempts import active_attempts
 from worker_agent.labels import read_runtime_labels
 from worker_agent.probe import (
     Capabilities,
@@ -43,15 +50,12 @@ from worker_agent.supervise import (
     CeleryWorker,
     CommandError,
     WorkerCommand,
-    active_attempts,
     cancel_attempt,
     rewrite_worker_command,
 )
 
-log = logging.getLogger("worker_agent")
+log = logging.getLogger("switchyard.agent.main")
 
-WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 WORKER_TYPES = {
     "cpu": worker_pb2.WORKER_TYPE_CPU,
     "gpu": worker_pb2.WORKER_TYPE_GPU,
@@ -72,7 +76,7 @@ class AgentConfig:
     scheduler: str
     """gRPC target of the scheduler's AgentGateway, HOST:PORT."""
     worker_id: str
-    """Stable worker id; names the Celery queue sy.w.<worker_id>."""
+    """Stable worker id; names the worker's own Celery queue (`switchyard.wire.worker_queue`)."""
     celery_command: tuple[str, ...]
     """The user's command after `--`, e.g. ("celery", "-A", "app", "worker", "-c", "2")."""
     worker_type: str | None = None
@@ -96,10 +100,10 @@ def parse_labels(text: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if not sep or not LABEL_KEY_PATTERN.match(key):
+        if not sep or label_key_problem(key) is not None:
             raise ConfigError(
-                f"invalid label {item!r}: expected KEY=VALUE with KEY made of letters, digits, "
-                "'_', '.', '-', '/' (e.g. --labels zone=eu,model=whisper-large)"
+                f"invalid label {item!r}: expected KEY=VALUE with KEY made of {LABEL_KEY_RULE} "
+                "(e.g. --labels zone=eu,model=whisper-large)"
             )
         labels[key] = value
     return labels
@@ -123,8 +127,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
     )
     parser.add_argument("--scheduler", default=environ.get("SWITCHYARD_SCHEDULER"),
                         help="scheduler AgentGateway address HOST:PORT [SWITCHYARD_SCHEDULER]")
-    parser.add_argument("--worker-id", default=environ.get("SWITCHYARD_WORKER_ID"),
-                        help="unique, stable worker id [SWITCHYARD_WORKER_ID]")
+    parser.add_argument("--worker-id", default=environ.get(environment.WORKER_ID),
+                        help=f"unique, stable worker id [{environment.WORKER_ID}]")
     parser.add_argument("--type", dest="worker_type", choices=sorted(WORKER_TYPES),
                         default=environ.get("SWITCHYARD_WORKER_TYPE") or None,
                         help="worker type; default gpu when GPUs are found, else cpu [SWITCHYARD_WORKER_TYPE]")
@@ -142,12 +146,9 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
     if not parsed.scheduler or ":" not in parsed.scheduler:
         raise ConfigError("--scheduler HOST:PORT is required (or set SWITCHYARD_SCHEDULER)")
     if not parsed.worker_id:
-        raise ConfigError("--worker-id is required (or set SWITCHYARD_WORKER_ID)")
-    if not WORKER_ID_PATTERN.match(parsed.worker_id):
-        raise ConfigError(
-            f"invalid worker id {parsed.worker_id!r}: use 1-128 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-        )
+        raise ConfigError(f"--worker-id is required (or set {environment.WORKER_ID})")
+    if worker_id_problem(parsed.worker_id) is not None:
+        raise ConfigError(f"invalid worker id {parsed.worker_id!r}: use {WORKER_ID_RULE}")
     if parsed.worker_type is not None and parsed.worker_type not in WORKER_TYPES:
         raise ConfigError(f"invalid worker type {parsed.worker_type!r}: expected cpu, gpu or hybrid")
     if not celery_command:
@@ -218,10 +219,7 @@ class Agent:
 
     async def cancel(self, task_id: str, attempt: int) -> None:
         """Local cancel of one attempt (wire contract: SIGTERM its pool child, then SIGKILL)."""
-        try:
-            await cancel_attempt(self.run_dir, task_id, attempt)
-        except ValueError as exc:
-            log.warning("ignoring cancel: %s", exc)
+        await cancel_attempt(self.run_dir, task_id, attempt)
 
     async def run(self) -> int:
         """Connect, start Celery after the first welcome, supervise; returns the exit code."""
@@ -256,13 +254,13 @@ class Agent:
             log.error("the scheduler sent no state Redis URL; pass --state-redis-url")
             return EXIT_USAGE
         env = dict(os.environ)
-        env.update(
-            SWITCHYARD_WORKER_ID=self.config.worker_id,
-            SWITCHYARD_STATE_REDIS_URL=state_redis_url,
-            SWITCHYARD_KEY_PREFIX=welcome.key_prefix or "sy",
-            SWITCHYARD_RUN_DIR=str(self.run_dir),
-            SWITCHYARD_AGENT_PID=str(os.getpid()),
-        )
+        env.update({
+            environment.WORKER_ID: self.config.worker_id,
+            environment.STATE_REDIS_URL: state_redis_url,
+            environment.KEY_PREFIX: welcome.key_prefix or DEFAULT_KEY_PREFIX,
+            environment.RUN_DIR: str(self.run_dir),
+            environment.AGENT_PID: str(os.getpid()),
+        })
         self.worker = CeleryWorker(self.command, env)
         self.worker.start()
 

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 from switchyard.v1 import worker_pb2
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("switchyard.agent.probe")
 
 SIMULATE_SPEC_FORM = "COUNTxMODEL:MIB[,COUNTxMODEL:MIB...] (e.g. 1xA100:40960 or 1xA100:40960,2xT4:16384)"
 _SPEC_ITEM = re.compile(r"^(?P<count>[0-9]+)x(?P<model>[A-Za-z0-9][A-Za-z0-9 _.+-]*):(?P<mib>[0-9]+)$")

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, worker_pb2
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("switchyard.agent.stream")
 
 # grpc.aio's end-of-stream sentinel; the stubs do not declare it.
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -53,7 +53,6 @@ class Welcome:
     heartbeat_interval_seconds: float
     state_redis_url: str
     key_prefix: str
-    rejoined_after_loss: bool
 
 
 class WelcomeMissingError(RuntimeError):
@@ -97,18 +96,11 @@ class AgentStream:
         self.welcome: Welcome | None = None
         """The latest welcome; None until the first stream is accepted."""
         self.first_welcome = asyncio.Event()
-        self.draining = False
-        """True once the scheduler sent drain; it then stops handing out work."""
         self._call: Any = None
         self._write_lock = asyncio.Lock()
         self._stopping = False
         self._stream_welcomed = False
         self._cancel_tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def connected(self) -> bool:
-        """True while a stream is open and welcomed."""
-        return self._call is not None
 
     async def run(self) -> None:
         """Connect, and reconnect after every failure, until `close` is called."""
@@ -176,7 +168,6 @@ class AgentStream:
             or DEFAULT_HEARTBEAT_INTERVAL_SECONDS,
             state_redis_url=welcome.state_redis_url,
             key_prefix=welcome.key_prefix,
-            rejoined_after_loss=welcome.rejoined_after_loss,
         )
         log.info(
             "welcomed by scheduler %s (heartbeat every %.2f s)",
@@ -216,7 +207,7 @@ class AgentStream:
     def _handle(self, response: agent_pb2.ConnectResponse) -> None:
         kind = response.WhichOneof("message")
         if kind == "drain":
-            self.draining = True
+            # Nothing to do locally: the scheduler simply stops handing work to this worker.
             log.info("scheduler drains this worker: %s", response.drain.reason or "no reason given")
         elif kind == "cancel":
             task_id, attempt = response.cancel.task_id, response.cancel.attempt

@@ -3,7 +3,7 @@
 The user writes `switchyard-agent ... -- celery -A app worker [args]`. The agent runs that
 worker through `python -m worker_agent.celery_boot` instead of the `celery` script, so the
 Switchyard hooks are installed before Celery loads the user's app — the user's code needs no
-change. The argv is rewritten so the worker consumes only its own queue (`sy.w.<worker_id>`),
+change. The argv is rewritten so the worker consumes only its own queue (`wire.worker_queue`),
 has a stable node name, and skips mingle/gossip (which would otherwise slow start-up and
 chatter across the whole fleet); its concurrency becomes the worker's slot count.
 
@@ -25,7 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from switchyard.wire import worker_queue
+
+from worker_agent.attempts import pid_file_path
+
+log = logging.getLogger("switchyard.agent.supervise")
 
 
 class CommandError(ValueError):
@@ -41,12 +45,7 @@ class WorkerCommand:
     slots: int
     """The worker's --concurrency: how many tasks it runs at once."""
     queue: str
-    """The only queue the worker consumes: sy.w.<worker_id>."""
-
-
-def worker_queue(worker_id: str) -> str:
-    """The Celery queue a worker consumes, as fixed by the wire contract."""
-    return f"sy.w.{worker_id}"
+    """The only queue the worker consumes: `switchyard.wire.worker_queue(worker_id)`."""
 
 
 def _option_present(args: Sequence[str], short: str | None, long: str) -> bool:
@@ -63,7 +62,7 @@ def rewrite_worker_command(
 ) -> WorkerCommand:
     """Rewrite `celery -A app worker ...` into the command the agent runs.
 
-    Forces `-Q sy.w.<worker_id>` (dropping any -Q/--queues the user gave, with a warning,
+    Forces `-Q <the worker's own queue>` (dropping any -Q/--queues the user gave, with a warning,
     because a worker consuming shared queues would run work the scheduler never handed it),
     adds `-n <worker_id>@%h` and `--without-mingle --without-gossip` unless given, and
     parses or adds `--concurrency`.
@@ -228,22 +227,6 @@ class CeleryWorker:
 def _resolve(future: asyncio.Future[ExitStatus], status: ExitStatus) -> None:
     if not future.done():
         future.set_result(status)
-
-
-def pid_file_path(run_dir: Path, task_id: str, attempt: int) -> Path:
-    """Where the worker side records the pool child running an attempt (wire contract)."""
-    # The task id comes over the network: never let it name a file outside the run dir.
-    if not task_id or "/" in task_id or "\0" in task_id or task_id.startswith("."):
-        raise ValueError(f"refusing unsafe task id {task_id!r} for a pid file name")
-    return run_dir / f"{task_id}.{attempt}.pid"
-
-
-def active_attempts(run_dir: Path) -> int:
-    """Switchyard attempts running now: one pid file each, written at start, removed at end."""
-    try:
-        return sum(1 for _ in run_dir.glob("*.pid"))
-    except OSError:
-        return 0
 
 
 async def cancel_attempt(run_dir: Path, task_id: str, attempt: int, kill_after_seconds: float = 5.0) -> bool:

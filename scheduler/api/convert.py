@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from switchyard.v1 import agent_pb2, scheduler_pb2, worker_pb2
+from switchyard.wire import worker_queue
 
 from scheduler.core.model import GpuNeed, Submission, TaskClass, TaskState, WorkerType
-from scheduler.engine import Accepted, Explanation, QueueView, TaskInput, WorkerRegistration
+from scheduler.core.validate import TaskInput
+from scheduler.engine.views import Accepted, Explanation, QueueView, TaskView, WorkerRegistration
 from scheduler.fleet import Gpu, Liveness, Worker
+from scheduler.state.records import TaskRecord
 
 _GPU_NEED = {
     scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED: GpuNeed.UNSPECIFIED,
@@ -79,49 +80,57 @@ def submit_response(accepted: Accepted) -> scheduler_pb2.SubmitTaskResponse:
     )
 
 
-def _timestamp(raw: str | None) -> Timestamp | None:
-    if not raw:
+def _timestamp(seconds: float) -> Timestamp | None:
+    if not seconds:
         return None
     stamp = Timestamp()
-    seconds = float(raw)
     stamp.seconds = int(seconds)
     stamp.nanos = int((seconds - int(seconds)) * 1e9)
     return stamp
 
 
-def task_message(record: Mapping[str, str]) -> scheduler_pb2.Task:
-    """A stored task record as a Task message."""
+def task_state(state: TaskState) -> Any:
+    """A task state as the proto enum."""
+    return _STATE.get(state, scheduler_pb2.TASK_STATE_UNSPECIFIED)
+
+
+def task_message(view: TaskView) -> scheduler_pb2.Task:
+    """A task as clients see it."""
+    record = view.record
     task = scheduler_pb2.Task(
-        task_id=record.get("id", ""),
-        task_name=record.get("name", ""),
-        state=_STATE.get(TaskState(record.get("state", "pending")), scheduler_pb2.TASK_STATE_UNSPECIFIED),
-        queue=record.get("queue", ""),
-        priority=int(record.get("priority") or 0),
-        worker_id=record.get("worker", ""),
-        attempt=int(record.get("attempt") or 0),
-        result_json=record.get("result_json", ""),
-        error=record.get("error", ""),
-        traceback=record.get("traceback", ""),
-        progress=float(record.get("progress") or 0.0),
-        progress_message=record.get("progress_msg", ""),
-        reason=record.get("reason", ""),
-        task_class=_TASK_CLASS.get(TaskClass(record.get("class", "cpu")), scheduler_pb2.TASK_CLASS_UNSPECIFIED),
-        content_type=record.get("content_type", ""),
-        gpu=_GPU_NEED_PROTO.get(GpuNeed(record.get("gpu", "unspecified")), scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED),
-        gpu_memory_mb=int(record.get("gpu_mem") or 0),
-        labels=json.loads(record.get("labels") or "{}"),
-        retry_policy=record.get("retry_policy", ""),
-        failures=int(record.get("failures") or 0),
-        error_type=record.get("error_type", ""),
-        effective_priority=int(record.get("effective_priority") or record.get("priority") or 0),
+        task_id=record.task_id,
+        task_name=record.name,
+        state=task_state(record.state),
+        queue=record.queue,
+        priority=record.priority,
+        worker_id=record.worker_id,
+        attempt=record.attempt,
+        result_json=record.result_json,
+        error=record.error,
+        traceback=record.traceback,
+        progress=record.progress,
+        progress_message=record.progress_message,
+        reason=record.reason,
+        task_class=_TASK_CLASS.get(record.task_class, scheduler_pb2.TASK_CLASS_UNSPECIFIED),
+        content_type=record.content_type,
+        gpu=_GPU_NEED_PROTO.get(record.gpu, scheduler_pb2.GPU_REQUIREMENT_UNSPECIFIED),
+        gpu_memory_mb=record.gpu_memory_mb,
+        labels=dict(record.labels),
+        retry_policy=record.retry_policy,
+        failures=record.failures,
+        error_type=record.error_type,
+        effective_priority=view.effective_priority or record.priority,
     )
-    for name, key in (("submitted_at", "submitted_at"), ("dispatched_at", "dispatched_at"),
-                      ("started_at", "started_at"), ("finished_at", "finished_at"),
-                      ("next_attempt_at", "next_attempt_at")):
-        stamp = _timestamp(record.get(key))
+    for name in ("submitted_at", "dispatched_at", "started_at", "finished_at", "next_attempt_at"):
+        stamp = _timestamp(getattr(record, name))
         if stamp is not None:
             getattr(task, name).CopyFrom(stamp)
     return task
+
+
+def record_message(record: TaskRecord) -> scheduler_pb2.Task:
+    """A stored record with no live view (its priority as given)."""
+    return task_message(TaskView(record, record.priority))
 
 
 def queue_stats(view: QueueView) -> scheduler_pb2.QueueStats:
@@ -174,9 +183,9 @@ def explanation(result: Explanation) -> scheduler_pb2.ExplainPlacementResponse:
     )
 
 
-def dead_letter(record: Mapping[str, str], dead_lettered_at: float) -> scheduler_pb2.DeadLetter:
-    letter = scheduler_pb2.DeadLetter(task=task_message(record), reason=record.get("reason", ""))
-    stamp = _timestamp(repr(dead_lettered_at))
+def dead_letter(record: TaskRecord, dead_lettered_at: float) -> scheduler_pb2.DeadLetter:
+    letter = scheduler_pb2.DeadLetter(task=record_message(record), reason=record.reason)
+    stamp = _timestamp(dead_lettered_at)
     if stamp is not None:
         letter.dead_lettered_at.CopyFrom(stamp)
     return letter
@@ -212,13 +221,13 @@ def worker_info(worker: Worker) -> scheduler_pb2.WorkerInfo:
         slots=worker.slots,
         free_slots=worker.free_slots,
         task_ids=sorted(worker.in_flight),
-        celery_queue=f"sy.w.{worker.worker_id}",
+        celery_queue=worker_queue(worker.worker_id),
     )
     if worker.capabilities is not None:
         info.capabilities.CopyFrom(worker.capabilities)
     if worker.load is not None:
         info.load.CopyFrom(worker.load)
-    stamp = _timestamp(repr(worker.last_heartbeat_wall)) if worker.last_heartbeat_wall else None
+    stamp = _timestamp(worker.last_heartbeat_wall)
     if stamp is not None:
         info.last_heartbeat_at.CopyFrom(stamp)
     return info

@@ -1,6 +1,7 @@
-"""gRPC servicers: each RPC maps the request, calls the engine and maps the result.
+"""gRPC servicers: each RPC maps the request, calls one engine part and maps the result.
 
-Domain errors become gRPC statuses in one place (`_rpc`), with the engine's message.
+Errors become gRPC statuses in one place (`scheduler/api/status.py`), for unary RPCs and
+streams alike.
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from redis.exceptions import RedisError
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from scheduler.api import convert
+from scheduler.api.status import status_of
 from scheduler.engine import Engine
-from scheduler.errors import SchedulerError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("switchyard.scheduler.api")
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _abort_for(exc: Exception, context: Context) -> None:
+    """Abort the call with the status `exc` maps to; re-raise what is a bug."""
+    status = status_of(exc)
+    if status is None:
+        raise exc
+    await context.abort(*status)
 
 
 def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
@@ -32,10 +40,8 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     async def wrapper(self: Any, request: Any, context: Context) -> R:
         try:
             return await method(self, request, context)
-        except SchedulerError as exc:
-            await context.abort(exc.code, str(exc))
-        except RedisError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}; retry shortly")
+        except Exception as exc:
+            await _abort_for(exc, context)
         raise AssertionError("unreachable")
 
     return wrapper
@@ -49,81 +55,78 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @_rpc
     async def SubmitTask(self, request: scheduler_pb2.SubmitTaskRequest, context: Context) -> scheduler_pb2.SubmitTaskResponse:
-        (accepted,) = await self.engine.submit([convert.task_input(request)])
+        (accepted,) = await self.engine.admission.submit([convert.task_input(request)])
         return convert.submit_response(accepted)
 
     @_rpc
     async def SubmitBatch(self, request: scheduler_pb2.SubmitBatchRequest, context: Context) -> scheduler_pb2.SubmitBatchResponse:
-        accepted = await self.engine.submit([convert.task_input(t) for t in request.tasks])
+        accepted = await self.engine.admission.submit([convert.task_input(t) for t in request.tasks])
         return scheduler_pb2.SubmitBatchResponse(results=[convert.submit_response(a) for a in accepted])
 
     @_rpc
     async def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: Context) -> scheduler_pb2.GetTaskResponse:
-        return scheduler_pb2.GetTaskResponse(task=convert.task_message(await self.engine.get_task(request.task_id)))
+        return scheduler_pb2.GetTaskResponse(task=convert.task_message(await self.engine.queries.get_task(request.task_id)))
 
     async def WatchTask(self, request: scheduler_pb2.WatchTaskRequest, context: Context) -> AsyncIterator[scheduler_pb2.WatchTaskResponse]:
         try:
-            async for record in self.engine.watch(request.task_id):
-                yield scheduler_pb2.WatchTaskResponse(task=convert.task_message(record))
-        except SchedulerError as exc:
-            await context.abort(exc.code, str(exc))
+            async for view in self.engine.queries.watch(request.task_id):
+                yield scheduler_pb2.WatchTaskResponse(task=convert.task_message(view))
+        except Exception as exc:
+            await _abort_for(exc, context)
 
     @_rpc
     async def CancelTask(self, request: scheduler_pb2.CancelTaskRequest, context: Context) -> scheduler_pb2.CancelTaskResponse:
-        record, previous = await self.engine.cancel(request.task_id)
-        return scheduler_pb2.CancelTaskResponse(
-            task=convert.task_message(record),
-            previous_state=convert.task_message({"state": previous}).state,
-        )
+        record, previous = await self.engine.controls.cancel(request.task_id)
+        return scheduler_pb2.CancelTaskResponse(task=convert.record_message(record),
+                                                previous_state=convert.task_state(previous))
 
     @_rpc
     async def ListQueues(self, request: scheduler_pb2.ListQueuesRequest, context: Context) -> scheduler_pb2.ListQueuesResponse:
-        return scheduler_pb2.ListQueuesResponse(queues=[convert.queue_stats(v) for v in await self.engine.list_queues()])
+        return scheduler_pb2.ListQueuesResponse(queues=[convert.queue_stats(v) for v in await self.engine.queries.list_queues()])
 
     @_rpc
     async def PauseQueue(self, request: scheduler_pb2.PauseQueueRequest, context: Context) -> scheduler_pb2.PauseQueueResponse:
-        return scheduler_pb2.PauseQueueResponse(queue=convert.queue_stats(await self.engine.set_paused(request.queue, True)))
+        return scheduler_pb2.PauseQueueResponse(queue=convert.queue_stats(await self.engine.controls.set_paused(request.queue, True)))
 
     @_rpc
     async def ResumeQueue(self, request: scheduler_pb2.ResumeQueueRequest, context: Context) -> scheduler_pb2.ResumeQueueResponse:
-        return scheduler_pb2.ResumeQueueResponse(queue=convert.queue_stats(await self.engine.set_paused(request.queue, False)))
+        return scheduler_pb2.ResumeQueueResponse(queue=convert.queue_stats(await self.engine.controls.set_paused(request.queue, False)))
 
     @_rpc
     async def ListWorkers(self, request: scheduler_pb2.ListWorkersRequest, context: Context) -> scheduler_pb2.ListWorkersResponse:
-        workers = sorted(self.engine.fleet, key=lambda w: w.worker_id)
-        return scheduler_pb2.ListWorkersResponse(workers=[convert.worker_info(w) for w in workers])
+        return scheduler_pb2.ListWorkersResponse(workers=[convert.worker_info(w) for w in self.engine.queries.workers()])
 
     @_rpc
     async def ExplainPlacement(self, request: scheduler_pb2.ExplainPlacementRequest, context: Context) -> scheduler_pb2.ExplainPlacementResponse:
         item = convert.task_input(request.task) if request.HasField("task") else None
-        return convert.explanation(await self.engine.explain(item, request.task_id))
+        return convert.explanation(await self.engine.queries.explain(item, request.task_id))
 
     @_rpc
     async def ListDeadLetters(self, request: scheduler_pb2.ListDeadLettersRequest, context: Context) -> scheduler_pb2.ListDeadLettersResponse:
-        letters, total = await self.engine.list_dead_letters(request.queue, request.limit)
+        letters, total = await self.engine.dead_letters.list(request.queue, request.limit)
         return scheduler_pb2.ListDeadLettersResponse(
             dead_letters=[convert.dead_letter(record, at) for record, at in letters], total=total
         )
 
     @_rpc
     async def RetryDeadLetter(self, request: scheduler_pb2.RetryDeadLetterRequest, context: Context) -> scheduler_pb2.RetryDeadLetterResponse:
-        return scheduler_pb2.RetryDeadLetterResponse(task=convert.task_message(await self.engine.retry_dead_letter(request.task_id)))
+        return scheduler_pb2.RetryDeadLetterResponse(task=convert.record_message(await self.engine.dead_letters.retry(request.task_id)))
 
     @_rpc
     async def PurgeDeadLetters(self, request: scheduler_pb2.PurgeDeadLettersRequest, context: Context) -> scheduler_pb2.PurgeDeadLettersResponse:
-        purged = await self.engine.purge_dead_letters(list(request.task_ids), request.queue, request.all)
+        purged = await self.engine.dead_letters.purge(list(request.task_ids), request.queue, request.all)
         return scheduler_pb2.PurgeDeadLettersResponse(purged=purged)
 
     @_rpc
     async def DrainWorker(self, request: scheduler_pb2.DrainWorkerRequest, context: Context) -> scheduler_pb2.DrainWorkerResponse:
-        return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(await self.engine.drain(request.worker_id)))
+        return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(await self.engine.controls.drain(request.worker_id)))
 
 
 class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     """The stream every worker agent keeps open."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.agents = engine.agents
 
     async def Connect(self, request_iterator: AsyncIterator[agent_pb2.ConnectRequest], context: Context) -> AsyncIterator[agent_pb2.ConnectResponse]:
         first = await anext(aiter(request_iterator), None)
@@ -131,9 +134,9 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on Connect must be hello")
             return
         try:
-            worker, welcome = await self.engine.agent_hello(convert.registration(first.hello))
-        except SchedulerError as exc:
-            await context.abort(exc.code, str(exc))
+            worker, welcome = await self.agents.hello(convert.registration(first.hello))
+        except Exception as exc:
+            await _abort_for(exc, context)
             return
         worker_id, session, outbox = worker.worker_id, welcome.session, worker.outbox
         yield agent_pb2.ConnectResponse(welcome=agent_pb2.AgentWelcome(
@@ -158,19 +161,19 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            self.engine.agent_stream_closed(worker_id, session)
+            self.agents.stream_closed(worker_id, session)
 
     async def _read(self, worker_id: str, session: int, request_iterator: AsyncIterator[agent_pb2.ConnectRequest]) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("message")
             if kind == "heartbeat":
                 beat = message.heartbeat
-                self.engine.agent_heartbeat(
+                self.agents.heartbeat(
                     worker_id, session, beat.load, convert.gpus_from(beat.load.gpus),
                     dict(beat.labels), beat.labels_replaced,
                 )
             elif kind == "worker_exited":
-                await self.engine.agent_worker_exited(
+                await self.agents.worker_exited(
                     worker_id, session, message.worker_exited.exit_code, message.worker_exited.reason
                 )
             elif kind == "hello":

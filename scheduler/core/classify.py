@@ -1,20 +1,13 @@
-"""Classification and priority: which class, queue and priority a submission gets, and why."""
+"""Classification: which class, GPU need, queue, priority and retry policy a submission gets, and why."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.core.model import (
-    MAX_PRIORITY,
-    MIN_PRIORITY,
-    Classification,
-    GpuNeed,
-    QueueSpec,
-    Submission,
-    TaskClass,
-)
-from scheduler.core.policy import ClassificationRule
+from scheduler.core.model import Classification, GpuNeed, QueueSpec, Submission, TaskClass
+from scheduler.core.ordering import clamp_priority
+from scheduler.core.routing import ClassificationRule
 
 USER_INITIATED_BOOST = 2
 LARGE_BATCH_SIZE = 10
@@ -64,15 +57,11 @@ class ClassificationRules:
     """Retry policy when neither submission, rule nor queue names one."""
 
     def queue(self, name: str) -> QueueSpec | None:
+        """The queue called `name`, or None when no such queue is configured."""
         for spec in self.queues:
             if spec.name == name:
                 return spec
         return None
-
-
-def clamp_priority(value: int) -> int:
-    """Keep a priority inside 1-10."""
-    return max(MIN_PRIORITY, min(MAX_PRIORITY, value))
 
 
 def classify(submission: Submission, rules: ClassificationRules) -> Classification:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from switchyard.wire import TERMINAL_STATE_NAMES
+
 MIN_PRIORITY = 1
 MAX_PRIORITY = 10
 
@@ -41,9 +43,8 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
-TERMINAL_STATES = frozenset(
-    {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.DEAD_LETTERED, TaskState.CANCELLED}
-)
+TERMINAL_STATES = frozenset(TaskState(name) for name in TERMINAL_STATE_NAMES)
+"""States after which nothing changes any more; the set itself is the wire contract's."""
 IN_FLIGHT_STATES = frozenset({TaskState.DISPATCHED, TaskState.RUNNING})
 
 
@@ -159,6 +160,7 @@ class GpuView:
 
     @property
     def available_mb(self) -> int:
+        """Memory a new task can still be promised on this device."""
         return max(0, self.memory_free_mb - self.reserved_mb)
 
 
@@ -184,7 +186,12 @@ class WorkerView:
 
     @property
     def has_gpu(self) -> bool:
+        """Whether GPU work can run here: a GPU-capable worker type that reported a device."""
         return bool(self.gpus) and self.worker_type in (WorkerType.GPU, WorkerType.HYBRID)
+
+    def free_slots(self, prefetch: int = 0) -> int:
+        """Slots the worker can still be handed work for (prefetch lets a queue run slightly ahead)."""
+        return max(0, self.slots + prefetch - self.in_flight)
 
 
 @dataclass(frozen=True)
@@ -195,7 +202,6 @@ class Assignment:
     worker_id: str
     gpu_index: int | None
     """Device the task's GPU memory is reserved on, when it asked for some."""
-    gpu_memory_mb: int
     reason: str
     served_queue: str = ""
     """Queue whose limits the task counts against (its own, or one reached by fallback)."""

@@ -7,7 +7,6 @@ huge message.
 from __future__ import annotations
 
 import json
-import time
 
 import grpc
 import pytest
@@ -93,7 +92,9 @@ def test_gpu_required_task_without_gpu_worker_is_accepted_and_waits_with_a_reaso
     reply = stack.submit("e2e.sleep", [0.1, "needs-gpu"], gpu=pb.GPU_REQUIREMENT_REQUIRED)
     assert reply.task_id and reply.queue == "gpu_priority"
 
-    time.sleep(1.5)  # several dispatch rounds with an idle CPU worker
+    # A CPU task runs on cpu1: the round that handed it out had the GPU task pending and the
+    # idle CPU worker in view, and left the GPU task where it was.
+    assert stack.run_probe(content_type="text").worker_id == "cpu1"
     task = stack.get(reply.task_id)
     assert task.state == S.TASK_STATE_PENDING, task
     assert "gpu" in task.reason.lower(), f"pending reason does not mention the GPU: {task.reason!r}"

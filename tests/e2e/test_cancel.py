@@ -3,8 +3,6 @@ revokes it and it ends `cancelled`."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.support.redis_server import wait_until
@@ -32,7 +30,9 @@ def test_cancelled_pending_task_never_runs(stack: Stack) -> None:
 
     stack.open_gate("cancel-pending")
     stack.wait_all([blocker, after], timeout=30)  # `after` was queued behind `doomed`
-    time.sleep(0.5)
+    # One more task through w1's single slot: had `doomed` been handed out at any point before,
+    # it would have started ahead of this one.
+    stack.run_probe(content_type="text")
     assert "doomed" not in [r["tag"] for r in stack.runs()], "a cancelled pending task ran"
     task = stack.get(doomed)
     assert task.state == S.TASK_STATE_CANCELLED and task.result_json == ""
@@ -56,7 +56,9 @@ def test_cancelled_running_task_is_revoked_and_ends_cancelled(stack: Stack) -> N
     # The slot comes back well before the 30 s sleep would have ended, and the sleep never finished.
     follow_up = stack.submit("e2e.sleep", [0.1, "follow-up"], content_type="text").task_id
     assert stack.wait_state(follow_up, S.TASK_STATE_SUCCEEDED, timeout=20).worker_id == "w1"
-    time.sleep(1.0)
+    # w1 has one pool process and it ran the follow-up, so the long sleep is no longer running;
+    # whatever its attempt reported on the way out has been read by the scheduler now.
+    stack.wait_reports_applied()
     assert "long" not in [r["tag"] for r in stack.done()], "the revoked task ran to its end"
     assert stack.get(long_task).state == S.TASK_STATE_CANCELLED, (
         "a late report overwrote the cancel"

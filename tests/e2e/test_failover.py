@@ -101,6 +101,9 @@ def test_twenty_worker_kills_lose_no_task(stack: Stack) -> None:
         killed.append(doomed)
         spawn()
         top_up()
+        # Pacing, not a check (nothing is asserted after it): the replacement starts and the
+        # moved and topped-up work is placed before the next victim is picked, so the kills do
+        # not outrun the fleet.
         time.sleep(0.5)
 
     final = stack.wait_all(task_ids, S.TASK_STATE_SUCCEEDED, timeout=150)

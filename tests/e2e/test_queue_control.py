@@ -6,8 +6,6 @@ worker finishes what it has and gets nothing new.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from switchyard.v1 import scheduler_pb2 as pb
 
@@ -28,13 +26,16 @@ def test_paused_queue_waits_while_others_flow_and_runs_after_resume(stack: Stack
     gpu_ids = [
         stack.submit("e2e.sleep", [0.1, f"gpu-{i}"], content_type="audio").task_id for i in range(3)
     ]
+    rounds = stack.placement_rounds()
     cpu_ids = [
         stack.submit("e2e.sleep", [0.1, f"cpu-{i}"], content_type="document").task_id
         for i in range(3)
     ]
 
     stack.wait_all(cpu_ids, timeout=30)
-    time.sleep(1.0)  # several dispatch rounds with an idle GPU worker
+    # Every CPU submission and completion woke placement with the GPU tasks pending and gpu1
+    # idle: whole rounds have passed them over.
+    stack.wait_placement_rounds(since=rounds, rounds=2)
     for task_id in gpu_ids:
         task = stack.get(task_id)
         assert task.state == S.TASK_STATE_PENDING, task
@@ -56,7 +57,10 @@ def test_paused_queue_waits_while_others_flow_and_runs_after_resume(stack: Stack
 
 def test_drained_worker_finishes_its_task_and_gets_nothing_new(stack: Stack) -> None:
     stack.add_worker("w1", "cpu", concurrency=2)
-    stack.wait_workers_connected(["w1"])
+    # gpu1 runs GPU probes only (a GPU worker takes no CPU work): each one's hand-out proves a
+    # placement round passed over the waiting CPU work while w1 had a free slot.
+    stack.add_worker("gpu1", "gpu", concurrency=1)
+    stack.wait_workers_connected(["w1", "gpu1"])
     running = stack.submit(
         "e2e.gate", ["drain"], {"tag": "running-on-w1"}, content_type="text"
     ).task_id
@@ -71,14 +75,14 @@ def test_drained_worker_finishes_its_task_and_gets_nothing_new(stack: Stack) -> 
         stack.submit("e2e.sleep", [0.1, f"after-drain-{i}"], content_type="text").task_id
         for i in range(2)
     ]
-    time.sleep(1.5)
+    assert stack.run_probe(content_type="audio", tag="probe-1").worker_id == "gpu1"
     for task_id in waiting:
         assert stack.get(task_id).state == S.TASK_STATE_PENDING, stack.get(task_id)
 
     # The running task still finishes on the drained worker.
     stack.open_gate("drain")
     assert stack.wait_state(running, S.TASK_STATE_SUCCEEDED, timeout=30).worker_id == "w1"
-    time.sleep(1.0)
+    assert stack.run_probe(content_type="audio", tag="probe-2").worker_id == "gpu1"
     for task_id in waiting:
         assert stack.get(task_id).state == S.TASK_STATE_PENDING, (
             "a drained worker was given new work"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from switchyard.v1 import scheduler_pb2 as pb
 
+from tests.support.redis_server import wait_until
 from tests.support.stack import REPO_ROOT, S, Stack, worker_type_name
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
@@ -235,8 +236,15 @@ def test_auteur_pipeline(stack: Stack) -> None:
     # next generate.* task waits for the bucket to refill (6 s) and says so.
     limited = stack.submit("auteur.tasks.generate.image", [0.05, "rate-limited"])
     assert limited.queue == "gpu.generation"
-    time.sleep(1.0)
-    task = stack.get(limited.task_id)
+
+    def placed_or_held() -> pb.Task | None:
+        # The "rate limited" wait reason is what a placement round records when it holds a task
+        # back for its rate limit.
+        task = stack.get(limited.task_id)
+        held = "rate limited" in task.reason.lower()
+        return task if held or task.state != S.TASK_STATE_PENDING else None
+
+    task = wait_until(placed_or_held, timeout=10, message="a placement round to decide on the task")
     assert task.state == S.TASK_STATE_PENDING, task
     assert "rate" in task.reason.lower(), task.reason
     stack.cancel(limited.task_id)
@@ -397,7 +405,9 @@ def test_morag_pipeline(stack: Stack) -> None:
             fields={"content_type": "audio"},
         ),
     )
-    time.sleep(0.5)
+    # A CPU task runs on the idle cpu1: the round that handed it out had the GPU task pending and
+    # cpu1 free in view, and left the GPU task where it was.
+    assert stack.run_probe("morag.worker.process_document_task", content_type="document").worker_id == "cpu1"
     task = stack.get(waiting.task_id)
     assert task.state == S.TASK_STATE_PENDING, task
     assert task.reason, "a pending task's GetTask says why it waits"

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from scheduler.config import Settings
+from scheduler.settings import Settings
 from tests.support.inproc import InProcessScheduler, ProtocolWorker
 from tests.support.redis_server import RedisServer
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,15 @@ import pytest
 import redis
 from celery import Celery
 from switchyard.v1 import agent_pb2, agent_pb2_grpc
+from switchyard.wire import (
+    DEFAULT_KEY_PREFIX,
+    HEADER_ATTEMPT,
+    HEADER_PAYLOAD_REF,
+    HEADER_TASK_ID,
+    HEADER_WORKER_ID,
+    Keys,
+    worker_queue,
+)
 
 from tests.support.redis_server import RedisServer, env_without_switchyard, free_port, wait_until
 
@@ -48,7 +56,7 @@ class FakeGateway(agent_pb2_grpc.AgentGatewayServicer):
             self.received.append((stream_no, hello))
         await context.write(agent_pb2.ConnectResponse(welcome=agent_pb2.AgentWelcome(
             heartbeat_interval_seconds=self.heartbeat_interval,
-            state_redis_url=self.state_redis_url, key_prefix="sy")))
+            state_redis_url=self.state_redis_url, key_prefix=DEFAULT_KEY_PREFIX)))
 
         async def read_all() -> None:
             while True:
@@ -166,7 +174,7 @@ def test_agent_registers_heartbeats_and_reports_a_dead_worker(
     try:
         hello = wait_until(lambda: gateway.gateway.messages("hello"), timeout=15, message="hello")[0]
         assert hello.worker_id == "agent-t"
-        assert hello.celery_queue == "sy.w.agent-t"
+        assert hello.celery_queue == worker_queue("agent-t")
         assert hello.slots == 1
         assert hello.worker_type == 2  # WORKER_TYPE_GPU: simulated GPUs count as GPUs
         assert hello.capabilities.gpu_simulated is True
@@ -200,34 +208,36 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
     agent = start_agent(port, urls[0], agent_log, worker_id="late")
     server: GatewayServer | None = None
     try:
-        # Scheduler unreachable: the agent keeps retrying and does not start Celery.
-        time.sleep(1.5)
+        # Scheduler unreachable: the agent keeps retrying and does not start Celery. Two failed
+        # connects prove it held across a retry, not just before the first one.
+        wait_until(lambda: agent_log.read_text(errors="replace").count("cannot reach scheduler") >= 2,
+                   timeout=15, message="two failed connects")
         assert agent.poll() is None
         assert celery_children(agent) == []
-        assert "cannot reach scheduler" in agent_log.read_text(errors="replace")
 
         server = GatewayServer(FakeGateway(urls[1]), port=port)
         wait_until(lambda: server.gateway.messages("hello"), timeout=15, message="hello after scheduler start")
         wait_until(lambda: "ready." in agent_log.read_text(errors="replace"), timeout=30, message="celery ready")
 
         state = redis.Redis.from_url(urls[1], decode_responses=True)
+        keys = Keys(DEFAULT_KEY_PREFIX)
         publisher = Celery("publisher", broker=urls[0])
-        state.set("sy:fence:long", "1")
-        publisher.send_task("agent_app.sleep", args=[30], queue="sy.w.late", task_id="long-1",
-                            headers={"sy_task_id": "long", "sy_attempt": 1, "sy_worker_id": "late",
-                                     "sy_payload_ref": 0}, serializer="json")
-        wait_until(lambda: any(f["type"] == "started" for _, f in state.xrange("sy:events")),
+        state.set(keys.fence("long"), "1")
+        publisher.send_task("agent_app.sleep", args=[30], queue=worker_queue("late"), task_id="long-1",
+                            headers={HEADER_TASK_ID: "long", HEADER_ATTEMPT: 1, HEADER_WORKER_ID: "late",
+                                     HEADER_PAYLOAD_REF: 0}, serializer="json")
+        wait_until(lambda: any(f["type"] == "started" for _, f in state.xrange(keys.events)),
                    timeout=15, message="started")
         # Heartbeats count the running attempt.
         wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 1,
                    timeout=5, message="active_tasks == 1")
 
-        state.set("sy:fence:long", "cancelled")
+        state.set(keys.fence("long"), "cancelled")
         server.push(agent_pb2.ConnectResponse(cancel=agent_pb2.CancelCommand(task_id="long", attempt=1)))
         wait_until(lambda: "Task agent_app.sleep[long-1]" in agent_log.read_text(errors="replace")
                    and "WorkerLostError" in agent_log.read_text(errors="replace"),
                    timeout=10, message="pool child killed by cancel")
-        assert [f["type"] for _, f in state.xrange("sy:events")] == ["started"]
+        assert [f["type"] for _, f in state.xrange(keys.events)] == ["started"]
         wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 0,
                    timeout=10, message="active_tasks back to 0")
 

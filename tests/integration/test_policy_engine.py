@@ -15,7 +15,9 @@ from switchyard.v1 import scheduler_pb2 as pb
 from switchyard.v1 import worker_pb2
 
 from scheduler.core.model import QueueSpec, TaskClass
-from scheduler.core.policy import AgingPolicy, RateLimit, RetryPolicy
+from scheduler.core.ordering import AgingPolicy
+from scheduler.core.ratelimit import RateLimit
+from scheduler.core.retry import RetryPolicy
 from tests.support.redis_server import wait_until
 
 FLAKY = RetryPolicy("flaky", max_retries=2, base_delay_seconds=0.6, multiplier=2.0,
@@ -105,7 +107,8 @@ def test_explain_placement_is_a_dry_run_with_reasons(make_scheduler, make_worker
 def test_aging_lets_an_old_low_priority_task_overtake_newer_urgent_ones(make_scheduler, make_worker):
     sched = make_scheduler(aging=AgingPolicy(default_max_wait_seconds=0.2))
     old = submit(sched, content_type="text", priority=1).task_id
-    time.sleep(2.0)  # 9 levels x 0.2 s: it is at level 10 now
+    # Time has to pass for aging (9 levels x 0.2 s): poll until the task shows the top level.
+    wait_until(lambda: get(sched, old).effective_priority == 10, timeout=10, message="aged to priority 10")
     fresh = [submit(sched, content_type="text", priority=9).task_id for _ in range(3)]
     assert get(sched, old).effective_priority == 10
     worker = make_worker(sched, "w1")

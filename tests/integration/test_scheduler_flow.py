@@ -13,10 +13,12 @@ import grpc
 import pytest
 from switchyard.v1 import scheduler_pb2 as pb
 from switchyard.v1 import worker_pb2
+from switchyard.wire import worker_queue
 
 from tests.support.redis_server import wait_until
 
 GPU = worker_pb2.WORKER_TYPE_GPU
+STALE_REPORTS = "switchyard_stale_reports_total"
 
 
 def submit(sched, name="t.sleep", **kw):
@@ -39,7 +41,7 @@ def test_late_binding_exact_priority_and_fifo(make_scheduler, make_worker, fresh
     current = first
     for _ in range(6):
         # The worker's own Celery queue never holds more than its free slots (0 while busy).
-        assert r.llen("sy.w.w1") == 0
+        assert r.llen(worker_queue("w1")) == 0
         assert worker.claim(current)
         worker.succeed(current, {"ok": True})
         order.append(current.task_id)
@@ -66,11 +68,12 @@ def test_stale_attempt_is_fenced_and_result_not_overwritten(make_scheduler, make
     assert w2.claim(d2)
     w2.succeed(d2, "final")
     wait_until(lambda: state(sched, task_id).state == pb.TASK_STATE_SUCCEEDED)
+    dropped = sched.metric(STALE_REPORTS)
     w1.succeed(d1, "stale")  # the frozen worker wakes up and reports
     w1.fail(d1)
     w1.heartbeating = True
-    import time
-    time.sleep(1.0)
+    # Both late reports have been read and dropped as stale: nothing more is coming from them.
+    sched.wait_metric(STALE_REPORTS, dropped + 2)
     final = state(sched, task_id)
     assert (final.state, json.loads(final.result_json), final.worker_id, final.attempt) == (
         pb.TASK_STATE_SUCCEEDED, "final", "w2", 2)
@@ -103,9 +106,15 @@ def test_pause_resume_and_drain(make_scheduler, make_worker):
     for delivery in list(worker.deliveries):
         worker.claim(delivery)
         worker.succeed(delivery)
+    wait_until(lambda: all(state(sched, d.task_id).state == pb.TASK_STATE_SUCCEEDED for d in worker.deliveries),
+               message="w1's two slots free again")
     later = submit(sched, content_type="text").task_id
-    import time
-    time.sleep(0.8)
+    # A GPU task handed out to a GPU worker: the placement round that did it had `later` pending
+    # and the draining w1 with two free slots in view, and committed its hand-outs before
+    # publishing any. (A GPU worker does not run CPU work, so `later` has nowhere else to go.)
+    gpu = make_worker(sched, "gpu1", worker_type=GPU, gpus=(40960,))
+    probe = submit(sched, content_type="video").task_id
+    wait_until(lambda: any(d.task_id == probe for d in gpu.deliveries), message="the GPU task's hand-out")
     assert len(worker.deliveries) == 2 and state(sched, later).state == pb.TASK_STATE_PENDING
     listed = {w.worker_id: w for w in sched.stub.ListWorkers(pb.ListWorkersRequest()).workers}
     assert listed["w1"].status == pb.WORKER_STATUS_DRAINING
@@ -124,11 +133,15 @@ def test_cancel_pending_and_running(make_scheduler, make_worker):
     reply = sched.stub.CancelTask(pb.CancelTaskRequest(task_id=running))
     assert reply.previous_state == pb.TASK_STATE_RUNNING
     wait_until(lambda: any(c.HasField("cancel") and c.cancel.task_id == running for c in worker.commands))
+    dropped = sched.metric(STALE_REPORTS)
     worker.succeed(d, "too late")
-    import time
-    time.sleep(0.5)
+    sched.wait_metric(STALE_REPORTS, dropped + 1)  # the late report was read and dropped
     assert state(sched, running).state == pb.TASK_STATE_CANCELLED
-    assert len(worker.deliveries) == 1, "the cancelled pending task is never handed out"
+    # A later task reaches w1's queue: had the cancelled task been handed out, it would be ahead.
+    probe = submit(sched, content_type="text").task_id
+    wait_until(lambda: len(worker.deliveries) > 1, message="the later task's hand-out")
+    assert [x.task_id for x in worker.deliveries] == [running, probe], (
+        "the cancelled pending task is never handed out")
     with pytest.raises(grpc.RpcError) as err:
         sched.stub.CancelTask(pb.CancelTaskRequest(task_id=running))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION

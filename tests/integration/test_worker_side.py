@@ -23,12 +23,28 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from switchyard.wire import (
+    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    HEADER_ATTEMPT,
+    HEADER_PAYLOAD_REF,
+    HEADER_TASK_ID,
+    HEADER_WORKER_ID,
+    Keys,
+    worker_queue,
+)
 
 from tests.support.redis_server import RedisServer, env_without_switchyard, wait_until
 
-QUEUE = "sy.w.test"
 WORKER_ID = "test"
+QUEUE = worker_queue(WORKER_ID)
 PREFIX = "sy"
+KEYS = Keys(PREFIX)
+
+
+def sy_headers(tid: str, attempt: int, payload_ref: bool = False) -> dict[str, Any]:
+    """The Switchyard headers the scheduler puts on a hand-out."""
+    return {HEADER_TASK_ID: tid, HEADER_ATTEMPT: attempt, HEADER_WORKER_ID: WORKER_ID,
+            HEADER_PAYLOAD_REF: 1 if payload_ref else 0}
 
 
 class WorkerSide:
@@ -50,19 +66,15 @@ class WorkerSide:
                 set_fence: str | None = None, headers: bool = True, write_fence: bool = True) -> None:
         """Hand out `attempt` of `tid` the way the scheduler does: fence first, then publish."""
         if headers and write_fence:
-            self.state.set(f"{PREFIX}:fence:{tid}", set_fence if set_fence is not None else str(attempt))
-        message_headers = (
-            {"sy_task_id": tid, "sy_attempt": attempt, "sy_worker_id": WORKER_ID,
-             "sy_payload_ref": 1 if payload_ref else 0}
-            if headers else {}
-        )
+            self.state.set(KEYS.fence(tid), set_fence if set_fence is not None else str(attempt))
+        message_headers = sy_headers(tid, attempt, payload_ref) if headers else {}
         self.publisher.send_task(
             task_name, args=args or [], kwargs=kwargs or {}, queue=QUEUE,
             task_id=f"{tid}-{attempt}", headers=message_headers, serializer="json",
         )
 
     def events(self, tid: str) -> list[dict[str, str]]:
-        return [fields for _, fields in self.state.xrange(f"{PREFIX}:events") if fields.get("task_id") == tid]
+        return [fields for _, fields in self.state.xrange(KEYS.events) if fields.get("task_id") == tid]
 
     def event_types(self, tid: str) -> list[str]:
         return [event["type"] for event in self.events(tid)]
@@ -124,7 +136,7 @@ def test_current_attempt_runs_once_and_reports_started_and_succeeded(worker_side
     assert all(e["attempt"] == "1" and e["worker_id"] == WORKER_ID for e in events)
     assert float(events[0]["ts"]) <= float(events[1]["ts"])
     assert json.loads(events[1]["result_json"]) == 5
-    assert worker_side.state.get(f"{PREFIX}:fence:{tid}") == "1:started"
+    assert worker_side.state.get(KEYS.fence(tid)) == "1:started"
     assert worker_side.runs().count("add:2:3") == 1
     # The pid file exists only while the attempt runs.
     assert not (worker_side.run_dir / f"{tid}.1.pid").exists()
@@ -140,7 +152,7 @@ def test_stale_attempt_never_runs(worker_side: WorkerSide) -> None:
     wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
     assert f"stale-{tid}" not in worker_side.runs()
     assert worker_side.events(tid) == []
-    assert worker_side.state.get(f"{PREFIX}:fence:{tid}") == "2"
+    assert worker_side.state.get(KEYS.fence(tid)) == "2"
 
 
 def test_duplicate_delivery_runs_once(worker_side: WorkerSide) -> None:
@@ -191,7 +203,7 @@ def test_progress_report_helper(worker_side: WorkerSide) -> None:
 def test_payload_by_reference_including_10_mb(worker_side: WorkerSide) -> None:
     tid = new_tid()
     blob = "x" * (10 * 1024 * 1024)
-    worker_side.state.hset(f"{PREFIX}:payload:{tid}", mapping={
+    worker_side.state.hset(KEYS.payload(tid), mapping={
         "args_json": json.dumps([blob]), "kwargs_json": json.dumps({"label": "big"}),
     })
     worker_side.publish("agent_app.sizes", tid, 1, payload_ref=True)
@@ -206,7 +218,7 @@ def test_plain_celery_message_runs_unchanged(worker_side: WorkerSide) -> None:
     worker_side.publisher.send_task("agent_app.record", args=[tag], queue=QUEUE, serializer="json")
 
     wait_until(lambda: tag in worker_side.runs(), timeout=15, message="plain task ran")
-    assert not any(fields.get("task_id") == tag for _, fields in worker_side.state.xrange(f"{PREFIX}:events"))
+    assert not any(fields.get("task_id") == tag for _, fields in worker_side.state.xrange(KEYS.events))
 
 
 def test_claim_survives_redis_forgetting_scripts(worker_side: WorkerSide) -> None:
@@ -249,7 +261,8 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
     assert app.conf.task_acks_late is True
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.task_reject_on_worker_lost is False
-    assert app.conf.broker_transport_options == {"fanout_prefix": True, "visibility_timeout": 43200}
+    assert app.conf.broker_transport_options == {"fanout_prefix": True,
+                                                   "visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_SECONDS}
 
 
 def test_hard_time_limit_kill_reported_as_failed(worker_side: WorkerSide) -> None:
@@ -257,10 +270,10 @@ def test_hard_time_limit_kill_reported_as_failed(worker_side: WorkerSide) -> Non
     if worker_side.pool != "prefork":
         pytest.skip("hard time limits exist only in the prefork pool")
     tid = new_tid()
-    worker_side.state.set(f"{PREFIX}:fence:{tid}", "1")
+    worker_side.state.set(KEYS.fence(tid), "1")
     worker_side.publisher.send_task(
         "agent_app.sleep", args=[30], queue=QUEUE, task_id=f"{tid}-1", serializer="json",
-        headers={"sy_task_id": tid, "sy_attempt": 1, "sy_worker_id": WORKER_ID, "sy_payload_ref": 0},
+        headers=sy_headers(tid, 1),
         time_limit=1,
     )
 

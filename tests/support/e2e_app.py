@@ -1,6 +1,6 @@
 """The ordinary Celery app the end-to-end tests run under `switchyard-agent`.
 
-Nothing in it knows about Switchyard: it is what a user would write. Every task that does
+Nothing in it knows the scheduler's internals: it is what a user would write. Every task that does
 work records it in the broker's Redis so a test can see *where* and *when* user code really
 ran, independent of what the scheduler reports:
 
@@ -8,8 +8,8 @@ ran, independent of what the scheduler reports:
 * `e2e:done`  — RPUSH of the same record when user code reaches its end.
 
 A record is `{"tag", "worker", "pid", "celery_id", "attempt", "ts"}`; `celery_id` is
-`<task_id>-<attempt>` by the wire contract and `attempt` comes from the `sy_attempt` header
-when Celery exposes it.
+`<task_id>-<attempt>` by the wire contract and `attempt` comes from the attempt header
+(`switchyard.wire.HEADER_ATTEMPT`) when Celery exposes it.
 """
 
 from __future__ import annotations
@@ -19,40 +19,21 @@ import os
 import time
 from typing import Any
 
-import redis
-from celery import Celery
+from switchyard.wire import HEADER_ATTEMPT
 
-BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+from tests.support.apps import broker_redis, json_app
 
-app = Celery("e2e_app", broker=BROKER_URL)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-)
+app = json_app("e2e_app")
 
 RUNS_KEY = "e2e:runs"
 DONE_KEY = "e2e:done"
 GATE_PREFIX = "e2e:gate:"
 
-_recorder: redis.Redis | None = None
-_recorder_pid: int | None = None
-
-
-def _redis() -> redis.Redis:
-    """One client per process: prefork children must not share the parent's socket."""
-    global _recorder, _recorder_pid
-    if _recorder is None or _recorder_pid != os.getpid():
-        _recorder = redis.Redis.from_url(BROKER_URL, decode_responses=True)
-        _recorder_pid = os.getpid()
-    return _recorder
-
 
 def _attempt(request: Any) -> int | None:
-    value = getattr(request, "sy_attempt", None)
+    value = getattr(request, HEADER_ATTEMPT, None)
     if value is None:
-        value = (getattr(request, "headers", None) or {}).get("sy_attempt")
+        value = (getattr(request, "headers", None) or {}).get(HEADER_ATTEMPT)
     if value is None and request.id and "-" in request.id:
         value = request.id.rsplit("-", 1)[1]
     try:
@@ -70,7 +51,7 @@ def _record(key: str, request: Any, tag: str) -> dict[str, Any]:
         "attempt": _attempt(request),
         "ts": time.time(),
     }
-    _redis().rpush(key, json.dumps(record))
+    broker_redis().rpush(key, json.dumps(record))
     return record
 
 
@@ -88,7 +69,7 @@ def gate(self: Any, name: str, timeout: float = 60.0, tag: str = "") -> dict[str
     """Hold a worker slot until the test opens gate `name` (SET e2e:gate:<name>)."""
     _record(RUNS_KEY, self.request, tag or name)
     deadline = time.monotonic() + float(timeout)
-    while time.monotonic() < deadline and not _redis().exists(GATE_PREFIX + name):
+    while time.monotonic() < deadline and not broker_redis().exists(GATE_PREFIX + name):
         time.sleep(0.05)
     _record(DONE_KEY, self.request, tag or name)
     return {"tag": tag or name, "worker": os.environ.get("SWITCHYARD_WORKER_ID", "")}

@@ -22,17 +22,11 @@ import grpc
 import redis
 from kombu import Connection, Consumer, Exchange, Queue
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2_grpc, worker_pb2
+from switchyard.wire import HEADER_ATTEMPT, HEADER_TASK_ID, Keys, claim_script, worker_queue
 
-from scheduler.config import Settings
 from scheduler.main import Scheduler, start
-
-CLAIM = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':started')
-redis.call('XADD', KEYS[2], '*', 'type', 'started', 'task_id', ARGV[3],
-           'attempt', ARGV[1], 'worker_id', ARGV[2], 'ts', ARGV[4])
-return 1
-"""
+from scheduler.metrics import Metrics
+from scheduler.settings import Settings
 
 
 async def _cancel_leftovers() -> None:
@@ -52,10 +46,12 @@ class InProcessScheduler:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.running: Scheduler | None = None
         self.channel: grpc.Channel | None = None
+        # Our own handle on the scheduler's metrics: tests wait on its counters as events.
+        self.metrics = Metrics()
 
     def start(self) -> InProcessScheduler:
         self.thread.start()
-        self.running = asyncio.run_coroutine_threadsafe(start(self.settings), self.loop).result(30)
+        self.running = asyncio.run_coroutine_threadsafe(start(self.settings, self.metrics), self.loop).result(30)
         self.channel = grpc.insecure_channel(
             self.target, options=[("grpc.max_send_message_length", 32 << 20),
                                   ("grpc.max_receive_message_length", 32 << 20)])
@@ -73,6 +69,21 @@ class InProcessScheduler:
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def metric(self, sample: str) -> float:
+        """Current value of one unlabelled metric sample (`switchyard_stale_reports_total`); 0
+        before it exists."""
+        return self.metrics.registry.get_sample_value(sample) or 0.0
+
+    def wait_metric(self, sample: str, at_least: float, timeout: float = 10.0) -> float:
+        """Wait until a counter sample reaches `at_least` (an event the scheduler counts itself);
+        fail with its last value on timeout. Returns the value reached."""
+        deadline = time.monotonic() + timeout
+        while (value := self.metric(sample)) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{sample} still {value} after {timeout}s, waited for >= {at_least}")
+            time.sleep(0.02)
+        return value
 
     def stop(self) -> None:
         if not self.loop.is_running():
@@ -107,15 +118,15 @@ class ProtocolWorker:
                  gpus: tuple[int, ...] = (), labels: dict[str, str] | None = None,
                  prefix: str = "sy", heartbeat_interval: float = 0.2) -> None:
         self.worker_id = worker_id
-        self.queue_name = f"sy.w.{worker_id}"
-        self.prefix = prefix
+        self.queue_name = worker_queue(worker_id)
+        self.keys = Keys(prefix)
         self.heartbeat_interval = heartbeat_interval
         self._outgoing: queue.Queue[agent_pb2.ConnectRequest | None] = queue.Queue()
         self.commands: list[agent_pb2.ConnectResponse] = []
         self.deliveries: list[Delivery] = []
         self._stop = threading.Event()
         self.redis = redis.Redis.from_url(state_url, decode_responses=True)
-        self._claim = self.redis.register_script(CLAIM)
+        self._claim = self.redis.register_script(claim_script())
         self.hello = agent_pb2.AgentHello(
             worker_id=worker_id, worker_type=worker_type, slots=slots, labels=labels or {},
             celery_queue=self.queue_name,
@@ -172,7 +183,7 @@ class ProtocolWorker:
         def on_message(body: Any, message: Any) -> None:
             args, kwargs, _embed = body
             headers = message.headers
-            self.deliveries.append(Delivery(headers["sy_task_id"], int(headers["sy_attempt"]),
+            self.deliveries.append(Delivery(headers[HEADER_TASK_ID], int(headers[HEADER_ATTEMPT]),
                                             headers["task"], args, kwargs, headers, time.time()))
             message.ack()
 
@@ -190,11 +201,11 @@ class ProtocolWorker:
     # task steps ---------------------------------------------------------------------------
     def claim(self, delivery: Delivery) -> bool:
         """Run the claim script; True when this attempt may run."""
-        keys = [f"{self.prefix}:fence:{delivery.task_id}", f"{self.prefix}:events"]
+        keys = [self.keys.fence(delivery.task_id), self.keys.events]
         return bool(self._claim(keys=keys, args=[delivery.attempt, self.worker_id, delivery.task_id, repr(time.time())]))
 
     def report(self, delivery: Delivery, kind: str, **fields: str) -> None:
-        self.redis.xadd(f"{self.prefix}:events", {
+        self.redis.xadd(self.keys.events, {
             "type": kind, "task_id": delivery.task_id, "attempt": str(delivery.attempt),
             "worker_id": self.worker_id, "ts": repr(time.time()), **fields,
         })

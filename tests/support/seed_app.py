@@ -28,18 +28,9 @@ import os
 import time
 from typing import Any
 
-import redis
-from celery import Celery
+from tests.support.apps import broker_redis, json_app
 
-BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
-
-app = Celery("seed_app", broker=BROKER_URL)
-app.conf.update(
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-)
+app = json_app("seed_app")
 
 RUNS_KEY = "seed:runs"
 DONE_KEY = "seed:done"
@@ -103,18 +94,6 @@ _ERRORS: dict[str, type[BaseException]] = {
     "TransientError": TransientError,
 }
 
-_client: redis.Redis | None = None
-_client_pid: int | None = None
-
-
-def _redis() -> redis.Redis:
-    """One client per process: prefork children must not share the parent's socket."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = redis.Redis.from_url(BROKER_URL, decode_responses=True)
-        _client_pid = os.getpid()
-    return _client
-
 
 def _record(task: Any, tag: str) -> dict[str, Any]:
     record = {
@@ -125,12 +104,12 @@ def _record(task: Any, tag: str) -> dict[str, Any]:
         "celery_id": task.request.id,
         "ts": time.time(),
     }
-    _redis().rpush(RUNS_KEY, json.dumps(record))
+    broker_redis().rpush(RUNS_KEY, json.dumps(record))
     return record
 
 
 def _finish(record: dict[str, Any], ok: bool) -> None:
-    _redis().rpush(DONE_KEY, json.dumps({**record, "ok": ok, "end": time.time()}))
+    broker_redis().rpush(DONE_KEY, json.dumps({**record, "ok": ok, "end": time.time()}))
 
 
 def _error(error_type: str, message: str) -> BaseException:
@@ -171,7 +150,7 @@ def fail_until(
 ) -> dict[str, Any]:
     """Raise `error_type` until the Redis key seed:flag:<flag> exists; then succeed."""
     record = _record(self, tag or flag)
-    if not _redis().exists(FLAG_PREFIX + flag):
+    if not broker_redis().exists(FLAG_PREFIX + flag):
         _finish(record, ok=False)
         raise _error(error_type, message or f"flag {flag} not set")
     _finish(record, ok=True)

@@ -27,7 +27,9 @@ from typing import Any
 import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from switchyard.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2
+from switchyard.wire import EVENTS_GROUP, Keys, worker_queue
 
 from tests.support.redis_server import RedisServer, env_without_switchyard, free_port, wait_until
 
@@ -62,6 +64,11 @@ TEST_SCHEDULER_ENV = {
 }
 
 WORKER_TYPES = {"cpu", "gpu", "hybrid"}
+
+PLACEMENT_ROUNDS = "switchyard_placement_rounds_total"
+KOMBU_UNACKED = "unacked"
+"""Hash where kombu's Redis transport keeps delivered, not yet acknowledged messages (its
+default `unacked_key`); Switchyard's workers acknowledge late, at the end of a task."""
 
 
 def state_name(state: int) -> str:
@@ -100,7 +107,7 @@ class WorkerProc:
 
     @property
     def celery_queue(self) -> str:
-        return f"sy.w.{self.worker_id}"
+        return worker_queue(self.worker_id)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -481,7 +488,7 @@ class Stack:
 
     def celery_queue_len(self, worker_id: str) -> int:
         """Messages waiting in the worker's own Celery queue (every kombu priority sub-list)."""
-        queue = f"sy.w.{worker_id}"
+        queue = worker_queue(worker_id)
         keys = [queue] + [f"{queue}\x06\x16{p}" for p in range(1, 10)]
         pipe = self.redis.pipeline()
         for key in keys:
@@ -506,6 +513,82 @@ class Stack:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
             return reply.read().decode()
 
+    # ------------------------------------------------------------------ events to wait on
+    # A test that proves something did NOT happen waits for one of these, then asserts.
+
+    def metric_value(self, sample: str) -> float:
+        """Current value of one unlabelled sample on /metrics; 0 while it is not exported."""
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for metric in family.samples:
+                if metric.name == sample and not metric.labels:
+                    return float(metric.value)
+        return 0.0
+
+    def placement_rounds(self) -> int:
+        """Placement rounds so far that had pending work and some free slot in view."""
+        return int(self.metric_value(PLACEMENT_ROUNDS))
+
+    def wait_placement_rounds(self, since: int, rounds: int = 1, timeout: float = 15.0) -> int:
+        """Wait until `rounds` whole placement rounds ran after `since` was read from
+        `placement_rounds()`; returns the count reached.
+
+        A round is counted as it starts and rounds run one after another, so a count of
+        since + rounds + 1 means `rounds` rounds started after the read and have finished. Rounds
+        run only when something wakes placement (a submission, a freed slot, a worker joining):
+        the test must cause those events.
+        """
+        wanted = since + rounds + 1
+        deadline = time.monotonic() + timeout
+        while (count := self.placement_rounds()) < wanted:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{count - since} placement round(s) after {since}, waited for {wanted - since} "
+                    f"in {timeout}s:\n{self.log_tails()}"
+                )
+            time.sleep(0.05)
+        return count
+
+    def run_probe(self, task_name: str = "e2e.sleep", tag: str = "probe", **fields: Any) -> scheduler_pb2.Task:
+        """Submit a short task (`task_name(0.05, tag)`) and wait until it succeeded.
+
+        A known later event: its hand-out came from a placement round that started after every
+        earlier submission, with all of them and the whole fleet in view, and that round had
+        committed its hand-outs long before the task ended.
+        """
+        task_id = self.submit(task_name, [0.05, tag], **fields).task_id
+        return self.wait_state(task_id, S.TASK_STATE_SUCCEEDED, timeout=30)
+
+    def wait_reports_applied(self, timeout: float = 15.0) -> None:
+        """Wait until the scheduler has applied every lifecycle report workers wrote so far.
+
+        The scheduler reads the report stream through one consumer group and acknowledges a
+        report only once applied: when the group has been handed the newest report present now
+        and none up to it is unacknowledged, all of them are applied.
+        """
+        events = Keys().events
+        newest = _stream_id(self.redis.xinfo_stream(events)["last-generated-id"])
+
+        def applied() -> bool:
+            group = next(g for g in self.redis.xinfo_groups(events) if g["name"] == EVENTS_GROUP)
+            if _stream_id(group["last-delivered-id"]) < newest:
+                return False
+            unacked = self.redis.xpending(events, EVENTS_GROUP)
+            return unacked["pending"] == 0 or _stream_id(unacked["min"]) > newest
+
+        wait_until(applied, timeout=timeout, interval=0.05, message="the scheduler to apply every report")
+
+    def wait_celery_drained(self, timeout: float = 15.0) -> None:
+        """Wait until no Celery message is left that could still start user code: every worker's
+        own queue is empty and none is delivered but unacknowledged. Workers acknowledge at the
+        end of a task, so from then on user code starts only from a new hand-out."""
+
+        def drained() -> bool:
+            return self.redis.hlen(KOMBU_UNACKED) == 0 and not any(
+                self.celery_queue_len(worker_id) for worker_id in self.workers
+            )
+
+        wait_until(drained, timeout=timeout, interval=0.05, message="every Celery message acknowledged")
+
     # ------------------------------------------------------------------ teardown and diagnostics
 
     def log_tails(self, lines: int = 60) -> str:
@@ -528,6 +611,12 @@ class Stack:
         if self._channel is not None:
             self._channel.close()
         self.redis.close()
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """`1700000000000-3` as (1700000000000, 3), so stream ids compare in stream order."""
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 def worker_type_name(value: int) -> str:

@@ -58,7 +58,7 @@ def test_simulated_capabilities_are_always_flagged_simulated() -> None:
 
 
 def test_no_nvml_on_this_machine_gives_clean_cpu_only_result(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="worker_agent.probe")
+    caplog.set_level(logging.INFO, logger="switchyard.agent.probe")
     prober = GpuProber()
     capabilities = probe_capabilities(prober=prober)
     assert capabilities.gpus == ()

@@ -6,8 +6,10 @@ import logging
 import sys
 
 import pytest
+from switchyard.wire import worker_queue
 
-from worker_agent.supervise import CommandError, ExitStatus, pid_file_path, rewrite_worker_command
+from worker_agent.attempts import pid_file_path
+from worker_agent.supervise import CommandError, ExitStatus, rewrite_worker_command
 
 BOOT = (sys.executable, "-m", "worker_agent.celery_boot")
 
@@ -20,11 +22,11 @@ def options(argv: tuple[str, ...]) -> list[str]:
 def test_minimal_command_gets_queue_name_and_defaults() -> None:
     command = rewrite_worker_command(["celery", "-A", "app", "worker"], "gpu-01", default_concurrency=8)
     assert options(command.argv) == [
-        "-A", "app", "worker", "-Q", "sy.w.gpu-01", "-n", "gpu-01@%h",
+        "-A", "app", "worker", "-Q", worker_queue("gpu-01"), "-n", "gpu-01@%h",
         "--without-mingle", "--without-gossip", "--concurrency=8",
     ]
     assert command.slots == 8
-    assert command.queue == "sy.w.gpu-01"
+    assert command.queue == worker_queue("gpu-01")
 
 
 def test_concurrency_defaults_to_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,9 +58,9 @@ def test_user_queues_replaced_with_a_warning(queue_args: list[str], caplog: pyte
     command = rewrite_worker_command(["celery", "-A", "app", "worker", *queue_args, "-c", "1"], "w1")
     rewritten = options(command.argv)
     assert "gpu_priority" not in " ".join(rewritten)
-    assert rewritten[rewritten.index("-Q") + 1] == "sy.w.w1"
+    assert rewritten[rewritten.index("-Q") + 1] == worker_queue("w1")
     assert rewritten.count("-Q") == 1
-    assert "gpu_priority" in caplog.text and "sy.w.w1" in caplog.text
+    assert "gpu_priority" in caplog.text and worker_queue("w1") in caplog.text
 
 
 @pytest.mark.parametrize("name_args", [["-n", "custom@host"], ["--hostname", "custom@host"], ["--hostname=custom@host"]])

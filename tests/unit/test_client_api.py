@@ -1,20 +1,19 @@
-"""The client's public surface: exported names, error mapping, proto views and CLI parsing.
-
-No network: the CLI tests stop at parsing, and a scheduler address that nothing listens on
-proves that bad usage is rejected before any connection is tried.
+"""The client's public surface: exported names, error mapping, request building, proto views
+and their rendering. No network: calls go to a recording fake channel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
 import switchyard
-from switchyard import cli, exceptions
-from switchyard._models import (
+from switchyard import (
     DeadLetterView,
     Explanation,
     QueueView,
@@ -22,8 +21,11 @@ from switchyard._models import (
     TaskView,
     WorkerVerdict,
     WorkerView,
+    exceptions,
 )
-from switchyard.client import build_purge_request, build_submit_request
+from switchyard._admin import build_purge_request
+from switchyard._options import TaskOptions, TaskOptionsDict, build_submit_request
+from switchyard.cli import render
 from switchyard.v1 import scheduler_pb2, worker_pb2
 
 
@@ -127,14 +129,16 @@ def test_rpc_error_without_status_becomes_internal_error() -> None:
 def test_submit_request_encodes_json_and_options() -> None:
     request = build_submit_request(
         "media.transcribe_audio",
-        ["a.mp3", 2],
-        {"language": "de"},
-        content_type="audio",
-        gpu="required",
-        gpu_memory_mb=8192,
-        priority=9,
-        labels={"zone": "eu"},
-        user_initiated=True,
+        TaskOptions(
+            args=["a.mp3", 2],
+            kwargs={"language": "de"},
+            content_type="audio",
+            gpu="required",
+            gpu_memory_mb=8192,
+            priority=9,
+            labels={"zone": "eu"},
+            user_initiated=True,
+        ),
     )
     assert json.loads(request.args_json) == ["a.mp3", 2]
     assert json.loads(request.kwargs_json) == {"language": "de"}
@@ -146,15 +150,66 @@ def test_submit_request_encodes_json_and_options() -> None:
 
 
 def test_submit_request_passes_raw_json_and_rejects_bad_input() -> None:
-    raw = build_submit_request("t", args_json='[1, 2]', kwargs_json='{"a": 1}')
+    raw = build_submit_request("t", TaskOptions(args_json='[1, 2]', kwargs_json='{"a": 1}'))
     assert (raw.args_json, raw.kwargs_json) == ("[1, 2]", '{"a": 1}')
-    assert build_submit_request("t").args_json == ""
+    assert build_submit_request("t", TaskOptions()).args_json == ""
     with pytest.raises(exceptions.InvalidArgument):
-        build_submit_request("t", [object()])
+        build_submit_request("t", TaskOptions(args=[object()]))
     with pytest.raises(exceptions.InvalidArgument):
-        build_submit_request("t", gpu="sometimes")
+        build_submit_request("t", TaskOptions(gpu="sometimes"))
     with pytest.raises(exceptions.InvalidArgument):
-        build_submit_request("t", "not-a-list")
+        build_submit_request("t", TaskOptions(args="not-a-list"))
+
+
+def test_keyword_options_are_the_task_options_fields() -> None:
+    fields = {field.name for field in dataclasses.fields(TaskOptions)}
+    assert set(TaskOptionsDict.__optional_keys__) | {"args", "kwargs"} == fields
+    assert not TaskOptionsDict.__required_keys__
+
+
+class RecordingChannel:
+    """A channel whose every call records (method name, request) and answers an empty response."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Any]] = []
+
+    def unary_unary(self, method: str, request_serializer: Any = None, response_deserializer: Any = None, **_: Any) -> Any:
+        def call(request: Any, timeout: float | None = None) -> Any:
+            self.requests.append((method.rsplit("/", 1)[-1], request))
+            return response_deserializer(b"")
+
+        return call
+
+    unary_stream = unary_unary
+
+    def close(self) -> None:
+        raise AssertionError("a channel passed in by the caller stays open")
+
+
+def test_submit_explain_and_batch_send_one_request_for_the_same_options() -> None:
+    channel = RecordingChannel()
+    options: dict[str, Any] = {
+        "content_type": "audio",
+        "gpu": "required",
+        "priority": 9,
+        "labels": {"zone": "eu"},
+        "preferred_labels": {"disk": "ssd"},
+        "soft_time_limit": 30,
+        "batch_size": 12,
+    }
+    with switchyard.SchedulerClient(channel=channel) as client:  # type: ignore[arg-type]
+        submitted = client.submit("media.transcribe_audio", ["a.mp3"], {"language": "de"}, **options)
+        client.explain("media.transcribe_audio", args=["a.mp3"], kwargs={"language": "de"}, **options)
+        client.submit_batch([{"task_name": "media.transcribe_audio", "args": ["a.mp3"], "kwargs": {"language": "de"}, **options}])
+        with pytest.raises(exceptions.InvalidArgument):
+            client.submit("t", soft_time_limit=60, hard_time_limit=30)
+    expected = build_submit_request("media.transcribe_audio", TaskOptions(args=["a.mp3"], kwargs={"language": "de"}, **options))
+    assert [name for name, _ in channel.requests] == ["SubmitTask", "ExplainPlacement", "SubmitBatch"]
+    (_, submit), (_, explain), (_, batch) = channel.requests
+    assert submit == expected
+    assert explain.task == expected
+    assert list(batch.tasks) == [expected]
+    assert isinstance(submitted, switchyard.SubmitResult)
 
 
 def test_task_view_decodes_state_result_and_times() -> None:
@@ -180,8 +235,8 @@ def test_task_view_decodes_state_result_and_times() -> None:
     assert view.wait_seconds == 1.0
     assert view.run_seconds == 2.5
     assert view.raw is message
-    assert cli.to_jsonable(view)["started_at"] == "2025-01-01T12:00:01+00:00"
-    assert "raw" not in cli.to_jsonable(view)
+    assert render.to_jsonable(view)["started_at"] == "2025-01-01T12:00:01+00:00"
+    assert "raw" not in render.to_jsonable(view)
 
 
 def test_unknown_enum_values_do_not_crash_the_view() -> None:
@@ -207,12 +262,12 @@ def test_worker_view_prefers_fresh_gpu_load() -> None:
     assert (view.worker_type, view.status) == ("gpu", "connected")
     (gpu,) = view.gpus
     assert (gpu.name, gpu.memory_total_mb, gpu.memory_free_mb, gpu.utilization_percent) == ("A100", 40960, 1000, 80)
-    assert "simulated" in cli.format_workers([view])
+    assert "simulated" in render.format_workers([view])
 
 
 def test_queue_table_has_every_column() -> None:
     view = QueueView.from_proto(scheduler_pb2.QueueStats(name="gpu_priority", pending=3, paused=True, mean_wait_seconds=0.25))
-    table = cli.format_queues([view])
+    table = render.format_queues([view])
     header, row = table.splitlines()
     assert header.split() == [
         "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%",
@@ -225,22 +280,24 @@ def test_queue_table_has_every_column() -> None:
 def test_submit_request_carries_retry_limits_affinity_and_batch() -> None:
     request = build_submit_request(
         "media.transcribe_audio",
-        retry_policy="media",
-        soft_time_limit=30,
-        hard_time_limit=60.5,
-        preferred_labels={"zone": "eu"},
-        batch_size=25,
+        TaskOptions(
+            retry_policy="media",
+            soft_time_limit=30,
+            hard_time_limit=60.5,
+            preferred_labels={"zone": "eu"},
+            batch_size=25,
+        ),
     )
     assert request.retry_policy == "media"
     assert (request.soft_time_limit_seconds, request.hard_time_limit_seconds) == (30.0, 60.5)
     assert dict(request.preferred_labels) == {"zone": "eu"}
     assert dict(request.labels) == {}
     assert request.batch_size == 25
-    unset = build_submit_request("t")
+    unset = build_submit_request("t", TaskOptions())
     assert (unset.retry_policy, unset.soft_time_limit_seconds, unset.hard_time_limit_seconds) == ("", 0.0, 0.0)
     assert (unset.batch_size, dict(unset.preferred_labels)) == (0, {})
     # A soft limit alone is fine: the hard limit then comes from the queue.
-    assert build_submit_request("t", soft_time_limit=90).soft_time_limit_seconds == 90.0
+    assert build_submit_request("t", TaskOptions(soft_time_limit=90)).soft_time_limit_seconds == 90.0
 
 
 @pytest.mark.parametrize(
@@ -255,7 +312,7 @@ def test_submit_request_carries_retry_limits_affinity_and_batch() -> None:
 )
 def test_submit_request_rejects_bad_limits(options: dict[str, float]) -> None:
     with pytest.raises(exceptions.InvalidArgument):
-        build_submit_request("t", **options)  # type: ignore[arg-type]
+        build_submit_request("t", TaskOptions(**options))  # type: ignore[arg-type]
 
 
 def test_purge_request_needs_exactly_one_target() -> None:
@@ -283,8 +340,8 @@ def test_task_view_carries_retry_state() -> None:
     assert view.state == "retrying" and not view.done
     assert (view.retry_policy, view.failures, view.error_type, view.effective_priority) == ("media", 2, "ValueError", 7)
     assert view.next_attempt_at == datetime(2025, 1, 1, 12, 0, 30, tzinfo=UTC)
-    assert cli.to_jsonable(view)["next_attempt_at"] == "2025-01-01T12:00:30+00:00"
-    text = cli.format_task(view)
+    assert render.to_jsonable(view)["next_attempt_at"] == "2025-01-01T12:00:30+00:00"
+    text = render.format_task(view)
     assert "effective_priority  7" in text
     assert "failures            2" in text
     assert "next_attempt_at" in text and "retry_policy        media" in text
@@ -292,7 +349,7 @@ def test_task_view_carries_retry_state() -> None:
 
 
 def test_task_text_leaves_out_unset_retry_fields() -> None:
-    text = cli.format_task(TaskView.from_proto(scheduler_pb2.Task(task_id="t-3", state=scheduler_pb2.TASK_STATE_PENDING)))
+    text = render.format_task(TaskView.from_proto(scheduler_pb2.Task(task_id="t-3", state=scheduler_pb2.TASK_STATE_PENDING)))
     for name in ("effective_priority", "failures", "next_attempt_at", "retry_policy", "error_type"):
         assert name not in text
     assert TaskView.from_proto(scheduler_pb2.Task()).next_attempt_at is None
@@ -309,11 +366,11 @@ def test_queue_view_and_table_show_retries_dead_letters_and_warnings() -> None:
     view = QueueView.from_proto(message)
     assert (view.retrying, view.dead_lettered, view.error_rate) == (2, 4, 0.125)
     assert view.warnings == ("depth 120 > 100", "error rate 12.5% > 10%")
-    _header, row, *warnings = cli.format_queues([view]).splitlines()
+    _header, row, *warnings = render.format_queues([view]).splitlines()
     columns = dict(zip(["QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%"], row.split(), strict=False))
     assert (columns["RETRYING"], columns["DEAD"], columns["ERR%"]) == ("2", "4", "12.5")
     assert warnings == ["warning: gpu_priority: depth 120 > 100", "warning: gpu_priority: error rate 12.5% > 10%"]
-    assert cli.to_jsonable(view)["warnings"] == ["depth 120 > 100", "error rate 12.5% > 10%"]
+    assert render.to_jsonable(view)["warnings"] == ["depth 120 > 100", "error rate 12.5% > 10%"]
 
 
 def _explanation_message() -> scheduler_pb2.ExplainPlacementResponse:
@@ -353,7 +410,7 @@ def test_explanation_view_decodes_verdicts_and_terms() -> None:
     name, value, weight, contribution = gpu.terms[0]
     assert (name, value, weight, contribution) == ("load", 0.5, 0.5, 0.25)
     assert not cpu.eligible and cpu.rejected_by == "capability" and cpu.terms == ()
-    data = cli.to_jsonable(view)
+    data = render.to_jsonable(view)
     assert "raw" not in data and "raw" not in data["workers"][0]
     assert data["workers"][0]["terms"][0] == {"name": "load", "value": 0.5, "weight": 0.5, "contribution": 0.25}
     json.dumps(data)
@@ -361,7 +418,7 @@ def test_explanation_view_decodes_verdicts_and_terms() -> None:
 
 
 def test_explanation_text_has_classification_workers_and_summary() -> None:
-    text = cli.format_explanation(Explanation.from_proto(_explanation_message()))
+    text = render.format_explanation(Explanation.from_proto(_explanation_message()))
     lines = text.splitlines()
     assert lines[0].split() == ["class", "gpu_intensive"]
     assert "priority  8 (effective 9)" in text
@@ -377,8 +434,8 @@ def test_explanation_text_has_classification_workers_and_summary() -> None:
     penalty = scheduler_pb2.WorkerVerdict(
         eligible=True, terms=[scheduler_pb2.ScoreTerm(name="failures", value=0.0, weight=1.0, contribution=-0.0)]
     )
-    assert cli.format_score_terms(WorkerVerdict.from_proto(penalty)) == "failures:0.00*1=0.00"
-    empty = cli.format_explanation(Explanation.from_proto(scheduler_pb2.ExplainPlacementResponse(summary="no worker")))
+    assert render.format_score_terms(WorkerVerdict.from_proto(penalty)) == "failures:0.00*1=0.00"
+    empty = render.format_explanation(Explanation.from_proto(scheduler_pb2.ExplainPlacementResponse(summary="no worker")))
     assert "no workers known" in empty
 
 
@@ -400,134 +457,13 @@ def test_dead_letter_view_and_table() -> None:
     assert view.task.state == "dead_lettered" and view.task.done
     assert view.dead_lettered_at == datetime(2025, 1, 1, 13, 0, 0, tzinfo=UTC)
     assert view.reason == "retries exhausted (3 of 3)"
-    header, row, footer = cli.format_dead_letters([view], 7).splitlines()
+    header, row, footer = render.format_dead_letters([view], 7).splitlines()
     assert header.split() == ["TASK", "ID", "NAME", "QUEUE", "FAILURES", "ERROR", "TYPE", "ERROR", "DEAD-LETTERED", "AT"]
     assert row.split()[:5] == ["t-9", "media.transcribe_audio", "gpu_priority", "3", "RuntimeError"]
     assert "..." in row and len(row) < 200  # long errors are cut to one short line
     assert "RuntimeError: x" not in row  # the type has its own column
     assert footer == "1 of 7 dead letters shown"
-    assert cli.format_dead_letters([], 0) == "no dead letters"
-    data = cli.to_jsonable({"dead_letters": [view], "total": 7})
+    assert render.format_dead_letters([], 0) == "no dead letters"
+    data = render.to_jsonable({"dead_letters": [view], "total": 7})
     assert data["dead_letters"][0]["task"]["task_id"] == "t-9"
     assert data["dead_letters"][0]["dead_lettered_at"] == "2025-01-01T13:00:00+00:00"
-
-
-# --- CLI parsing -------------------------------------------------------------------------------
-
-UNREACHABLE = "127.0.0.1:1"
-
-
-def test_cli_parses_labels_and_submit_options() -> None:
-    options = cli.build_parser().parse_args(
-        [
-            "--scheduler", "sched:7000", "submit", "media.process_video",
-            "--args", '["v.mp4"]', "--kwargs", '{"fps": 30}',
-            "--gpu", "required", "--gpu-memory-mb", "16384", "--priority", "9",
-            "--label", "zone=eu", "--label", "disk = ssd", "--user-initiated", "--wait", "--timeout", "30",
-            "--json",
-        ]
-    )
-    assert options.scheduler == "sched:7000"
-    assert options.json is True
-    assert options.args == ["v.mp4"]
-    assert options.kwargs == {"fps": 30}
-    assert dict(options.label) == {"zone": "eu", "disk": "ssd"}
-    assert (options.gpu, options.gpu_memory_mb, options.priority) == ("required", 16384, 9)
-    assert options.user_initiated and options.wait and options.timeout == 30.0
-
-
-def test_cli_label_value_may_contain_equals() -> None:
-    assert cli.label("expr=a=b") == ("expr", "a=b")
-
-
-def test_cli_scheduler_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SWITCHYARD_SCHEDULER", "from-env:1234")
-    assert cli.build_parser().parse_args(["queues"]).scheduler == "from-env:1234"
-    monkeypatch.delenv("SWITCHYARD_SCHEDULER")
-    assert cli.build_parser().parse_args(["queues"]).scheduler == "127.0.0.1:50051"
-
-
-def test_cli_submit_and_explain_share_the_new_task_options() -> None:
-    extra = [
-        "--retry-policy", "media", "--soft-time-limit", "30", "--hard-time-limit", "60",
-        "--prefer-label", "zone=eu", "--prefer-label", "disk=ssd", "--label", "gpu=a100", "--batch-size", "12",
-        "--content-type", "audio",
-    ]
-    for command in ("submit", "explain"):
-        options = cli.build_parser().parse_args([command, "media.transcribe_audio", *extra])
-        request = build_submit_request(options.task_name, options.args, options.kwargs, **cli._task_options(options))
-        assert request.retry_policy == "media"
-        assert (request.soft_time_limit_seconds, request.hard_time_limit_seconds) == (30.0, 60.0)
-        assert dict(request.preferred_labels) == {"zone": "eu", "disk": "ssd"}
-        assert dict(request.labels) == {"gpu": "a100"}
-        assert (request.batch_size, request.content_type) == (12, "audio")
-        assert cli.usage_problem(options) is None
-
-
-def test_cli_explain_task_id_and_dead_letter_commands_parse() -> None:
-    parser = cli.build_parser()
-    options = parser.parse_args(["explain", "--task-id", "t-1", "--json"])
-    assert (options.task_id, options.task_name, options.json) == ("t-1", None, True)
-    assert cli.usage_problem(options) is None
-    options = parser.parse_args(["dead-letters", "--queue", "gpu_priority", "--limit", "5"])
-    assert (options.queue, options.limit) == ("gpu_priority", 5)
-    assert parser.parse_args(["dead-letters"]).limit == 100
-    assert parser.parse_args(["retry-dead-letter", "t-9"]).task_id == "t-9"
-    for argv in (["purge-dead-letters", "--all"], ["purge-dead-letters", "--queue", "q"], ["purge-dead-letters", "a", "b"]):
-        assert cli.usage_problem(parser.parse_args(argv)) is None
-    assert parser.parse_args(["purge-dead-letters", "a", "b"]).task_ids == ["a", "b"]
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["submit", "t", "--args", "{not json"],
-        ["submit", "t", "--args", '{"a": 1}'],  # an object where an array belongs
-        ["submit", "t", "--kwargs", "[1]"],
-        ["submit", "t", "--label", "no-equals-sign"],
-        ["submit", "t", "--label", "=v"],
-        ["submit", "t", "--priority", "11"],
-        ["submit", "t", "--gpu", "sometimes"],
-        ["submit", "t", "--gpu-memory-mb", "-1"],
-        ["submit", "t", "--soft-time-limit", "0"],
-        ["submit", "t", "--hard-time-limit", "soon"],
-        ["submit", "t", "--soft-time-limit", "60", "--hard-time-limit", "30"],
-        ["submit", "t", "--prefer-label", "no-equals-sign"],
-        ["submit", "t", "--batch-size", "-2"],
-        ["explain"],
-        ["explain", "t", "--task-id", "t-1"],
-        ["explain", "--task-id", "t-1", "--priority", "5"],
-        ["explain", "--task-id", "t-1", "--prefer-label", "zone=eu"],
-        ["explain", "t", "--soft-time-limit", "60", "--hard-time-limit", "30"],
-        ["dead-letters", "--limit", "0"],
-        ["retry-dead-letter"],
-        ["purge-dead-letters"],
-        ["purge-dead-letters", "--all", "--queue", "q"],
-        ["purge-dead-letters", "--all", "t-1"],
-        ["purge-dead-letters", "--queue", "q", "t-1"],
-        ["nosuchcommand"],
-        [],
-    ],
-)
-def test_cli_bad_usage_exits_2_before_any_network_call(
-    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a usage error must not open a connection")
-
-    monkeypatch.setattr(cli, "SchedulerClient", no_network)
-    assert cli.main(["--scheduler", UNREACHABLE, *argv]) == 2
-    assert "usage:" in capsys.readouterr().err
-
-
-def test_cli_unreachable_scheduler_prints_code_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--scheduler", UNREACHABLE, "get", "t-1"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("error: UNAVAILABLE: ")
-
-
-def test_cli_json_flag_accepted_after_the_command() -> None:
-    options = cli.build_parser().parse_args(["queues", "--json"])
-    assert options.json is True
-    options = cli.build_parser().parse_args(["--json", "queues"])
-    assert options.json is True

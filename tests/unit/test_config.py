@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.config import DEFAULT_QUEUES, ConfigError, Settings, load_settings
+from scheduler.config import ConfigError, load_settings
 from scheduler.core.classify import classify
 from scheduler.core.model import GpuNeed, Submission, TaskClass
-from scheduler.core.policy import Backoff, Strategy
+from scheduler.core.placement import Strategy
+from scheduler.core.retry import Backoff
+from scheduler.settings import DEFAULT_QUEUES, Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.config import Settings
 from scheduler.core.classify import classify
 from scheduler.core.model import GpuNeed, Submission, TaskClass
+from scheduler.settings import Settings
 
 RULES = Settings().classification_rules()
 

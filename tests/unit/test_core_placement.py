@@ -133,7 +133,7 @@ def test_plan_never_breaks_capability_slots_or_gpu_memory(workers, tasks):
         booked[w.worker_id] = booked.get(w.worker_id, 0) + 1
         if a.gpu_index is not None:
             k = (w.worker_id, a.gpu_index)
-            gpu_booked[k] = gpu_booked.get(k, 0) + a.gpu_memory_mb
+            gpu_booked[k] = gpu_booked.get(k, 0) + t.gpu_memory_mb
     for wid, n in booked.items():
         assert by_id[wid].in_flight + n <= by_id[wid].slots, "slots overcommitted"
     for (wid, index), mb in gpu_booked.items():

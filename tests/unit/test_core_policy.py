@@ -1,74 +1,29 @@
-"""Retry, aging, rate-limit, fallback and explain decisions of the pure core."""
+"""Placement policies of the pure core: preferred-GPU waits, fallback, per-queue limits, quarantine,
+affinity, strategy, rate limits and explain."""
 
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from scheduler.core.model import GpuNeed, PendingTask, QueueSpec, TaskClass, WorkerType, WorkerView
-from scheduler.core.placement import PlacementContext, evaluate, explain, plan
-from scheduler.core.policy import (
-    AgingPolicy,
-    Backoff,
-    FallbackChain,
-    PlacementPolicy,
-    RateLimit,
-    RetryAction,
-    RetryPolicy,
-    Strategy,
-    decide_retry,
+from scheduler.core.model import (
+    GpuNeed,
+    GpuView,
+    PendingTask,
+    QueueSpec,
+    TaskClass,
+    WorkerType,
+    WorkerView,
 )
-
-AUTEUR_DEFAULT = RetryPolicy("default", max_retries=5, base_delay_seconds=60, multiplier=2, max_delay_seconds=3600)
-AUTEUR_CRITICAL = RetryPolicy("critical", max_retries=5, base_delay_seconds=30, multiplier=1.5, max_delay_seconds=1800)
-AUTEUR_BATCH = RetryPolicy("batch", max_retries=3, backoff=Backoff.LINEAR, base_delay_seconds=300, jitter=0)
-
-
-def test_backoff_schedules_match_the_auteur_policies():
-    assert [AUTEUR_DEFAULT.nominal_delay(n) for n in range(1, 8)] == [60, 120, 240, 480, 960, 1920, 3600]
-    assert [AUTEUR_CRITICAL.nominal_delay(n) for n in (1, 2, 3)] == [30, 45, 67.5]
-    assert AUTEUR_CRITICAL.nominal_delay(20) == 1800
-    assert [AUTEUR_BATCH.nominal_delay(n) for n in (1, 2, 3)] == [300, 600, 900]
-
-
-@given(st.integers(1, 30), st.floats(0, 0.999999))
-def test_jittered_delay_stays_inside_its_bounds(retry, unit):
-    low, high = AUTEUR_DEFAULT.delay_bounds(retry)
-    assert low <= AUTEUR_DEFAULT.delay(retry, unit) <= high
-    assert high <= AUTEUR_DEFAULT.max_delay_seconds * (1 + AUTEUR_DEFAULT.jitter)
-
-
-def test_retry_budget_then_dead_letter_or_fail():
-    batch = AUTEUR_BATCH
-    assert [decide_retry(batch, n, "ValueError", 0.5).action for n in (1, 2, 3, 4)] == [
-        RetryAction.RETRY, RetryAction.RETRY, RetryAction.RETRY, RetryAction.DEAD_LETTER]
-    no_dlq = RetryPolicy("x", max_retries=0, dead_letter=False)
-    assert decide_retry(no_dlq, 1, "ValueError", 0.5).action is RetryAction.FAIL
-
-
-def test_non_retryable_errors_skip_retries():
-    policy = RetryPolicy("p", max_retries=5, non_retryable=frozenset({"PermissionError"}))
-    decision = decide_retry(policy, 1, "PermissionError", 0.5)
-    assert decision.action is RetryAction.DEAD_LETTER and "not retryable" in decision.reason
-
-
-def test_aging_moves_one_level_per_level_wait_and_caps_at_ten():
-    aging = AgingPolicy(default_max_wait_seconds=60, max_wait_seconds={1: 600})
-    assert aging.effective_priority(5, 59) == 5
-    assert aging.effective_priority(5, 60) == 6
-    assert aging.effective_priority(5, 185) == 8
-    assert aging.effective_priority(1, 599) == 1
-    assert aging.effective_priority(1, 600) == 2
-    assert aging.effective_priority(3, 10**9) == 10
-    assert AgingPolicy(enabled=False).effective_priority(3, 10**9) == 3
-
-
-@given(st.integers(1, 10), st.floats(0, 10_000), st.floats(0, 10_000))
-def test_aging_is_monotone_in_waiting_time(base, a, b):
-    aging = AgingPolicy(default_max_wait_seconds=30)
-    low, high = sorted((a, b))
-    assert aging.effective_priority(base, low) <= aging.effective_priority(base, high)
+from scheduler.core.placement import (
+    PlacementContext,
+    PlacementPolicy,
+    Strategy,
+    evaluate,
+    explain,
+    plan,
+)
+from scheduler.core.ratelimit import RateLimit
+from scheduler.core.routing import FallbackChain
 
 
 def test_rate_limit_parsing():
@@ -162,34 +117,8 @@ def test_explain_gives_a_verdict_per_worker_with_score_terms():
     verdicts, chosen = explain(t, fleet, PlacementContext())
     assert chosen is None
     assert {v.worker_id: v.rejected_by for v in verdicts} == {"c": "capability", "d": "draining"}
-    from scheduler.core.model import GpuView
     fleet.append(WorkerView("g", WorkerType.GPU, 1, 0, gpus=(GpuView(0, 40960, 40960),)))
     verdicts, chosen = explain(t, fleet, PlacementContext())
     assert chosen is not None and chosen.worker_id == "g"
     assert {name for name, _v, _w in chosen.terms} == {
         "load", "gpu_utilization", "memory_headroom", "capability", "affinity", "failures"}
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.integers(1, 10), min_size=1, max_size=30), st.integers(1, 5))
-def test_no_starvation_under_aging(priorities, slots):
-    """A steady stream of urgent work cannot starve an old low-priority task: with aging it is
-    eventually placed, within a bound set by the per-level waits."""
-    aging = AgingPolicy(default_max_wait_seconds=10)
-    victim = task("victim", priority=1, seq=0, submitted_at=0.0)
-    now, seq = 0.0, 1
-    backlog = [victim]
-    for _round in range(200):
-        fresh = [task(f"u{seq + i}", priority=p, seq=seq + i, submitted_at=now) for i, p in enumerate(priorities)]
-        seq += len(fresh)
-        backlog += fresh
-        order = sorted(backlog, key=lambda t: (-aging.effective_priority(t.priority, now - t.submitted_at), t.seq))
-        result = plan(order, [WorkerView("w", WorkerType.CPU, slots, 0)], ctx=PlacementContext(now=now))
-        placed = {a.task_id for a in result.assignments}
-        if "victim" in placed:
-            # 9 levels of 10 s each, then FIFO at level 10 against tasks that are all younger.
-            assert now <= 9 * 10 + 10
-            return
-        backlog = [t for t in backlog if t.task_id not in placed]
-        now += 1.0
-    raise AssertionError("the low-priority task starved")

@@ -1,4 +1,4 @@
-"""Plain, frozen views of the scheduler's protobuf messages, and the conversions to build them.
+"""Frozen views of what happens to a task: submission, state, cancellation, placement, dead letter.
 
 Callers read ``task.state == "succeeded"`` and ``task.result`` instead of enum numbers and JSON
 text; the original message stays reachable as ``.raw`` for anything the view leaves out.
@@ -6,76 +6,24 @@ text; the original message stays reachable as ``.raw`` for anything the view lea
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from switchyard.v1 import scheduler_pb2, worker_pb2
+from switchyard._convert import decode_json, enum_label, seconds_between, timestamp
+from switchyard.v1 import scheduler_pb2
+from switchyard.wire import TERMINAL_STATE_NAMES
 
 __all__ = [
-    "TERMINAL_STATES",
     "CancelResult",
     "DeadLetterView",
     "Explanation",
-    "GpuView",
-    "QueueView",
     "ScoreTerm",
     "SubmitResult",
     "TaskView",
     "WorkerVerdict",
-    "WorkerView",
 ]
-
-TERMINAL_STATES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
-"""Task states after which nothing changes any more."""
-
-GPU_REQUIREMENTS = ("unspecified", "none", "preferred", "required")
-"""Accepted spellings of ``gpu=`` in :meth:`SchedulerClient.submit`, in enum order."""
-
-
-def enum_label(enum_type: Any, value: int, prefix: str) -> str:
-    """``TASK_STATE_SUCCEEDED`` → ``"succeeded"``; a value this client does not know → ``"unknown(<n>)"``."""
-    try:
-        name = str(enum_type.Name(value))
-    except ValueError:
-        return f"unknown({value})"
-    return name.removeprefix(prefix).lower()
-
-
-def gpu_requirement_value(gpu: str | int) -> int:
-    """The ``GpuRequirement`` number for ``"none"``/``"preferred"``/... or an enum number."""
-    if isinstance(gpu, int):
-        return gpu
-    key = gpu.strip().lower()
-    if key not in GPU_REQUIREMENTS:
-        raise ValueError(f"gpu must be one of {', '.join(GPU_REQUIREMENTS)}; got {gpu!r}")
-    return int(scheduler_pb2.GpuRequirement.Value(f"GPU_REQUIREMENT_{key.upper()}"))
-
-
-def _timestamp(message: Any, field_name: str) -> datetime | None:
-    if not message.HasField(field_name):
-        return None
-    stamp: Timestamp = getattr(message, field_name)
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _decode_json(text: str) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (end - start).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -178,7 +126,7 @@ class TaskView:
     @property
     def done(self) -> bool:
         """True in a terminal state."""
-        return self.state in TERMINAL_STATES
+        return self.state in TERMINAL_STATE_NAMES
 
     @property
     def succeeded(self) -> bool:
@@ -188,12 +136,12 @@ class TaskView:
     @property
     def wait_seconds(self) -> float | None:
         """Seconds from submission to the start of the current attempt."""
-        return _seconds_between(self.submitted_at, self.started_at)
+        return seconds_between(self.submitted_at, self.started_at)
 
     @property
     def run_seconds(self) -> float | None:
         """Seconds from the start of the current attempt to the end."""
-        return _seconds_between(self.started_at, self.finished_at)
+        return seconds_between(self.started_at, self.finished_at)
 
     @classmethod
     def from_proto(cls, message: scheduler_pb2.Task) -> TaskView:
@@ -210,7 +158,7 @@ class TaskView:
             gpu_memory_mb=message.gpu_memory_mb,
             worker_id=message.worker_id,
             attempt=message.attempt,
-            result=_decode_json(message.result_json),
+            result=decode_json(message.result_json),
             result_json=message.result_json,
             error=message.error,
             traceback=message.traceback,
@@ -218,13 +166,13 @@ class TaskView:
             progress_message=message.progress_message,
             reason=message.reason,
             labels=dict(message.labels),
-            submitted_at=_timestamp(message, "submitted_at"),
-            dispatched_at=_timestamp(message, "dispatched_at"),
-            started_at=_timestamp(message, "started_at"),
-            finished_at=_timestamp(message, "finished_at"),
+            submitted_at=timestamp(message, "submitted_at"),
+            dispatched_at=timestamp(message, "dispatched_at"),
+            started_at=timestamp(message, "started_at"),
+            finished_at=timestamp(message, "finished_at"),
             retry_policy=message.retry_policy,
             failures=message.failures,
-            next_attempt_at=_timestamp(message, "next_attempt_at"),
+            next_attempt_at=timestamp(message, "next_attempt_at"),
             error_type=message.error_type,
             effective_priority=message.effective_priority,
             raw=message,
@@ -239,184 +187,6 @@ class CancelResult:
     """The task after cancellation."""
     previous_state: str
     """State the task was in when the cancel arrived."""
-
-
-@dataclass(frozen=True)
-class QueueView:
-    """Statistics of one logical queue."""
-
-    name: str
-    """Queue name."""
-    paused: bool
-    """True while paused."""
-    pending: int
-    """Tasks waiting for a worker."""
-    processing: int
-    """Tasks dispatched or running."""
-    completed: int
-    """Tasks that succeeded since the statistics began."""
-    failed: int
-    """Tasks that failed since the statistics began."""
-    cancelled: int
-    """Tasks cancelled since the statistics began."""
-    mean_wait_seconds: float
-    """Mean seconds from submission to start, over recent tasks."""
-    mean_run_seconds: float
-    """Mean seconds from start to finish, over recent tasks."""
-    workers: int
-    """Connected workers able to serve this queue."""
-    default_priority: int
-    """Default priority of the queue's tasks."""
-    task_class: str
-    """Class of work the queue holds."""
-    retrying: int
-    """Tasks waiting for their next retry."""
-    dead_lettered: int
-    """Dead-lettered tasks currently kept."""
-    error_rate: float
-    """Share of finished tasks that failed, over recent tasks (0-1)."""
-    warnings: tuple[str, ...]
-    """Alert thresholds crossed right now, in words (queue depth, error rate)."""
-    raw: scheduler_pb2.QueueStats = field(repr=False, compare=False)
-    """The ``QueueStats`` message."""
-
-    @classmethod
-    def from_proto(cls, message: scheduler_pb2.QueueStats) -> QueueView:
-        """Build the view of a ``QueueStats`` message."""
-        return cls(
-            name=message.name,
-            paused=message.paused,
-            pending=message.pending,
-            processing=message.processing,
-            completed=message.completed,
-            failed=message.failed,
-            cancelled=message.cancelled,
-            mean_wait_seconds=message.mean_wait_seconds,
-            mean_run_seconds=message.mean_run_seconds,
-            workers=message.workers,
-            default_priority=message.default_priority,
-            task_class=enum_label(scheduler_pb2.TaskClass, message.task_class, "TASK_CLASS_"),
-            retrying=message.retrying,
-            dead_lettered=message.dead_lettered,
-            error_rate=message.error_rate,
-            warnings=tuple(message.warnings),
-            raw=message,
-        )
-
-
-@dataclass(frozen=True)
-class GpuView:
-    """One GPU of a worker, as last reported."""
-
-    index: int
-    """Device index (0-based)."""
-    name: str
-    """Model name, e.g. ``"NVIDIA A100-SXM4-40GB"``."""
-    uuid: str
-    """Device UUID; simulated devices use ``"SIM-GPU-<n>"``."""
-    memory_total_mb: int
-    """Total device memory, MiB."""
-    memory_free_mb: int
-    """Free device memory, MiB."""
-    utilization_percent: int
-    """Core utilisation, percent."""
-
-    @classmethod
-    def from_proto(cls, message: worker_pb2.GpuDevice) -> GpuView:
-        """Build the view of a ``GpuDevice`` message."""
-        return cls(
-            index=message.index,
-            name=message.name,
-            uuid=message.uuid,
-            memory_total_mb=message.memory_total_mb,
-            memory_free_mb=message.memory_free_mb,
-            utilization_percent=message.utilization_percent,
-        )
-
-
-def _merge_gpu(probed: worker_pb2.GpuDevice, fresh: worker_pb2.GpuDevice | None) -> GpuView:
-    """Identity from the probe, memory and utilisation from the latest heartbeat when it has them."""
-    if fresh is None:
-        return GpuView.from_proto(probed)
-    return GpuView(
-        index=probed.index,
-        name=probed.name or fresh.name,
-        uuid=probed.uuid or fresh.uuid,
-        memory_total_mb=probed.memory_total_mb or fresh.memory_total_mb,
-        memory_free_mb=fresh.memory_free_mb,
-        utilization_percent=fresh.utilization_percent,
-    )
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    """A worker as the scheduler sees it."""
-
-    worker_id: str
-    """Worker id."""
-    worker_type: str
-    """``"cpu"``, ``"gpu"``, ``"hybrid"`` (``"unspecified"`` if the agent did not say)."""
-    status: str
-    """``"connected"``, ``"unreachable"``, ``"draining"`` or ``"lost"``."""
-    slots: int
-    """Concurrent task slots."""
-    free_slots: int
-    """Slots with nothing dispatched or running."""
-    task_ids: tuple[str, ...]
-    """Tasks dispatched to or running on the worker."""
-    labels: Mapping[str, str]
-    """Worker labels."""
-    celery_queue: str
-    """Celery queue the worker consumes (``sy.w.<worker_id>``)."""
-    hostname: str
-    """Host the worker runs on."""
-    cpu_count: int
-    """Logical CPUs."""
-    memory_total_mb: int
-    """System memory, MiB."""
-    gpus: tuple[GpuView, ...]
-    """GPUs, with the latest memory and utilisation the heartbeats carried."""
-    gpu_simulated: bool
-    """True when the GPUs are simulated (demo/test profile)."""
-    active_tasks: int
-    """Tasks the Celery worker executes right now, per its agent."""
-    cpu_percent: float
-    """System CPU use, percent."""
-    memory_percent: float
-    """Memory use, percent."""
-    last_heartbeat_at: datetime | None
-    """Last heartbeat (UTC)."""
-    raw: scheduler_pb2.WorkerInfo = field(repr=False, compare=False)
-    """The ``WorkerInfo`` message."""
-
-    @classmethod
-    def from_proto(cls, message: scheduler_pb2.WorkerInfo) -> WorkerView:
-        """Build the view of a ``WorkerInfo`` message, preferring the load's fresher GPU figures."""
-        capabilities = message.capabilities
-        fresh_by_index = {gpu.index: gpu for gpu in message.load.gpus}
-        gpus = tuple(
-            _merge_gpu(probed, fresh_by_index.get(probed.index)) for probed in capabilities.gpus
-        )
-        return cls(
-            worker_id=message.worker_id,
-            worker_type=enum_label(worker_pb2.WorkerType, message.worker_type, "WORKER_TYPE_"),
-            status=enum_label(scheduler_pb2.WorkerStatus, message.status, "WORKER_STATUS_"),
-            slots=message.slots,
-            free_slots=message.free_slots,
-            task_ids=tuple(message.task_ids),
-            labels=dict(message.labels),
-            celery_queue=message.celery_queue,
-            hostname=capabilities.hostname,
-            cpu_count=capabilities.cpu_count,
-            memory_total_mb=capabilities.memory_total_mb,
-            gpus=gpus,
-            gpu_simulated=capabilities.gpu_simulated,
-            active_tasks=message.load.active_tasks,
-            cpu_percent=message.load.cpu_percent,
-            memory_percent=message.load.memory_percent,
-            last_heartbeat_at=_timestamp(message, "last_heartbeat_at"),
-            raw=message,
-        )
 
 
 class ScoreTerm(NamedTuple):
@@ -534,7 +304,7 @@ class DeadLetterView:
         """Build the view of a ``DeadLetter`` message."""
         return cls(
             task=TaskView.from_proto(message.task),
-            dead_lettered_at=_timestamp(message, "dead_lettered_at"),
+            dead_lettered_at=timestamp(message, "dead_lettered_at"),
             reason=message.reason,
             raw=message,
         )

@@ -1,0 +1,56 @@
+"""``switchyard``: the command line for a Switchyard scheduler.
+
+    switchyard [--scheduler HOST:PORT] [--json] COMMAND ...
+
+Commands: submit, explain, get, watch, cancel, queues, workers, pause, resume, drain,
+dead-letters, retry-dead-letter, purge-dead-letters. ``--json`` prints machine-readable JSON (one
+object per line for ``watch``). Failures print
+``error: <CODE>: <message>`` on stderr and exit 1; bad usage exits 2 before any network call.
+
+The grammar is in :mod:`switchyard.cli.parser`, what each command does in
+:mod:`switchyard.cli.commands`, and what it prints in :mod:`switchyard.cli.render`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+
+from switchyard.cli.commands import COMMANDS, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from switchyard.cli.parser import build_parser, usage_problem
+from switchyard.client import SchedulerClient
+from switchyard.exceptions import SwitchyardError, Unavailable
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``switchyard`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        options = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage and 0 after --help
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    problem = usage_problem(options)
+    if problem is not None:
+        try:
+            options.usage_error(problem)  # prints the sub-command's usage and the problem
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        with SchedulerClient(options.scheduler) as client:
+            return COMMANDS[options.command](client, options, sys.stdout)
+    except Unavailable as exc:
+        print(f"error: {exc.code}: {exc.message} (is switchyard-scheduler listening on {options.scheduler}?)", file=sys.stderr)
+        return EXIT_FAILURE
+    except SwitchyardError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `switchyard queues | head`: the reader is gone, nothing left to say
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

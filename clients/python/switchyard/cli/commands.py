@@ -1,0 +1,158 @@
+"""What each ``switchyard`` sub-command does: one function per command, found in :data:`COMMANDS`.
+
+A command makes its calls on the client, prints through :mod:`switchyard.cli.render` (JSON
+with ``--json``, text otherwise) and returns the exit status; client errors propagate to
+:func:`switchyard.cli.main`, which reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from switchyard.cli import render
+from switchyard.cli.parser import task_arguments
+from switchyard.client import SchedulerClient
+
+__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Command"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Command = Callable[[SchedulerClient, argparse.Namespace, TextIO], int]
+"""A sub-command: ``(client, parsed options, stdout) -> exit status``."""
+
+
+def _show(options: argparse.Namespace, out: TextIO, value: Any, text: str) -> int:
+    """Print ``value`` as JSON with ``--json``, else ``text``; the command succeeded."""
+    if options.json:
+        render.print_json(value, out)
+    else:
+        print(text, file=out)
+    return EXIT_OK
+
+
+def submit(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``submit``: exit 0 once accepted, or with ``--wait`` only if the task succeeded."""
+    submitted = client.submit(options.task_name, **task_arguments(options))
+    if not options.wait:
+        return _show(options, out, submitted, render.format_submitted(submitted))
+    if not options.json:
+        print(render.format_waiting(submitted), file=out)
+        out.flush()
+    task = client.wait(submitted.task_id, timeout=options.timeout)
+    if options.json:
+        render.print_json({"submitted": submitted, "task": task}, out)
+    else:
+        print(render.format_task(task), file=out)
+    return EXIT_OK if task.succeeded else EXIT_FAILURE
+
+
+def explain(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``explain``: a new task described by the task options, or an existing one (``--task-id``)."""
+    if options.task_id is not None:
+        explanation = client.explain_task(options.task_id)
+    else:
+        explanation = client.explain(options.task_name, **task_arguments(options))
+    return _show(options, out, explanation, render.format_explanation(explanation))
+
+
+def get(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``get``: one task."""
+    task = client.get(options.task_id)
+    return _show(options, out, task, render.format_task(task))
+
+
+def watch(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``watch``: a line per visible change; exit 0 only if the task succeeded."""
+    last_key: tuple[Any, ...] | None = None
+    last = None
+    for task in client.watch(options.task_id, timeout=options.timeout):
+        key = (task.state, task.worker_id, task.attempt, task.progress, task.progress_message)
+        last = task
+        if key == last_key:
+            continue
+        last_key = key
+        if options.json:
+            render.print_json(task, out)
+        else:
+            print(render.format_watch_line(task), file=out)
+        out.flush()
+    if last is None or not last.done:
+        # The stream ended without a terminal state (scheduler shutting down): report what we know.
+        last = client.get(options.task_id)
+    return EXIT_OK if last.succeeded else EXIT_FAILURE
+
+
+def cancel(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``cancel``: the task's state now and before."""
+    result = client.cancel(options.task_id)
+    return _show(options, out, result, render.format_cancelled(result))
+
+
+def queues(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``queues``: every logical queue's statistics."""
+    views = client.queues()
+    return _show(options, out, views, render.format_queues(views))
+
+
+def workers(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``workers``: every worker the scheduler knows."""
+    views = client.workers()
+    return _show(options, out, views, render.format_workers(views))
+
+
+def pause(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``pause``: the queue after pausing it."""
+    queue = client.pause(options.queue)
+    return _show(options, out, queue, render.format_queues([queue]))
+
+
+def resume(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``resume``: the queue after resuming it."""
+    queue = client.resume(options.queue)
+    return _show(options, out, queue, render.format_queues([queue]))
+
+
+def drain(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``drain``: the worker after draining it."""
+    worker = client.drain(options.worker_id)
+    return _show(options, out, worker, render.format_workers([worker]))
+
+
+def dead_letters(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``dead-letters``: the newest dead letters and how many are kept."""
+    letters, total = client.dead_letters(options.queue, options.limit)
+    return _show(options, out, {"dead_letters": letters, "total": total}, render.format_dead_letters(letters, total))
+
+
+def retry_dead_letter(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``retry-dead-letter``: the task, pending again."""
+    task = client.retry_dead_letter(options.task_id)
+    return _show(options, out, task, render.format_retried(task))
+
+
+def purge_dead_letters(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``purge-dead-letters``: how many dead letters were deleted."""
+    purged = client.purge_dead_letters(options.task_ids, options.queue, options.all)
+    return _show(options, out, {"purged": purged}, render.format_purged(purged))
+
+
+COMMANDS: dict[str, Command] = {
+    "submit": submit,
+    "explain": explain,
+    "get": get,
+    "watch": watch,
+    "cancel": cancel,
+    "queues": queues,
+    "workers": workers,
+    "pause": pause,
+    "resume": resume,
+    "drain": drain,
+    "dead-letters": dead_letters,
+    "retry-dead-letter": retry_dead_letter,
+    "purge-dead-letters": purge_dead_letters,
+}
+"""Sub-command name (as :func:`~switchyard.cli.parser.build_parser` defines it) → function."""

@@ -1,0 +1,168 @@
+"""The scheduler ↔ worker wire contract in code: every rule both sides must agree on, once.
+
+Imported by the scheduler (`scheduler/`), the agent and the Celery-side hooks (`worker_agent/`)
+and the tests; it imports nothing of theirs. docs/wire-contract.md is the prose version:
+
+* per-worker Celery queues (`sy.w.<worker_id>`) and the Switchyard message headers;
+* the Redis key layout under a prefix (`Keys`), built here and nowhere else, so that a later
+  move to Redis Cluster (hash tags per queue) changes one class;
+* the worker-id and label-key rules;
+* the lifecycle event types and fence values;
+* the claim script (a `.lua` file shipped in this package) the worker runs before user code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+WORKER_QUEUE_PREFIX = "sy.w."
+"""Each worker consumes exactly one Celery queue: this prefix plus its worker id."""
+
+DEFAULT_KEY_PREFIX = "sy"
+"""Prefix of every Redis key Switchyard writes (the scheduler's `key_prefix` setting)."""
+
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 43200
+"""kombu's visibility timeout for Switchyard's Celery traffic; must be identical fleet-wide and
+longer than the longest task (a task still unacknowledged after it is delivered again)."""
+
+WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+WORKER_ID_RULE = "1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
+
+LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
+LABEL_KEY_RULE = "1-63 letters, digits, '_', '.', '/', '-', starting with a letter or digit"
+
+HEADER_TASK_ID = "sy_task_id"
+HEADER_ATTEMPT = "sy_attempt"
+HEADER_WORKER_ID = "sy_worker_id"
+HEADER_PAYLOAD_REF = "sy_payload_ref"
+"""`1` when args/kwargs are not in the message but stored once under `Keys.payload`."""
+
+EVENTS_GROUP = "scheduler"
+"""Consumer group the scheduler reads the lifecycle stream with."""
+
+EVENT_STARTED = "started"
+EVENT_PROGRESS = "progress"
+EVENT_SUCCEEDED = "succeeded"
+EVENT_FAILED = "failed"
+EVENT_TYPES = (EVENT_STARTED, EVENT_PROGRESS, EVENT_SUCCEEDED, EVENT_FAILED)
+
+FENCE_STARTED_SUFFIX = ":started"
+"""A fence of `<attempt>:started` means that attempt was claimed and runs."""
+FENCE_CANCELLED = "cancelled"
+FENCE_REQUEUED = "requeued"
+
+TERMINAL_STATE_NAMES = frozenset({"succeeded", "failed", "dead_lettered", "cancelled"})
+"""Task states after which nothing changes any more (the scheduler's TaskState values)."""
+
+
+def worker_queue(worker_id: str) -> str:
+    """The Celery queue, exchange and routing key a worker consumes."""
+    return WORKER_QUEUE_PREFIX + worker_id
+
+
+def worker_id_problem(worker_id: str) -> str | None:
+    """Why `worker_id` is not a valid worker id, or None when it is."""
+    if WORKER_ID_PATTERN.match(worker_id):
+        return None
+    return f"worker id {worker_id!r} is invalid: use {WORKER_ID_RULE}"
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why `key` is not a valid label key, or None when it is."""
+    if LABEL_KEY_PATTERN.match(key):
+        return None
+    return f"label key {key!r} is invalid: use {LABEL_KEY_RULE}"
+
+
+def fence_started(attempt: int | str) -> str:
+    """The fence value of a claimed (running) attempt."""
+    return f"{attempt}{FENCE_STARTED_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key Switchyard uses, under one prefix. Nothing else builds key names.
+
+    ======================  ======  =====================================================
+    key                     type    holds
+    ======================  ======  =====================================================
+    P:task:<id>             hash    task metadata and state (the payload lives apart)
+    P:payload:<id>          hash    args_json, kwargs_json, stored once
+    P:pending               zset    pending task ids, scored by submission sequence
+    P:seq                   string  global submission sequence
+    P:inflight:<worker>     set     task ids dispatched to or running on a worker
+    P:fence:<id>            string  which attempt may start (see the wire contract)
+    P:events                stream  lifecycle reports from workers (group "scheduler")
+    P:idem:<key>            string  task id of an idempotency key (expires)
+    P:paused                set     paused queue names
+    P:workers               hash    worker id -> last registration (JSON), for restarts
+    P:retry                 zset    retrying task ids, scored by when they are due
+    P:dlq                   zset    dead-lettered task ids, scored by when
+    P:counts                hash    number of tasks per state
+    P:stats:<queue>         hash    completed/failed/cancelled counters, wait/run sums
+    ======================  ======  =====================================================
+    """
+
+    prefix: str = DEFAULT_KEY_PREFIX
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    def payload(self, task_id: str) -> str:
+        return f"{self.prefix}:payload:{task_id}"
+
+    def fence(self, task_id: str) -> str:
+        return f"{self.prefix}:fence:{task_id}"
+
+    def inflight(self, worker_id: str) -> str:
+        return f"{self.prefix}:inflight:{worker_id}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}:idem:{key}"
+
+    def stats(self, queue: str) -> str:
+        return f"{self.prefix}:stats:{queue}"
+
+    @property
+    def inflight_pattern(self) -> str:
+        """SCAN pattern matching every in-flight ledger."""
+        return f"{self.prefix}:inflight:*"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}:paused"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.prefix}:retry"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    @property
+    def counts(self) -> str:
+        return f"{self.prefix}:counts"
+
+
+def claim_script() -> str:
+    """Source of the worker's fenced claim (KEYS: fence, events; ARGV: attempt, worker, task, ts)."""
+    return resources.files("switchyard").joinpath("lua/claim.lua").read_text(encoding="utf-8")

@@ -1,0 +1,108 @@
+"""The engine: ties the pure core to durable state, the fleet and the dispatcher.
+
+One part per concern, each over the `State` interface (scheduler/state/interface.py) and the
+memory they share (`shared.py`):
+
+    admission     validate, classify, accept (engine/admission.py)
+    placement     late-binding rounds: plan, commit, publish (engine/placement.py)
+    lifecycle     worker reports and due retries (engine/lifecycle.py)
+    dead_letters  list, replay, purge, trim (engine/dead_letters.py)
+    liveness      heartbeats, grace, losing a worker (engine/liveness.py)
+    agents        hello, heartbeat, worker exit, stream close (engine/agents.py)
+    controls      cancel, pause/resume, drain (engine/controls.py)
+    queries       tasks, watch, queues, workers, explain (engine/queries.py)
+    recovery      rebuild memory at start (engine/recovery.py)
+    gauges        Prometheus gauges (engine/gauges.py)
+
+`Engine` builds the parts and runs their loops; the gRPC servicers call the parts directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from scheduler.dispatch import Dispatcher
+from scheduler.engine.admission import Admission
+from scheduler.engine.agents import Agents
+from scheduler.engine.controls import Controls
+from scheduler.engine.dead_letters import DeadLetters
+from scheduler.engine.gauges import Gauges
+from scheduler.engine.lifecycle import Lifecycle
+from scheduler.engine.liveness import Liveness
+from scheduler.engine.placement import Placement
+from scheduler.engine.queries import Queries
+from scheduler.engine.recovery import recover
+from scheduler.engine.shared import Shared
+from scheduler.errors import StateUnavailable
+from scheduler.metrics import Metrics
+from scheduler.settings import Settings
+from scheduler.state.interface import State
+
+log = logging.getLogger("switchyard.scheduler.engine")
+
+MAX_RESTART_DELAY_SECONDS = 5.0
+
+
+class Engine:
+    """The scheduler's behaviour, one attribute per part; `start` recovers and runs the loops."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: State,
+        dispatcher: Dispatcher,
+        metrics: Metrics | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.shared = Shared(settings, state, dispatcher, metrics or Metrics(), clock, monotonic)
+        self.admission = Admission(self.shared)
+        self.placement = Placement(self.shared)
+        self.lifecycle = Lifecycle(self.shared)
+        self.dead_letters = DeadLetters(self.shared)
+        self.liveness = Liveness(self.shared)
+        self.agents = Agents(self.shared, self.liveness)
+        self.queries = Queries(self.shared)
+        self.controls = Controls(self.shared, self.queries)
+        self.gauges = Gauges(self.shared, self.queries)
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Recover durable state, then start every loop."""
+        await self.shared.state.events.ensure_group()
+        await recover(self.shared, self.placement)
+        for name, loop in (
+            ("placement", self.placement.run), ("lifecycle", self.lifecycle.run),
+            ("liveness", self.liveness.run), ("gauges", self.gauges.run),
+            ("retries", self.lifecycle.run_retries), ("dead-letters", self.dead_letters.run),
+        ):
+            self._loops.append(asyncio.create_task(self._guard(name, loop), name=name))
+        self.shared.kick.set()
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+
+    async def _guard(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Keep a loop alive through state-store outages and bugs: log, back off, go on."""
+        delay = 0.2
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except StateUnavailable as exc:
+                log.warning("%s loop: %s; retrying in %.1fs", name, exc, delay)
+            except Exception:
+                log.exception("%s loop crashed; restarting it in %.1fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(MAX_RESTART_DELAY_SECONDS, delay * 2)
+            self.shared.kick.set()

@@ -1,0 +1,128 @@
+"""Agents: what the engine does when an agent says hello, heartbeats, reports its Celery worker
+gone, or its stream closes. Losing a worker is liveness's call (engine/liveness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from switchyard.wire import worker_id_problem
+
+from scheduler.core.model import WorkerType
+from scheduler.engine.liveness import Liveness
+from scheduler.engine.shared import Shared
+from scheduler.engine.views import Welcome, WorkerRegistration
+from scheduler.errors import InvalidArgument
+from scheduler.fleet import Gpu, Worker
+from scheduler.state.records import WorkerRecord
+
+log = logging.getLogger("switchyard.scheduler.engine.agents")
+
+
+class Agents:
+    """The engine side of the AgentGateway stream."""
+
+    def __init__(self, shared: Shared, liveness: Liveness) -> None:
+        self.shared = shared
+        self.liveness = liveness
+
+    async def hello(self, hello: WorkerRegistration) -> tuple[Worker, Welcome]:
+        """Register (or re-register) a worker; its stream's session number fences older streams."""
+        problem = worker_id_problem(hello.worker_id)
+        if problem is not None:
+            raise InvalidArgument(problem)
+        if hello.slots < 1:
+            raise InvalidArgument("slots must be at least 1 (the Celery worker's --concurrency)")
+        shared = self.shared
+        worker_type = hello.worker_type or (WorkerType.GPU if hello.gpus else WorkerType.CPU)
+        existing = shared.fleet.get(hello.worker_id)
+        rejoined = existing is not None and existing.lost
+        if existing is None or existing.lost:
+            worker = Worker(hello.worker_id, worker_type, hello.slots)
+            shared.fleet.add(worker)
+        else:
+            worker = existing
+            worker.worker_type = worker_type
+            worker.slots = hello.slots
+            # A fresh stream gets a fresh outbox; commands for the old one are moot.
+            worker.outbox = asyncio.Queue()
+            if worker.draining:
+                worker.outbox.put_nowait(("drain", "still draining"))
+        worker.labels = dict(hello.labels)
+        worker.gpus = list(hello.gpus)
+        worker.gpu_simulated = hello.gpu_simulated
+        worker.capabilities = hello.capabilities
+        worker.connected = True
+        worker.disconnected_at = None
+        worker.session += 1
+        worker.last_heartbeat = shared.monotonic()
+        worker.last_heartbeat_wall = shared.clock()
+        await shared.state.controls.remember_worker(
+            WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels))
+        )
+        log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s)%s", worker.worker_id,
+                 worker_type.value, hello.slots, len(hello.gpus),
+                 ", simulated" if hello.gpu_simulated else "", " after being lost" if rejoined else "")
+        shared.kick.set()
+        settings = shared.settings
+        return worker, Welcome(
+            session=worker.session,
+            heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+            state_redis_url=settings.worker_state_redis_url,
+            key_prefix=settings.key_prefix,
+            rejoined_after_loss=rejoined,
+        )
+
+    def heartbeat(
+        self, worker_id: str, session: int, load: Any, gpus: Sequence[Gpu],
+        labels: Mapping[str, str], labels_replaced: bool,
+    ) -> None:
+        """Fresh load, GPU use and labels; a worker declared lost that heartbeats again rejoins empty."""
+        shared = self.shared
+        worker = shared.fleet.get(worker_id)
+        if worker is None or worker.session != session:
+            return
+        if worker.lost:
+            # A frozen worker came back after its work moved on: it rejoins empty-handed, and
+            # whatever still sits in its queue is fenced off.
+            log.warning("worker %s is back after being declared lost; it rejoins with no tasks", worker_id)
+            worker.lost = False
+            worker.draining = False
+            worker.in_flight.clear()
+            shared.kick.set()
+        worker.connected = True
+        worker.disconnected_at = None
+        worker.last_heartbeat = shared.monotonic()
+        worker.last_heartbeat_wall = shared.clock()
+        worker.load = load
+        by_index = {g.index: g for g in gpus}
+        for gpu in worker.gpus:
+            fresh = by_index.get(gpu.index)
+            if fresh is not None:
+                gpu.memory_free_mb = fresh.memory_free_mb
+                gpu.utilization_percent = fresh.utilization_percent
+        if labels_replaced:
+            worker.labels = dict(labels)
+            shared.kick.set()
+        elif labels:
+            worker.labels.update(labels)
+            shared.kick.set()
+
+    async def worker_exited(self, worker_id: str, session: int, exit_code: int, reason: str) -> None:
+        """The agent says its Celery worker is gone: the worker is lost at once."""
+        worker = self.shared.fleet.get(worker_id)
+        if worker is None or worker.session != session or worker.lost:
+            return
+        await self.liveness.declare_lost(worker, f"its Celery worker exited ({exit_code}: {reason})")
+
+    def stream_closed(self, worker_id: str, session: int) -> None:
+        """The stream dropped: the worker has the grace period to reconnect before it is lost."""
+        worker = self.shared.fleet.get(worker_id)
+        if worker is None or worker.session != session or worker.lost or not worker.connected:
+            return
+        worker.connected = False
+        worker.disconnected_at = self.shared.monotonic()
+        log.warning("worker %s stream closed; declaring it lost in %.1fs unless it reconnects",
+                    worker_id, self.shared.settings.lost_grace_seconds)

@@ -1,0 +1,131 @@
+"""Lifecycle: apply the workers' durable reports (started, progress, succeeded, failed) and bring
+retries back when their backoff is over. Reports are fenced by attempt in the store, so a stale
+attempt's report changes nothing; a failed report first asks the retry policy what it becomes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+
+from scheduler.core.model import TERMINAL_STATES, TaskState
+from scheduler.core.retry import RetryAction, decide_retry
+from scheduler.engine.shared import Shared
+from scheduler.state.interface import (
+    EventKind,
+    FailureAction,
+    FailureOutcome,
+    LifecycleEvent,
+    Retention,
+)
+from scheduler.state.records import TaskRecord
+
+log = logging.getLogger("switchyard.scheduler.engine.lifecycle")
+
+RETRY_POLL_SECONDS = 0.2
+"""How often due retries are looked for (their times are in Redis, not in Celery)."""
+
+_ACTIONS = {RetryAction.RETRY: FailureAction.RETRY, RetryAction.DEAD_LETTER: FailureAction.DEAD_LETTER}
+
+
+class Lifecycle:
+    """Applies lifecycle reports and due retries."""
+
+    def __init__(self, shared: Shared, *, unit_random: random.Random | None = None) -> None:
+        self.shared = shared
+        self.random = unit_random or random.Random()
+        settings = shared.settings
+        self.retention = Retention(settings.result_ttl_seconds, settings.dead_letter_ttl_seconds)
+
+    async def run(self) -> None:
+        """Read the stream: first what was delivered but never acknowledged, then new reports."""
+        events_log = self.shared.state.events
+        backlog = True
+        while True:
+            events = await events_log.read(backlog=backlog)
+            if backlog and not events:
+                backlog = False
+                continue
+            await self.apply(events)
+            await events_log.ack([e.stream_id for e in events])
+
+    async def apply(self, events: Sequence[LifecycleEvent]) -> None:
+        """Apply reports in stream order: one round trip for the batch, the retry policy consulted
+        first for each failed report (its current attempt and failure count decide)."""
+        if not events:
+            return
+        outcomes = [await self._failure_outcome(e) if e.kind == EventKind.FAILED else None for e in events]
+        records = await self.shared.state.tasks.apply(events, outcomes, self.retention)
+        for event, record in zip(events, records, strict=True):
+            self._follow(event, record)
+
+    async def _failure_outcome(self, event: LifecycleEvent) -> FailureOutcome | None:
+        """What the retry policy makes of this failed report (None when the report is stale)."""
+        current = await self.shared.state.tasks.get(event.task_id)
+        if current is None or current.attempt != event.attempt:
+            return None
+        settings = self.shared.settings
+        policy = settings.retry_policies.get(current.retry_policy) or settings.retry_policies.get(
+            settings.default_retry_policy
+        )
+        if policy is None:
+            return FailureOutcome(FailureAction.FAIL, 0.0, "failed (no retry policy)")
+        decision = decide_retry(policy, current.failures + 1, event.fields.get("error_type", ""),
+                                self.random.random(), qualified_type=event.fields.get("error_qualname", ""))
+        if decision.action is RetryAction.RETRY:
+            return FailureOutcome(FailureAction.RETRY, self.shared.clock() + decision.delay_seconds, decision.reason)
+        return FailureOutcome(_ACTIONS.get(decision.action, FailureAction.FAIL), 0.0, decision.reason)
+
+    def _follow(self, event: LifecycleEvent, record: TaskRecord | None) -> None:
+        """Memory follows the store: ledgers, retry and dead-letter indexes, failures, watchers."""
+        shared = self.shared
+        if record is None:
+            if event.kind != EventKind.PROGRESS:
+                shared.metrics.stale_reports.inc()
+                log.info("dropped stale %s report of %s attempt %s from %s",
+                         event.kind, event.task_id, event.attempt, event.worker_id)
+            return
+        if event.kind in (EventKind.SUCCEEDED, EventKind.FAILED):
+            worker = shared.fleet.get(event.worker_id)
+            if worker is not None and worker.in_flight.pop(event.task_id, None) is not None:
+                shared.kick.set()
+            if record.state is TaskState.RETRYING:
+                shared.retrying[event.task_id] = record.queue
+            elif record.state is TaskState.DEAD_LETTERED:
+                shared.dead[event.task_id] = record.queue
+            if record.state in TERMINAL_STATES:
+                shared.outcomes[record.queue].append(record.state is not TaskState.SUCCEEDED)
+            if event.kind == EventKind.FAILED and worker is not None:
+                self._count_failure(worker.worker_id)
+        shared.watchers.notify(record)
+
+    def _count_failure(self, worker_id: str) -> None:
+        shared = self.shared
+        worker = shared.fleet.get(worker_id)
+        policy = shared.settings.placement
+        if worker is not None and worker.record_failure(
+            shared.clock(), policy.failure_window_seconds, policy.quarantine_failures, policy.quarantine_seconds
+        ):
+            log.warning("worker %s quarantined for %gs after %d failures within %gs",
+                        worker.worker_id, policy.quarantine_seconds, policy.quarantine_failures,
+                        policy.failure_window_seconds)
+            asyncio.get_running_loop().call_later(policy.quarantine_seconds, shared.kick.set)
+
+    async def run_retries(self) -> None:
+        """Retrying tasks whose backoff is over become pending again (held here, not in Celery)."""
+        while True:
+            await asyncio.sleep(RETRY_POLL_SECONDS)
+            await self.promote_due_retries()
+
+    async def promote_due_retries(self) -> int:
+        shared = self.shared
+        due = await shared.state.indexes.due_retries(shared.clock())
+        promoted = 0
+        for task_id in due:
+            record = await shared.state.tasks.promote(task_id, TaskState.RETRYING, "retry due")
+            shared.retrying.pop(task_id, None)
+            if record is not None:
+                shared.back_to_pending(record)
+                promoted += 1
+        return promoted

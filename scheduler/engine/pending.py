@@ -1,0 +1,88 @@
+"""The pending index: every pending task in memory, in exact effective-priority order.
+
+Redis (`P:pending` and the task hashes) is the truth; this index follows every transition the
+engine makes and is rebuilt from Redis at start-up (engine/recovery.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+from scheduler.core.model import PendingTask
+from scheduler.core.ordering import AgingPolicy
+
+
+class PendingIndex:
+    """Pending tasks in memory: one list per (queue, base priority), oldest first.
+
+    Within one such list, aging raises the older tasks at least as much as the newer ones, so
+    each list is also in effective-priority order; merging the lists by (effective priority,
+    submission order) gives the exact global order at any moment.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, PendingTask] = {}
+        self._lists: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
+        self._depth: dict[str, int] = defaultdict(int)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def get(self, task_id: str) -> PendingTask | None:
+        return self._tasks.get(task_id)
+
+    def add(self, task: PendingTask) -> None:
+        if task.task_id in self._tasks:
+            self.remove(task.task_id)
+        self._tasks[task.task_id] = task
+        bisect.insort(self._lists[(task.queue, task.priority)], (task.seq, task.task_id))
+        self._depth[task.queue] += 1
+
+    def remove(self, task_id: str) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return
+        entries = self._lists[(task.queue, task.priority)]
+        key = (task.seq, task.task_id)
+        pos = bisect.bisect_left(entries, key)
+        if pos < len(entries) and entries[pos] == key:
+            del entries[pos]
+        self._depth[task.queue] -= 1
+
+    def depth(self, queue: str) -> int:
+        return self._depth.get(queue, 0)
+
+    def ahead_of(self, task: PendingTask, aging: AgingPolicy, now: float) -> int:
+        """How many tasks of the same queue would be placed before this one."""
+        mine = (-aging.effective_priority(task.priority, now - task.submitted_at), task.seq)
+        count = 0
+        for (queue, _level), entries in self._lists.items():
+            if queue != task.queue:
+                continue
+            for seq, task_id in entries:
+                other = self._tasks[task_id]
+                key = (-aging.effective_priority(other.priority, now - other.submitted_at), seq)
+                if key < mine:
+                    count += 1
+                else:
+                    break
+        return count
+
+    def in_order(self, queues: Sequence[str], aging: AgingPolicy, now: float) -> Iterator[PendingTask]:
+        """Pending tasks of the given queues in one effective-priority order."""
+        wanted = set(queues)
+        tasks = self._tasks
+
+        def order(entry: tuple[int, str]) -> tuple[int, int]:
+            task = tasks[entry[1]]
+            return (-aging.effective_priority(task.priority, now - task.submitted_at), entry[0])
+
+        lists = [entries for (queue, _level), entries in self._lists.items() if queue in wanted and entries]
+        for _seq, task_id in heapq.merge(*lists, key=order):
+            yield tasks[task_id]

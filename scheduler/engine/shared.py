@@ -1,0 +1,99 @@
+"""What the engine's parts share: their dependencies and the in-memory view that follows Redis.
+
+Redis is the truth. Every part changes state through the store's atomic transitions first and
+then brings this memory (pending index, fleet ledgers, retry and dead-letter indexes) in line,
+so a restart can always rebuild it (engine/recovery.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.core.model import WorkerView
+from scheduler.core.placement import PlacementContext
+from scheduler.dispatch import Dispatcher
+from scheduler.engine.pending import PendingIndex
+from scheduler.fleet import Fleet, InFlight
+from scheduler.metrics import Metrics
+from scheduler.settings import Settings
+from scheduler.state.interface import State
+from scheduler.state.records import TaskRecord
+
+ERROR_RATE_WINDOW = 100
+"""Finished tasks per queue over which the error rate is computed."""
+
+
+@dataclass
+class Watchers:
+    """WatchTask subscribers by task id; each gets every new version of its task."""
+
+    by_task: dict[str, set[asyncio.Queue[TaskRecord]]] = field(default_factory=lambda: defaultdict(set))
+
+    def notify(self, task: TaskRecord) -> None:
+        for queue in self.by_task.get(task.task_id, ()):
+            queue.put_nowait(task)
+
+
+@dataclass
+class Shared:
+    """Dependencies and in-memory state of one engine; built once by `Engine`."""
+
+    settings: Settings
+    state: State
+    dispatcher: Dispatcher
+    metrics: Metrics
+    clock: Callable[[], float]
+    """Wall-clock seconds (stored times, retry schedules)."""
+    monotonic: Callable[[], float]
+    """Monotonic seconds (heartbeat and grace timers)."""
+    fleet: Fleet = field(default_factory=Fleet)
+    pending: PendingIndex = field(default_factory=PendingIndex)
+    paused: set[str] = field(default_factory=set)
+    watchers: Watchers = field(default_factory=Watchers)
+    retrying: dict[str, str] = field(default_factory=dict)
+    """Retrying task id -> queue."""
+    dead: dict[str, str] = field(default_factory=dict)
+    """Dead-lettered task id -> queue."""
+    outcomes: dict[str, deque[bool]] = field(
+        default_factory=lambda: defaultdict(lambda: deque(maxlen=ERROR_RATE_WINDOW))
+    )
+    """Per queue: recent finished tasks, True for a failure (error rate)."""
+    rate_limited: dict[str, str] = field(default_factory=dict)
+    """Task id -> reason, for tasks the last placement round held back for a rate limit."""
+    kick: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever placement may find new work to hand out."""
+
+    def placement_context(self, now: float) -> PlacementContext:
+        settings = self.settings
+        return PlacementContext(
+            policy=settings.placement,
+            prefetch=settings.dispatch_prefetch,
+            now=now,
+            queues={q.name: q for q in settings.queues},
+            chains=settings.fallback_chains,
+            rate_limits=settings.rate_limits,
+        )
+
+    def worker_views(self, now: float) -> list[WorkerView]:
+        return self.fleet.views(now, self.settings.placement.failure_window_seconds)
+
+    def back_to_pending(self, record: TaskRecord) -> None:
+        """Memory follows a task the store just moved back to pending."""
+        self.pending.add(record.pending_task())
+        self.watchers.notify(record)
+        self.kick.set()
+
+
+def in_flight_of(record: TaskRecord) -> InFlight:
+    """The fleet's ledger entry for a dispatched or running task."""
+    return InFlight(
+        task_id=record.task_id,
+        attempt=record.attempt,
+        queue=record.queue,
+        gpu_index=record.gpu_index,
+        gpu_memory_mb=record.gpu_memory_mb if record.gpu_index is not None else 0,
+        served_queue=record.served_queue,
+    )

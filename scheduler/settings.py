@@ -1,0 +1,127 @@
+"""The scheduler's typed settings: one frozen object per process, built once at start-up.
+
+Only the shape and the defaults live here; scheduler/config/ reads flags, environment and the
+YAML file into it (precedence flag > `SWITCHYARD_*` environment variable > file > default) and
+validates them. Every module may import this one; it imports nothing but core types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scheduler.core.classify import DEFAULT_CONTENT_CLASSES, ClassificationRules
+from scheduler.core.model import QueueSpec, TaskClass
+from scheduler.core.ordering import AgingPolicy
+from scheduler.core.placement import PlacementPolicy
+from scheduler.core.ratelimit import RateLimit
+from scheduler.core.retry import NO_RETRY, RetryPolicy
+from scheduler.core.routing import ClassificationRule, FallbackChain
+
+DEFAULT_QUEUES: tuple[QueueSpec, ...] = (
+    QueueSpec("gpu_priority", TaskClass.GPU_INTENSIVE, default_priority=8),
+    QueueSpec("gpu_fallback", TaskClass.MIXED, default_priority=6),
+    QueueSpec("cpu_standard", TaskClass.CPU, default_priority=5),
+)
+"""The queues of a scheduler started without a config file (or one without `queues`)."""
+
+DEFAULT_CLASS_QUEUES: Mapping[TaskClass, str] = {
+    TaskClass.GPU_INTENSIVE: "gpu_priority",
+    TaskClass.MIXED: "gpu_fallback",
+    TaskClass.CPU: "cpu_standard",
+    TaskClass.IO: "cpu_standard",
+}
+"""Queue of each task class unless `class_queues` says otherwise (all among DEFAULT_QUEUES)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the scheduler process is configured with."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis holding the scheduler's durable state (tasks, ledgers, lifecycle stream)."""
+    broker_url: str = ""
+    """Celery broker the tasks are published to; empty means the same as redis_url."""
+    listen: str = "127.0.0.1:50051"
+    """gRPC address (host:port) for the Scheduler and AgentGateway services."""
+    metrics_listen: str = "127.0.0.1:9108"
+    """HTTP address (host:port) for Prometheus /metrics; empty disables it."""
+    key_prefix: str = "sy"
+    """Prefix of every Redis key the scheduler owns."""
+    heartbeat_interval_seconds: float = 2.0
+    """How often agents send heartbeats (told to them in the welcome)."""
+    heartbeat_timeout_seconds: float = 10.0
+    """A worker whose heartbeats stop for this long is declared lost."""
+    lost_grace_seconds: float = 15.0
+    """A worker whose stream dropped and did not come back within this is declared lost."""
+    max_payload_bytes: int = 16 * 1024 * 1024
+    """Largest args_json + kwargs_json accepted; larger gets RESOURCE_EXHAUSTED."""
+    inline_payload_bytes: int = 256 * 1024
+    """Payloads up to this size travel inside the Celery message; larger ones by reference."""
+    dispatch_prefetch: int = 0
+    """Tasks a worker may be handed beyond its free slots (hides the hand-out round trip)."""
+    state_redis_url_for_workers: str = ""
+    """State Redis URL told to agents; empty means redis_url (set it when workers see Redis at another address)."""
+    log_level: str = "INFO"
+    """Python logging level."""
+    config_file: str = ""
+    """YAML file with queues and settings."""
+    queues: tuple[QueueSpec, ...] = DEFAULT_QUEUES
+    """Logical queues, in the order ListQueues shows them."""
+    class_queues: Mapping[TaskClass, str] = field(
+        default_factory=lambda: dict(DEFAULT_CLASS_QUEUES)
+    )
+    """Queue each task class goes to unless the submitter names one."""
+    content_classes: Mapping[str, TaskClass] = field(
+        default_factory=lambda: dict(DEFAULT_CONTENT_CLASSES)
+    )
+    """Content type -> task class."""
+    rules: tuple[ClassificationRule, ...] = ()
+    """Classification rules, first match wins; an explicit request field still wins over a rule."""
+    retry_policies: Mapping[str, RetryPolicy] = field(default_factory=lambda: {"none": NO_RETRY})
+    """Named retry policies ("none" always exists: no retry, end failed)."""
+    default_retry_policy: str = "none"
+    """Policy of tasks whose submission, rule and queue name none."""
+    fallback_chains: tuple[FallbackChain, ...] = ()
+    """Queues a waiting task may spill into (gpu=required work never leaves GPU workers)."""
+    aging: AgingPolicy = field(default_factory=AgingPolicy)
+    """Priority aging."""
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
+    """Filtering and scoring of workers."""
+    rate_limits: tuple[RateLimit, ...] = ()
+    """Hand-out rate limits per task-name glob."""
+    result_ttl_seconds: float = 7 * 86400.0
+    """Finished tasks (and their payloads) are purged this long after they end."""
+    dead_letter_max: int = 10_000
+    """Most dead letters kept; the oldest go first."""
+    dead_letter_ttl_seconds: float = 7 * 86400.0
+    """Dead letters are purged this long after they were dead-lettered."""
+    idempotency_ttl_seconds: float = 86400.0
+    """How long an idempotency key keeps returning its task."""
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker URL actually used: broker_url, or redis_url when that is empty."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def worker_state_redis_url(self) -> str:
+        """The state Redis URL agents are told to use (their view of redis_url)."""
+        return self.state_redis_url_for_workers or self.redis_url
+
+    def classification_rules(self) -> ClassificationRules:
+        """The part of the settings that classification reads, as the core's own type."""
+        return ClassificationRules(
+            queues=self.queues,
+            class_queues=self.class_queues,
+            content_classes=self.content_classes,
+            rules=self.rules,
+            default_retry_policy=self.default_retry_policy,
+        )
+
+    def queue(self, name: str) -> QueueSpec | None:
+        """The configured queue called `name`, or None when there is none."""
+        for spec in self.queues:
+            if spec.name == name:
+                return spec
+        return None

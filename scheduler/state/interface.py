@@ -1,0 +1,236 @@
+"""The engine's view of durable state: four narrow interfaces and the plain data they trade.
+
+`scheduler/state/store.py` implements them over Redis (every transition one Lua script);
+`tests/support/fakes.py` implements them in memory for the engine's unit tests. The engine
+depends on these Protocols only, never on Redis.
+
+    State
+    ├── tasks     TaskStore     task records and every state transition
+    ├── indexes   IndexStore    what recovery and statistics read: pending, ledgers, retries, dead letters
+    ├── controls  ControlStore  paused queues and worker registrations
+    └── events    EventLog      the lifecycle stream workers report into
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from scheduler.core.model import TaskState
+from scheduler.state.records import TaskRecord, WorkerRecord
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key is already bound to a different task name or payload."""
+
+    def __init__(self, index: int, existing_task_id: str) -> None:
+        super().__init__(index, existing_task_id)
+        self.index = index
+        """Position of the offending item in the submitted batch."""
+        self.existing_task_id = existing_task_id
+        """Task that owns the key ("" when the clash is inside the batch itself)."""
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What the store writes for one accepted submission."""
+
+    record: TaskRecord
+    """Metadata as classified (its seq, state and attempt are set by the store)."""
+    args_json: str
+    kwargs_json: str
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    task_id: str
+    deduplicated: bool
+    seq: int = 0
+    """Submission sequence of a new task (0 for a deduplicated one)."""
+
+
+@dataclass(frozen=True)
+class HandOutRequest:
+    """One placement decision to commit: this task to this worker."""
+
+    task_id: str
+    worker_id: str
+    gpu_index: int | None
+    served_queue: str
+    """Queue whose per-worker limit the attempt counts against ("" = its own)."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class DispatchOutcome:
+    """A committed hand-out; the payload is None when it travels by reference."""
+
+    task: TaskRecord
+    args_json: str | None
+    kwargs_json: str | None
+
+
+class EventKind(StrEnum):
+    """Lifecycle report types (the wire contract's event types)."""
+
+    STARTED = "started"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One report read from the lifecycle stream."""
+
+    stream_id: str
+    kind: str
+    task_id: str
+    attempt: int
+    worker_id: str
+    ts: float
+    fields: Mapping[str, str]
+    """Everything the report carried (result_json, error, traceback, error_type, progress...)."""
+
+
+class FailureAction(StrEnum):
+    FAIL = "fail"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    """What a failed report turns into, as the retry policy decided."""
+
+    action: FailureAction
+    next_attempt_at: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long finished tasks are kept."""
+
+    result_ttl_seconds: float
+    dead_letter_ttl_seconds: float
+
+
+class CancelStatus(StrEnum):
+    OK = "ok"
+    TERMINAL = "terminal"
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    status: CancelStatus
+    previous_state: TaskState | None
+    task: TaskRecord | None
+
+
+class TaskStore(Protocol):
+    """Task records and their transitions; each transition is atomic and fenced by state."""
+
+    async def submit(self, tasks: Sequence[NewTask], idempotency_ttl_seconds: int) -> list[SubmitOutcome]:
+        """Write all tasks atomically (or none: raises IdempotencyConflict)."""
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None: ...
+
+    async def load(self, task_ids: Iterable[str]) -> list[TaskRecord]:
+        """Records of many ids in one round trip (missing ones are skipped)."""
+        ...
+
+    async def payload(self, task_id: str) -> tuple[str, str]:
+        """(args_json, kwargs_json) as stored once at submission."""
+        ...
+
+    async def dispatch(
+        self, requests: Sequence[HandOutRequest], now: float, inline_limit: int
+    ) -> list[DispatchOutcome | None]:
+        """Commit hand-outs (pending -> dispatched, new attempt, fence); None where the task
+        was no longer pending. Payloads up to `inline_limit` bytes come back inline."""
+        ...
+
+    async def mark_published(self, task_ids: Iterable[str]) -> None: ...
+
+    async def apply(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention
+    ) -> list[TaskRecord | None]:
+        """Apply reports fenced by attempt; each result is the task after it, None when stale.
+        `outcomes[i]` says what a failed report turns into (None for other kinds)."""
+        ...
+
+    async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
+        """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
+        ...
+
+    async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome: ...
+
+    async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:
+        """A due retry or a replayed dead letter back to pending; None if not in `from_state`."""
+        ...
+
+
+class IndexStore(Protocol):
+    """Indexes over tasks: what recovery, retries, dead letters and statistics read."""
+
+    async def pending_ids(self) -> list[str]: ...
+
+    async def in_flight_ledgers(self) -> dict[str, set[str]]:
+        """Worker id -> ids of the tasks dispatched to or running on it."""
+        ...
+
+    async def due_retries(self, now: float, limit: int = 500) -> list[str]: ...
+
+    async def dead_letters(self) -> list[tuple[str, float]]:
+        """(task id, dead-lettered at), newest first."""
+        ...
+
+    async def purge_dead_letters(self, task_ids: Sequence[str]) -> int: ...
+
+    async def counts(self) -> dict[str, int]:
+        """Tasks per state."""
+        ...
+
+    async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Per queue: completed, failed, cancelled, retried, wait/run sums and counts."""
+        ...
+
+
+class ControlStore(Protocol):
+    """Operator controls and worker registrations that must survive a restart."""
+
+    async def paused_queues(self) -> set[str]: ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None: ...
+
+    async def remember_worker(self, worker: WorkerRecord) -> None: ...
+
+    async def known_workers(self) -> dict[str, WorkerRecord]: ...
+
+
+class EventLog(Protocol):
+    """The durable lifecycle stream (read by one consumer group)."""
+
+    async def ensure_group(self) -> None: ...
+
+    async def read(self, *, backlog: bool, count: int = 500, block_ms: int = 500) -> list[LifecycleEvent]:
+        """Next reports; backlog=True re-reads those delivered but never acknowledged."""
+        ...
+
+    async def ack(self, stream_ids: Sequence[str]) -> None: ...
+
+
+class State(Protocol):
+    """All durable state the engine uses."""
+
+    tasks: TaskStore
+    indexes: IndexStore
+    controls: ControlStore
+    events: EventLog
+
+    async def close(self) -> None: ...

@@ -1,0 +1,201 @@
+"""Typed records of what the store keeps, with their one encoding: the only place in Python
+where stored field names appear (the Lua scripts in scripts/ are the other side of the same
+layout; each names the fields it touches in its header).
+
+A task hash holds text only; `decode` turns it into a `TaskRecord` once, at the store's edge,
+and `encode` is its inverse (a round trip keeps every field; tests/unit prove it). Times are
+Unix seconds; an unset time is 0.0 (stored as "").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from scheduler.core.model import GpuNeed, PendingTask, TaskClass, TaskState, WorkerType
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task as stored in `P:task:<id>` (metadata and state; the payload lives apart)."""
+
+    task_id: str
+    name: str
+    queue: str
+    state: TaskState = TaskState.PENDING
+    priority: int = 0
+    """Base priority 1-10 given at submission (aging is computed, never stored)."""
+    seq: int = 0
+    """Global submission order; ties within a priority go first-in first-out."""
+    task_class: TaskClass = TaskClass.CPU
+    gpu: GpuNeed = GpuNeed.UNSPECIFIED
+    gpu_memory_mb: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    """Required worker labels."""
+    preferred_labels: Mapping[str, str] = field(default_factory=dict)
+    """Soft affinity labels."""
+    content_type: str = ""
+    user_initiated: bool = False
+    submitted_at: float = 0.0
+    reason: str = ""
+    """Why the task is where it is now (classification, placement, retry...)."""
+    class_reason: str = ""
+    """Why it was classified as it was (kept when `reason` moves on)."""
+    worker_id: str = ""
+    """Worker of the current attempt ("" while pending or retrying)."""
+    payload_bytes: int = 0
+    payload_digest: str = ""
+    idempotency_key: str = ""
+    retry_policy: str = ""
+    failures: int = 0
+    """Failed attempts so far (worker losses do not count)."""
+    soft_time_limit: float = 0.0
+    hard_time_limit: float = 0.0
+    attempt: int = 0
+    """Hand-outs so far; the fence admits only the current one."""
+    dispatched_at: float = 0.0
+    published: bool = False
+    """The current hand-out's Celery message was confirmed published."""
+    gpu_index: int | None = None
+    """Device the current attempt's GPU memory is reserved on."""
+    served_queue: str = ""
+    """Queue whose per-worker limit the current attempt counts against ("" = its own)."""
+    started_at: float = 0.0
+    progress: float = 0.0
+    progress_message: str = ""
+    finished_at: float = 0.0
+    result_json: str = ""
+    error: str = ""
+    traceback: str = ""
+    error_type: str = ""
+    next_attempt_at: float = 0.0
+
+    def pending_task(self) -> PendingTask:
+        """The core's view of this task while it waits for a worker."""
+        return PendingTask(
+            task_id=self.task_id,
+            queue=self.queue,
+            priority=self.priority,
+            seq=self.seq,
+            task_class=self.task_class,
+            gpu=self.gpu,
+            gpu_memory_mb=self.gpu_memory_mb,
+            labels=tuple(sorted(self.labels.items())),
+            submitted_at=self.submitted_at,
+            class_reason=self.class_reason,
+            preferred_labels=tuple(sorted(self.preferred_labels.items())),
+            task_name=self.name,
+        )
+
+
+def _time(raw: str | None) -> float:
+    return float(raw) if raw else 0.0
+
+
+def _time_text(value: float) -> str:
+    return repr(value) if value else ""
+
+
+def _labels(raw: str | None) -> dict[str, str]:
+    return {str(k): str(v) for k, v in json.loads(raw or "{}").items()}
+
+
+# Stored field name -> (record attribute, decode, encode). Every name the scheduler reads or
+# writes in a task hash is here and nowhere else in Python.
+_CODEC: dict[str, tuple[str, Any, Any]] = {
+    "id": ("task_id", str, str),
+    "name": ("name", str, str),
+    "queue": ("queue", str, str),
+    "state": ("state", lambda raw: TaskState(raw or TaskState.PENDING), lambda v: v.value),
+    "priority": ("priority", lambda raw: int(raw or 0), str),
+    "seq": ("seq", lambda raw: int(raw or 0), str),
+    "class": ("task_class", lambda raw: TaskClass(raw or TaskClass.CPU), lambda v: v.value),
+    "gpu": ("gpu", lambda raw: GpuNeed(raw or GpuNeed.UNSPECIFIED), lambda v: v.value),
+    "gpu_mem": ("gpu_memory_mb", lambda raw: int(raw or 0), str),
+    "labels": ("labels", _labels, lambda v: json.dumps(dict(v), sort_keys=True)),
+    "preferred_labels": ("preferred_labels", _labels, lambda v: json.dumps(dict(v), sort_keys=True)),
+    "content_type": ("content_type", str, str),
+    "user_initiated": ("user_initiated", lambda raw: raw == "1", lambda v: "1" if v else "0"),
+    "submitted_at": ("submitted_at", _time, _time_text),
+    "reason": ("reason", str, str),
+    "class_reason": ("class_reason", str, str),
+    "worker": ("worker_id", str, str),
+    "payload_bytes": ("payload_bytes", lambda raw: int(raw or 0), str),
+    "payload_digest": ("payload_digest", str, str),
+    "idem": ("idempotency_key", str, str),
+    "retry_policy": ("retry_policy", str, str),
+    "failures": ("failures", lambda raw: int(raw or 0), str),
+    "soft_limit": ("soft_time_limit", _time, _time_text),
+    "hard_limit": ("hard_time_limit", _time, _time_text),
+    "attempt": ("attempt", lambda raw: int(raw or 0), str),
+    "dispatched_at": ("dispatched_at", _time, _time_text),
+    "published": ("published", lambda raw: raw == "1", lambda v: "1" if v else "0"),
+    "gpu_index": ("gpu_index", lambda raw: int(raw) if raw else None,
+                  lambda v: "" if v is None else str(v)),
+    "served_queue": ("served_queue", str, str),
+    "started_at": ("started_at", _time, _time_text),
+    "progress": ("progress", lambda raw: float(raw or 0), repr),
+    "progress_msg": ("progress_message", str, str),
+    "finished_at": ("finished_at", _time, _time_text),
+    "result_json": ("result_json", str, str),
+    "error": ("error", str, str),
+    "traceback": ("traceback", str, str),
+    "error_type": ("error_type", str, str),
+    "next_attempt_at": ("next_attempt_at", _time, _time_text),
+}
+assert {attr for attr, _d, _e in _CODEC.values()} == {f.name for f in fields(TaskRecord)}
+
+SUBMIT_FIELDS = tuple(name for name in _CODEC if name not in {
+    "seq", "state", "attempt", "dispatched_at", "published", "gpu_index", "served_queue",
+    "started_at", "progress", "progress_msg", "finished_at", "result_json", "error", "traceback",
+    "error_type", "next_attempt_at",
+})
+"""Fields written at submission; the submit script adds seq, state and attempt itself."""
+
+
+def decode_task(raw: Mapping[str, str]) -> TaskRecord:
+    """A stored task hash as a typed record (fields the hash lacks take their defaults)."""
+    values: dict[str, Any] = {}
+    for name, (attr, decode, _encode) in _CODEC.items():
+        text = raw.get(name)
+        if text is not None:
+            values[attr] = decode(text)
+    return TaskRecord(**values)
+
+
+def encode_task(record: TaskRecord, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The record as hash fields: all of them, or only `names`."""
+    return {
+        name: encode(getattr(record, attr))
+        for name, (attr, _decode, encode) in _CODEC.items()
+        if names is None or name in names
+    }
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A worker's last registration, kept in `P:workers` so a restart knows its ledgers' owners."""
+
+    worker_id: str
+    worker_type: WorkerType
+    slots: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def encode_worker(record: WorkerRecord) -> str:
+    """The registration as the JSON value stored under its worker id."""
+    return json.dumps({"worker_type": record.worker_type.value, "slots": record.slots,
+                       "labels": dict(record.labels)}, sort_keys=True)
+
+
+def decode_worker(worker_id: str, raw: str) -> WorkerRecord:
+    """A stored registration (unknown or missing parts take safe defaults)."""
+    data = json.loads(raw or "{}")
+    return WorkerRecord(
+        worker_id=worker_id,
+        worker_type=WorkerType(data.get("worker_type") or WorkerType.CPU),
+        slots=int(data.get("slots") or 1),
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+    )

@@ -1,0 +1,76 @@
+"""The worker side's reading of a Celery request, its running-attempt records, and progress meta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from switchyard.wire import HEADER_ATTEMPT, HEADER_PAYLOAD_REF, HEADER_TASK_ID, HEADER_WORKER_ID
+
+from worker_agent import environment
+from worker_agent.attempts import (
+    Attempt,
+    active_attempts,
+    attempt_from_request,
+    current_attempt,
+    pid_file_path,
+    running,
+)
+from worker_agent.progress import progress_fraction
+
+
+@pytest.fixture(autouse=True)
+def no_agent_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(environment.WORKER_ID, raising=False)
+    monkeypatch.delenv(environment.RUN_DIR, raising=False)
+
+
+def test_attempt_read_from_request_headers() -> None:
+    request = SimpleNamespace(headers={HEADER_TASK_ID: "t1", HEADER_ATTEMPT: "3",
+                                       HEADER_WORKER_ID: "w1", HEADER_PAYLOAD_REF: "1"})
+    assert attempt_from_request(request) == Attempt("t1", 3, "w1", payload_by_reference=True)
+
+
+def test_attempt_read_from_request_attributes_and_agent_worker_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(environment.WORKER_ID, "agent-w")
+    request = SimpleNamespace(headers=None, **{HEADER_TASK_ID: "t2", HEADER_ATTEMPT: 1,
+                                               HEADER_WORKER_ID: "w-in-message", HEADER_PAYLOAD_REF: 0})
+    assert attempt_from_request(request) == Attempt("t2", 1, "agent-w", payload_by_reference=False)
+
+
+def test_plain_celery_request_is_no_attempt() -> None:
+    assert attempt_from_request(SimpleNamespace(headers={"other": "x"})) is None
+
+
+def test_running_attempt_recorded_in_thread_and_pid_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(environment.RUN_DIR, str(tmp_path))
+    attempt = Attempt("t3", 2, "w", payload_by_reference=False)
+    with running(attempt):
+        assert current_attempt() == attempt
+        assert pid_file_path(tmp_path, "t3", 2).exists()
+        assert active_attempts(tmp_path) == 1
+    assert current_attempt() is None
+    assert active_attempts(tmp_path) == 0
+
+
+def test_running_outside_an_agent_writes_no_pid_file(tmp_path: Path) -> None:
+    with running(Attempt("t4", 1, "w", payload_by_reference=False)):
+        assert current_attempt() is not None
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("meta", "fraction"),
+    [
+        ({"progress": 0.4}, 0.4),
+        ({"current": 3, "total": 4}, 0.75),
+        ({"progress": 7}, 1.0),
+        ({"progress": -1}, 0.0),
+        ({"current": 1, "total": 0}, None),
+        ({"progress": "lots"}, None),
+        ({"message": "no number"}, None),
+    ],
+)
+def test_progress_fraction_from_update_state_meta(meta: dict[str, object], fraction: float | None) -> None:
+    assert progress_fraction(meta) == fraction

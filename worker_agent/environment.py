@@ -1,0 +1,31 @@
+"""The environment the agent gives its Celery worker (docs/wire-contract.md): each name once.
+
+The agent sets these variables when it starts the worker; the Celery-side modules read them.
+A Celery worker started without an agent has none of them, and each reader then behaves as
+plain Celery would (no pid files, no runtime labels), except that a Switchyard message fails
+loudly because it cannot be fenced without the state Redis.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WORKER_ID = "SWITCHYARD_WORKER_ID"
+"""The worker id; also the default of the agent's own --worker-id."""
+STATE_REDIS_URL = "SWITCHYARD_STATE_REDIS_URL"
+"""Redis holding fences, stored payloads and the lifecycle stream (from the scheduler's welcome)."""
+KEY_PREFIX = "SWITCHYARD_KEY_PREFIX"
+"""Prefix of every Switchyard key in that Redis (from the scheduler's welcome)."""
+RUN_DIR = "SWITCHYARD_RUN_DIR"
+"""The agent's private directory: pid files of running attempts and runtime labels."""
+AGENT_PID = "SWITCHYARD_AGENT_PID"
+"""The agent's pid, so the worker can stop when its agent dies."""
+VISIBILITY_TIMEOUT = "SWITCHYARD_VISIBILITY_TIMEOUT"
+"""kombu visibility timeout in seconds; inherited from the agent's own environment."""
+
+
+def run_dir() -> Path | None:
+    """The agent's run directory, or None in a process the agent did not start."""
+    value = os.environ.get(RUN_DIR, "")
+    return Path(value) if value else None
