@@ -20,6 +20,7 @@ from scheduler.dispatch import CeleryDispatcher
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
+from scheduler.state.connection import RoundTrips
 from scheduler.state.store import RedisState
 
 log = logging.getLogger("switchyard.scheduler.main")
@@ -94,6 +95,7 @@ async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler
 
 async def serve(settings: Settings) -> None:
     metrics = Metrics()
+    metrics.count_round_trips(lambda: RoundTrips.count)
     if settings.metrics_listen:
         host, port = split_host_port(settings.metrics_listen)
         metrics.serve(host, port)

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _CallbackCounter(Collector):
+    """A counter whose value is kept elsewhere and read when scraped."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._name, self._documentation, self._read = name, documentation, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())
 
 
 class Metrics:
@@ -65,6 +79,12 @@ class Metrics:
             "switchyard_stale_reports", "Worker reports dropped because their attempt was not current.",
             registry=self.registry,
         )
+
+    def count_round_trips(self, read: Callable[[], int]) -> None:
+        """Expose a process-wide count of state-store round trips, read at scrape time."""
+        self.registry.register(_CallbackCounter(
+            "switchyard_state_round_trips", "Requests (commands, pipelines, scripts) sent to the state store.", read,
+        ))
 
     def serve(self, host: str, port: int) -> None:
         """Expose /metrics over HTTP on a daemon thread."""

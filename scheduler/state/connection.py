@@ -65,6 +65,25 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+class RoundTrips:
+    """Requests written to Redis by this process: one per command, pipeline or script call, so
+    the count is the number of network round trips (the hot path's main cost)."""
+
+    count = 0
+
+
+def _counting(connection_class: type[Any]) -> type[Any]:
+    """`connection_class` that counts each request it writes in `RoundTrips.count`."""
+
+    class CountingConnection(connection_class):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            RoundTrips.count += 1
+            await super().send_packed_command(command, check_health)
+
+    CountingConnection.__name__ = f"Counting{connection_class.__name__}"
+    return CountingConnection
+
+
 class Connection:
     """What the four parts share: the client, the key layout, the scripts, and how to word
     an outage."""
@@ -74,6 +93,8 @@ class Connection:
             redis_url, decode_responses=True, health_check_interval=10,
             socket_keepalive=True, retry_on_timeout=True,
         )
+        pool = self.redis.connection_pool
+        pool.connection_class = _counting(pool.connection_class)
         self.keys = Keys(prefix)
         self.scripts = Scripts.register(self.redis)
         parts = urlsplit(redis_url)
