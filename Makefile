@@ -5,7 +5,8 @@
 #   make test-unit  the unit tier only (no Redis, no network; seconds)
 #   make lint    ruff + mypy --strict
 #   make proto   regenerate the Python stubs from protos/
-#   make bench   dispatch benchmark
+#   make bench   dispatch benchmark (options: make bench BENCH_ARGS="--before FILE --json OUT")
+#   make bench-fleet  fleet simulator: one scheduler, hundreds of simulated agents (capacity, scale)
 
 SHELL := /bin/bash
 VENV := .venv
@@ -16,7 +17,7 @@ STUBS_DIR := clients/python/switchyard/v1
 LINT_PATHS := scheduler worker_agent clients/python/switchyard
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps-check demo test test-unit proto proto-check proto-lint lint bench
+.PHONY: help venv deps-check demo test test-unit proto proto-check proto-lint lint bench bench-fleet
 
 help:
 	@echo "make demo         run the local demo (starts redis, scheduler, two agents; prints a verdict)"
@@ -27,6 +28,7 @@ help:
 	@echo "make proto-check  fail when the committed stubs differ from a fresh generation"
 	@echo "make proto-lint   buf lint (STANDARD) on protos/ (installs buf from npm into .tools/)"
 	@echo "make bench        dispatch benchmark"
+	@echo "make bench-fleet  fleet simulator: scheduler capacity, 1,000-agent connect storm, 1M-task backlog"
 	@echo "make venv         create $(VENV) and install the project with its dev extras"
 	@echo "make deps-check   make sure redis-server is installed"
 
@@ -84,7 +86,10 @@ lint: venv
 	$(VENV)/bin/mypy $(LINT_PATHS)
 
 bench: venv
-	$(PY) bench/bench_dispatch.py
+	$(PY) bench/bench_dispatch.py $(BENCH_ARGS)
+
+bench-fleet: venv deps-check
+	$(PY) bench/bench_fleet.py
 
 # buf lint keeps the contract tidy for other languages. buf ships inside the npm package
 # @bufbuild/buf; it is installed once into .tools/. Without npm the check is skipped, loudly.

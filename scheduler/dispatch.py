@@ -1,25 +1,25 @@
-"""The only module that publishes to Celery: hands an attempt to a worker's own queue.
+"""Celery messages for hand-outs: the only module that knows Celery's message protocol.
 
-Publishing is synchronous kombu I/O, so it runs on one dedicated thread behind async methods;
-the engine awaits them. Messages are ordinary Celery protocol-2 task messages (JSON, never
-pickle) carrying the Switchyard headers of docs/wire-contract.md, on the worker's own
-queue/exchange/routing key (`switchyard.wire.worker_queue`).
+The hand-out script (state/scripts/dispatch.lua) commits "task T goes to worker W as attempt N"
+and pushes the message onto W's own queue in one atomic step, so a crash can never leave a
+committed hand-out unpublished or a published one uncommitted, and no separate publish round trip
+is made. This module builds that message with Celery's own protocol-2 construction
+(`app.amqp.as_task_v2`) in kombu's Redis-transport envelope, exactly as `send_task` would, with two
+differences the consumer handles natively: the body travels as UTF-8 JSON (kombu's
+`body_encoding="utf-8"`) rather than base64, and the parts that only the script knows (the stored
+args and kwargs, and their repr) are spliced in there. The envelope therefore goes to the script as
+four pieces, between which it inserts the body, argsrepr and kwargsrepr, each JSON-encoded (cjson).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue  # type: ignore[attr-defined]
 from switchyard.wire import (
-    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     HEADER_ATTEMPT,
     HEADER_PAYLOAD_REF,
     HEADER_TASK_ID,
@@ -27,111 +27,86 @@ from switchyard.wire import (
     worker_queue,
 )
 
-log = logging.getLogger("switchyard.scheduler.dispatch")
+BODY_EMBED = json.dumps({"callbacks": None, "errbacks": None, "chain": None, "chord": None})
+"""Third element of a protocol-2 body: no canvas, as for a plain `send_task`."""
+
+_BODY, _ARGSREPR, _KWARGSREPR = "\x00sy-body\x00", "\x00sy-argsrepr\x00", "\x00sy-kwargsrepr\x00"
+_MARKERS = tuple(json.dumps(marker) for marker in (_BODY, _ARGSREPR, _KWARGSREPR))
+"""The placeholders as they appear in the dumped envelope, in the order they appear there."""
 
 
 @dataclass(frozen=True)
 class HandOut:
-    """One attempt to publish."""
+    """One attempt to hand to a worker."""
 
     task_id: str
     attempt: int
     worker_id: str
     task_name: str
-    args_json: str | None
-    """None when the payload travels by reference (stored once in Redis)."""
-    kwargs_json: str | None
+    by_reference: bool
+    """True when args/kwargs stay in Redis and the worker loads them when it claims the attempt."""
     soft_time_limit: float | None = None
     """Seconds before Celery raises SoftTimeLimitExceeded in the task."""
     hard_time_limit: float | None = None
     """Seconds before Celery kills the task's process."""
 
-
-class Dispatcher(Protocol):
-    """What the engine needs of a dispatcher (tests/support/fakes.py has an in-memory one)."""
-
-    async def publish(self, hand_outs: Sequence[HandOut]) -> list[str]:
-        """Publish each hand-out; returns the ids of the tasks that were published."""
-        ...
-
-    async def purge_worker_queue(self, worker_id: str) -> int:
-        """Drop what waits in a lost worker's queue; returns how many messages."""
-        ...
+    @property
+    def celery_task_id(self) -> str:
+        """Celery's id of this hand-out: unique per attempt."""
+        return f"{self.task_id}-{self.attempt}"
 
 
-class CeleryDispatcher:
-    """Publishes hand-outs to Celery and purges the queues of lost workers."""
+@dataclass(frozen=True)
+class Envelope:
+    """A hand-out's Celery message in four pieces, with the queue it goes to: the script writes
+    head, body, piece 2, argsrepr, piece 3, kwargsrepr, tail (each value JSON-encoded)."""
 
-    def __init__(self, broker_url: str, visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS) -> None:
-        self.app = Celery("switchyard-scheduler", broker=broker_url, set_as_current=False)
-        self.app.conf.update(
-            task_serializer="json",
-            accept_content=["json"],
-            broker_connection_retry_on_startup=True,
-            broker_transport_options={"visibility_timeout": visibility_timeout},
+    queue: str
+    pieces: tuple[str, str, str, str]
+
+
+class CeleryMessages:
+    """Builds hand-out messages as Celery's `send_task` would (JSON, protocol 2, never pickle)."""
+
+    def __init__(self) -> None:
+        # No broker connection is ever opened: the app only lends its message construction.
+        self.app = Celery("switchyard-scheduler", set_as_current=False)
+        self.app.conf.update(task_serializer="json", accept_content=["json"])
+        self._reply_to = str(uuid.uuid4())
+
+    def envelope(self, hand_out: HandOut) -> Envelope:
+        """The message for `hand_out`, split where the script inserts body, argsrepr and kwargsrepr."""
+        celery_id = hand_out.celery_task_id
+        queue = worker_queue(hand_out.worker_id)
+        message = self.app.amqp.as_task_v2(
+            celery_id, hand_out.task_name, args=(), kwargs={},
+            soft_time_limit=hand_out.soft_time_limit, time_limit=hand_out.hard_time_limit,
+            argsrepr=_ARGSREPR, kwargsrepr=_KWARGSREPR,
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sy-dispatch")
-        self._queues: dict[str, Queue] = {}
-
-    def _queue(self, worker_id: str) -> Queue:
-        name = worker_queue(worker_id)
-        queue = self._queues.get(name)
-        if queue is None:
-            queue = Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
-            self._queues[name] = queue
-        return queue
-
-    async def publish(self, hand_outs: Sequence[HandOut]) -> list[str]:
-        """Publish each hand-out; returns the task ids that were published."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._publish, list(hand_outs))
-
-    def _publish(self, hand_outs: list[HandOut]) -> list[str]:
-        published: list[str] = []
-        with self.app.producer_or_acquire() as producer:
-            for item in hand_outs:
-                queue = self._queue(item.worker_id)
-                by_reference = item.args_json is None
-                args: Any = [] if by_reference else json.loads(item.args_json or "[]")
-                kwargs: Any = {} if by_reference else json.loads(item.kwargs_json or "{}")
-                try:
-                    self.app.send_task(
-                        item.task_name,
-                        args=args,
-                        kwargs=kwargs,
-                        task_id=f"{item.task_id}-{item.attempt}",
-                        queue=queue,
-                        declare=[queue],
-                        serializer="json",
-                        producer=producer,
-                        soft_time_limit=item.soft_time_limit,
-                        time_limit=item.hard_time_limit,
-                        headers={
-                            HEADER_TASK_ID: item.task_id,
-                            HEADER_ATTEMPT: item.attempt,
-                            HEADER_WORKER_ID: item.worker_id,
-                            HEADER_PAYLOAD_REF: "1" if by_reference else "0",
-                        },
-                    )
-                except Exception:  # the record stays committed; restart re-publishes it
-                    log.exception("publishing %s attempt %s to %s failed",
-                                  item.task_id, item.attempt, item.worker_id)
-                    continue
-                published.append(item.task_id)
-        return published
-
-    async def purge_worker_queue(self, worker_id: str) -> int:
-        """Drop messages still waiting in a lost worker's queue (their attempts are fenced anyway)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._purge, worker_id)
-
-    def _purge(self, worker_id: str) -> int:
-        try:
-            with self.app.connection_for_write() as conn:
-                return int(self._queue(worker_id).bind(conn.default_channel).purge() or 0)  # type: ignore[no-untyped-call]
-        except Exception:
-            log.warning("could not purge the queue of lost worker %s", worker_id, exc_info=True)
-            return 0
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        self.app.close()
+        headers: dict[str, Any] = dict(message.headers)
+        headers.update({
+            HEADER_TASK_ID: hand_out.task_id,
+            HEADER_ATTEMPT: hand_out.attempt,
+            HEADER_WORKER_ID: hand_out.worker_id,
+            HEADER_PAYLOAD_REF: "1" if hand_out.by_reference else "0",
+        })
+        envelope = {
+            "body": _BODY,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                "correlation_id": celery_id,
+                "reply_to": self._reply_to,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "utf-8",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        text = json.dumps(envelope)
+        head, rest = text.split(_MARKERS[0], 1)
+        after_body, rest = rest.split(_MARKERS[1], 1)
+        after_argsrepr, tail = rest.split(_MARKERS[2], 1)
+        return Envelope(queue, (head, after_body, after_argsrepr, tail))

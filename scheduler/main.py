@@ -16,7 +16,7 @@ from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb
 
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
 from scheduler.config import ConfigError, load_settings
-from scheduler.dispatch import CeleryDispatcher
+from scheduler.dispatch import CeleryMessages
 from scheduler.engine import Engine
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
@@ -59,7 +59,6 @@ class Scheduler:
 
     engine: Engine
     state: RedisState
-    dispatcher: CeleryDispatcher
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer  # type: ignore[name-defined]
@@ -69,14 +68,12 @@ class Scheduler:
         await self.server.stop(grace)
         await self.engine.stop()
         await self.state.close()
-        self.dispatcher.close()
 
 
 async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler:
     """Build everything and start serving; the returned port is the bound one (listen on :0 works)."""
     state = RedisState(settings.redis_url, settings.key_prefix)
-    dispatcher = CeleryDispatcher(settings.effective_broker_url)
-    engine = Engine(settings, state, dispatcher, metrics)
+    engine = Engine(settings, state, CeleryMessages(), metrics)
     await engine.start()
     server = grpc.aio.server(options=server_options(settings))
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(engine), server)  # type: ignore[no-untyped-call]
@@ -90,7 +87,7 @@ async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Scheduler(engine, state, dispatcher, server, port, health_servicer)
+    return Scheduler(engine, state, server, port, health_servicer)
 
 
 async def serve(settings: Settings) -> None:

@@ -34,10 +34,6 @@ class Metrics:
         self.queue_paused = Gauge(
             "switchyard_queue_paused", "1 while a logical queue is paused.", ["queue"], registry=self.registry
         )
-        self.tasks = Gauge(
-            "switchyard_tasks", "Tasks by state (terminal states count since the state store began).",
-            ["state"], registry=self.registry,
-        )
         self.submit_to_dispatch = Histogram(
             "switchyard_submit_to_dispatch_seconds", "Seconds from submission to hand-out to a worker.",
             ["queue"], registry=self.registry,
@@ -64,6 +60,10 @@ class Metrics:
         )
         self.submitted = Counter(
             "switchyard_tasks_submitted", "Tasks accepted.", ["queue"], registry=self.registry
+        )
+        self.finished = Counter(
+            "switchyard_tasks_finished", "Tasks that reached a terminal state, by outcome "
+            "(succeeded, failed, cancelled, dead_lettered).", ["queue", "outcome"], registry=self.registry,
         )
         self.workers_lost = Counter(
             "switchyard_workers_lost", "Workers declared lost.", registry=self.registry

@@ -39,9 +39,8 @@ class Settings:
     """Everything the scheduler process is configured with."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis holding the scheduler's durable state (tasks, ledgers, lifecycle stream)."""
-    broker_url: str = ""
-    """Celery broker the tasks are published to; empty means the same as redis_url."""
+    """Redis holding the scheduler's durable state (tasks, ledgers, lifecycle stream). It is also
+    the Celery broker: a hand-out's commit and its Celery message are written by one script."""
     listen: str = "127.0.0.1:50051"
     """gRPC address (host:port) for the Scheduler and AgentGateway services."""
     metrics_listen: str = "127.0.0.1:9108"
@@ -98,11 +97,6 @@ class Settings:
     """Dead letters are purged this long after they were dead-lettered."""
     idempotency_ttl_seconds: float = 86400.0
     """How long an idempotency key keeps returning its task."""
-
-    @property
-    def effective_broker_url(self) -> str:
-        """The Celery broker URL actually used: broker_url, or redis_url when that is empty."""
-        return self.broker_url or self.redis_url
 
     @property
     def worker_state_redis_url(self) -> str:

@@ -65,7 +65,7 @@ def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
         log.error("state Redis unreachable; requeueing task %s attempt %d: %s",
                   attempt.task_id, attempt.attempt, exc)
         raise Reject(f"state Redis unreachable: {exc}", requeue=True) from exc
-    if not claimed:
+    if claimed is None:
         log.info(
             "stale attempt %s of task %s (fence moved on or already started); acking without running",
             attempt.attempt, attempt.task_id,
@@ -73,9 +73,9 @@ def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
         raise Ignore()
     with running(attempt):
         try:
-            if attempt.payload_by_reference:
-                stored_args, stored_kwargs = store.load_payload(attempt.task_id)
-                args, kwargs = tuple(stored_args), stored_kwargs
+            stored = claimed.arguments()
+            if stored is not None:
+                args, kwargs = tuple(stored[0]), stored[1]
             result = original_run(*args, **kwargs)
         except Exception as exc:
             store.emit_failed(attempt, exc, traceback.format_exc())

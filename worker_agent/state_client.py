@@ -1,4 +1,5 @@
-"""The Celery worker's client of the state Redis: the fenced claim, stored payloads, lifecycle events.
+"""The Celery worker's client of the state Redis: the fenced claim (which also records the start and
+returns a payload stored by reference) and lifecycle reports.
 
 Everything the worker side writes or reads in the state Redis goes through `StateStore`; the
 key layout, event types and the claim script are the shared ones of `switchyard.wire`. One
@@ -13,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -22,7 +24,9 @@ from switchyard.wire import (
     DEFAULT_KEY_PREFIX,
     EVENT_FAILED,
     EVENT_SUCCEEDED,
+    FENCE_FIELD,
     HEADER_PAYLOAD_REF,
+    PAYLOAD_FIELDS,
     Keys,
     claim_script,
     fence_started,
@@ -43,6 +47,32 @@ class PayloadMissingError(RuntimeError):
 
 class SwitchyardEnvironmentError(RuntimeError):
     """A Switchyard message reached a worker that the agent did not start (no state Redis URL)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed attempt, with the payload stored by reference when the message carried none."""
+
+    task_key: str
+    stored: tuple[str | None, str | None] | None = None
+    """(args_json, kwargs_json) as stored, for a payload that travels by reference."""
+
+    def arguments(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """The stored args and kwargs (None when they came in the message)."""
+        if self.stored is None:
+            return None
+        args_json, kwargs_json = self.stored
+        if args_json is None and kwargs_json is None:
+            raise PayloadMissingError(f"the payload in {self.task_key} is missing ({HEADER_PAYLOAD_REF}=1)")
+        args = json.loads(args_json) if args_json else []
+        kwargs = json.loads(kwargs_json) if kwargs_json else {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            raise PayloadMissingError(f"the payload in {self.task_key} must be a JSON list and a JSON object")
+        return args, kwargs
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 class StateStore:
@@ -69,24 +99,30 @@ class StateStore:
         self.keys = Keys(key_prefix)
         self._claim = self._claim_client.register_script(claim_script())
 
-    def claim(self, attempt: Attempt) -> bool:
-        """Atomically move the fence to `<attempt>:started` and emit `started`; False if stale.
+    def claim(self, attempt: Attempt) -> Claimed | None:
+        """Atomically move the fence to `<attempt>:started`, recording the start; None if stale.
 
         If the connection broke while the script ran, it may have claimed without our seeing
         the answer; the retry then finds `<attempt>:started`, which is ours in that case.
         """
-        fence_key = self.keys.fence(attempt.task_id)
-        keys = [fence_key, self.keys.events]
+        task_key = self.keys.task(attempt.task_id)
+        by_reference = attempt.payload_by_reference
         interrupted = False
         for delay in [*(min(1.0, 0.05 * 2**n) for n in range(REDIS_RETRIES)), None]:
             try:
-                args = [str(attempt.attempt), attempt.worker_id, attempt.task_id, _now()]
-                if int(self._claim(keys=keys, args=args)) == 1:
-                    return True
+                args = [str(attempt.attempt), attempt.worker_id, attempt.task_id, _now(), "1" if by_reference else "0"]
+                reply = self._claim(keys=[task_key, self.keys.notify], args=args)
+                if reply != 0:
+                    return Claimed(task_key, (_text(reply[1][0]), _text(reply[1][1]))) if by_reference else Claimed(task_key)
                 if not interrupted:
-                    return False
+                    return None
                 # Our interrupted call may be the one that claimed it.
-                return self._claim_client.get(fence_key) == fence_started(attempt.attempt)
+                if self._claim_client.hget(task_key, FENCE_FIELD) != fence_started(attempt.attempt):
+                    return None
+                if not by_reference:
+                    return Claimed(task_key)
+                args_json, kwargs_json = self.client.hmget(task_key, list(PAYLOAD_FIELDS))
+                return Claimed(task_key, (_text(args_json), _text(kwargs_json)))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if delay is None:
                     raise
@@ -94,19 +130,7 @@ class StateStore:
                 log.warning("claim of task %s attempt %d failed (%s); retrying in %.2f s",
                             attempt.task_id, attempt.attempt, exc, delay)
                 time.sleep(delay)
-        return False
-
-    def load_payload(self, task_id: str) -> tuple[list[Any], dict[str, Any]]:
-        """Args and kwargs stored once by the scheduler for a large payload."""
-        key = self.keys.payload(task_id)
-        args_json, kwargs_json = self.client.hmget(key, ["args_json", "kwargs_json"])
-        if args_json is None and kwargs_json is None:
-            raise PayloadMissingError(f"payload {key} is missing ({HEADER_PAYLOAD_REF}=1)")
-        args = json.loads(args_json) if args_json else []
-        kwargs = json.loads(kwargs_json) if kwargs_json else {}
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise PayloadMissingError(f"payload {key} must hold a JSON list and a JSON object")
-        return args, kwargs
+        return None
 
     def emit(self, event_type: str, attempt: Attempt, **fields: str) -> None:
         """Append one lifecycle event for `attempt` to the events stream."""

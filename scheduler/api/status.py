@@ -1,13 +1,16 @@
 """Domain error -> gRPC status, in one table; the only place error classes meet status codes.
 
-Redis failures that escape the engine become UNAVAILABLE with the store's address left out
-(URLs may carry passwords) and a hint to retry, never UNKNOWN.
+Redis failures that escape the engine never reach a caller as UNKNOWN: a connection failure is
+UNAVAILABLE (retry), anything else INTERNAL; the message leaves out the store's address and the
+error's text (URLs and script errors may carry secrets or payloads).
 """
 
 from __future__ import annotations
 
 import grpc
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scheduler.errors import (
     AlreadyExists,
@@ -37,8 +40,10 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
             if code is not None:
                 return code, str(exc)
         return grpc.StatusCode.INTERNAL, str(exc)
-    if isinstance(exc, RedisError):
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         return (grpc.StatusCode.UNAVAILABLE,
-                f"the scheduler's state store (Redis) is unavailable ({type(exc).__name__}: {exc}); "
-                "retry shortly")
+                f"the scheduler's state store (Redis) is unavailable ({type(exc).__name__}); retry shortly")
+    if isinstance(exc, RedisError):
+        # Anything else from Redis (a script that failed) is a bug, not a reason to retry.
+        return grpc.StatusCode.INTERNAL, f"the scheduler's state store refused an operation ({type(exc).__name__})"
     return None

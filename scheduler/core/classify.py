@@ -64,8 +64,11 @@ class ClassificationRules:
         return None
 
 
-def classify(submission: Submission, rules: ClassificationRules) -> Classification:
+def classify(submission: Submission, rules: ClassificationRules, batch_size: int = 0) -> Classification:
     """Decide class, GPU need, queue, priority and retry policy; an explicit request always wins.
+
+    `batch_size` is the size of the batch the submission arrived in, when larger than the one it
+    declares (a SubmitBatch call counts as a batch).
 
     Order of authority: explicit submission fields, then the first matching rule, then content
     type, then defaults. The caller has validated the submission; this never raises.
@@ -126,9 +129,10 @@ def classify(submission: Submission, rules: ClassificationRules) -> Classificati
             priority = clamp_priority(priority + USER_INITIATED_BOOST)
             detail += f" +{USER_INITIATED_BOOST} user-initiated"
             adjusted = True
-        if submission.batch_size > LARGE_BATCH_SIZE:
+        batch = max(submission.batch_size, batch_size)
+        if batch > LARGE_BATCH_SIZE:
             priority = clamp_priority(priority - LARGE_BATCH_PENALTY)
-            detail += f" -{LARGE_BATCH_PENALTY} batch of {submission.batch_size}"
+            detail += f" -{LARGE_BATCH_PENALTY} batch of {batch}"
             adjusted = True
         if adjusted:
             detail += f" -> {priority}"

@@ -119,9 +119,9 @@ class Classification:
     """Soft affinity labels (from the submission or a rule)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingTask:
-    """A task waiting for a worker slot."""
+    """A task waiting for a worker slot (slotted: a million of them wait in memory at scale)."""
 
     task_id: str
     queue: str
@@ -139,6 +139,12 @@ class PendingTask:
     """Soft affinity labels."""
     task_name: str = ""
     """Celery task name (rate limits match on it)."""
+    attempt: int = 0
+    """Hand-outs so far; the next one is attempt + 1."""
+    by_reference: bool = False
+    """Its payload is too large to travel in the Celery message; the worker loads it from Redis."""
+    time_limits: tuple[float, float] | None = None
+    """(soft, hard) seconds (0 = none), or None when it has neither."""
 
     @property
     def order_key(self) -> tuple[int, int]:

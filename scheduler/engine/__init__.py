@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import CeleryMessages
 from scheduler.engine.admission import Admission
 from scheduler.engine.agents import Agents
 from scheduler.engine.controls import Controls
@@ -54,16 +54,16 @@ class Engine:
         self,
         settings: Settings,
         state: State,
-        dispatcher: Dispatcher,
+        messages: CeleryMessages,
         metrics: Metrics | None = None,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.shared = Shared(settings, state, dispatcher, metrics or Metrics(), clock, monotonic)
-        self.admission = Admission(self.shared)
+        self.shared = Shared(settings, state, messages, metrics or Metrics(), clock, monotonic)
         self.placement = Placement(self.shared)
-        self.lifecycle = Lifecycle(self.shared)
+        self.admission = Admission(self.shared, self.placement)
+        self.lifecycle = Lifecycle(self.shared, self.placement)
         self.dead_letters = DeadLetters(self.shared)
         self.liveness = Liveness(self.shared)
         self.agents = Agents(self.shared, self.liveness)
@@ -75,20 +75,27 @@ class Engine:
     async def start(self) -> None:
         """Recover durable state, then start every loop."""
         await self.shared.state.events.ensure_group()
-        await recover(self.shared, self.placement)
+        await recover(self.shared)
         for name, loop in (
             ("placement", self.placement.run), ("lifecycle", self.lifecycle.run),
+            ("starts", self.lifecycle.watch_starts),
             ("liveness", self.liveness.run), ("gauges", self.gauges.run),
             ("retries", self.lifecycle.run_retries), ("dead-letters", self.dead_letters.run),
+            ("stats", self.shared.stats.run),
         ):
             self._loops.append(asyncio.create_task(self._guard(name, loop), name=name))
         self.shared.kick.set()
 
     async def stop(self) -> None:
+        """Stop the loops and write out the queue counters kept in memory."""
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
+        try:
+            await self.shared.stats.flush()
+        except StateUnavailable as exc:
+            log.warning("queue statistics of the last second not written: %s", exc)
 
     async def _guard(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Keep a loop alive through state-store outages and bugs: log, back off, go on."""

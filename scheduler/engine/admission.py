@@ -1,13 +1,24 @@
-"""Admission: validate, classify and durably accept submissions (one task or an atomic batch)."""
+"""Admission: validate, classify and durably accept submissions (one task or an atomic batch).
+
+Group commit: submissions that arrive while a commit is in flight wait and go together in the
+next one (one script call, each submission still all-or-none on its own), so the commit rate
+follows the load: one at a time when idle, hundreds per round trip under pressure.
+
+Sync match: when nothing is pending at all and no placement decision is in flight, the fresh
+tasks are placed at once and handed out in the same round trip as their commit. With no
+backlog there is nothing older to overtake, so the order stays exact.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field
 
+from scheduler import crashpoints
 from scheduler.core.classify import classify
-from scheduler.core.model import Classification, TaskState
+from scheduler.core.model import Classification, PendingTask, TaskState
 from scheduler.core.validate import (
     SubmitLimits,
     TaskInput,
@@ -15,10 +26,11 @@ from scheduler.core.validate import (
     payload_digest,
     validate_input,
 )
+from scheduler.engine.placement import Placement
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Accepted
 from scheduler.errors import AlreadyExists, InvalidArgument, SchedulerError
-from scheduler.state.interface import IdempotencyConflict, NewTask
+from scheduler.state.interface import IdempotencyConflict, NewTask, SubmitOutcome
 from scheduler.state.records import TaskRecord
 
 
@@ -32,13 +44,27 @@ def submit_limits(shared: Shared) -> SubmitLimits:
     )
 
 
-class Admission:
-    """Turns submissions into pending tasks: all of a batch, or none."""
+@dataclass
+class _Submission:
+    """One SubmitTask or SubmitBatch call waiting for its commit."""
 
-    def __init__(self, shared: Shared) -> None:
+    new_tasks: list[NewTask]
+    decisions: list[Classification]
+    many: bool
+    done: asyncio.Future[list[Accepted]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Admission:
+    """Turns submissions into pending (or at once dispatched) tasks: all of a call, or none."""
+
+    def __init__(self, shared: Shared, placement: Placement) -> None:
         self.shared = shared
+        self.placement = placement
         self.rules = shared.settings.classification_rules()
         self.limits = submit_limits(shared)
+        self._waiting: list[_Submission] = []
+        self._committer: asyncio.Task[None] | None = None
 
     async def submit(self, items: Sequence[TaskInput]) -> list[Accepted]:
         """Validate every item, then accept all atomically (or none)."""
@@ -55,37 +81,94 @@ class Admission:
             raise batch_error(problems)
         now = self.shared.clock()
         decisions = [self._classify(item, len(items) if many else 0) for item in items]
-        new_tasks = [self._new_task(item, decision, now) for item, decision in zip(items, decisions, strict=True)]
+        submission = _Submission([self._new_task(item, decision, now) for item, decision in
+                                  zip(items, decisions, strict=True)], decisions, many)
+        self._waiting.append(submission)
+        if self._committer is None or self._committer.done():
+            # Its own task, so a caller that goes away mid-commit cannot strand the others.
+            self._committer = asyncio.create_task(self._commit_waiting())
+        return await submission.done
+
+    async def _commit_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                for submission in batch:
+                    if not submission.done.done():
+                        submission.done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        shared = self.shared
+        now = shared.clock()
+        lock = self.placement.lock
+        sync = not lock.locked() and not len(shared.pending)
+        if sync:
+            await lock.acquire()
         try:
-            outcomes = await self.shared.state.tasks.submit(
-                new_tasks, int(self.shared.settings.idempotency_ttl_seconds)
+            chosen = []
+            if sync and self.placement.has_free_slot(now):
+                # Tasks with an idempotency key may turn out to be duplicates: they take the normal path.
+                fresh = [shared.pending_task(n.record, seq=i) for i, n in enumerate(
+                    n for s in batch for n in s.new_tasks
+                    if not n.record.idempotency_key and n.record.queue not in shared.paused)]
+                chosen = self.placement.decide(fresh, now)
+            crashpoints.reached("submit:before")
+            if chosen:
+                crashpoints.reached("dispatch:before")
+            results, handed = await shared.state.tasks.submit(
+                [s.new_tasks for s in batch], int(shared.settings.idempotency_ttl_seconds),
+                hand_outs=[request for _task, request in chosen], now=now,
             )
-        except IdempotencyConflict as exc:
-            where = f"tasks[{exc.index}]: " if many else ""
-            owner = f" (task {exc.existing_task_id})" if exc.existing_task_id else ""
-            raise AlreadyExists(
+            crashpoints.reached("submit:after")
+            if chosen:
+                crashpoints.reached("dispatch:after")
+            placed = {task.task_id for (task, _r), ok in zip(chosen, handed, strict=True) if ok}
+            for submission, result in zip(batch, results, strict=True):
+                await self._answer(submission, result, placed)
+            if chosen:
+                await self.placement.follow(chosen, handed, now)
+        finally:
+            if sync:
+                lock.release()
+
+    async def _answer(self, submission: _Submission, result: list[SubmitOutcome] | IdempotencyConflict,
+                      placed: set[str]) -> None:
+        shared = self.shared
+        if isinstance(result, IdempotencyConflict):
+            where = f"tasks[{result.index}]: " if submission.many else ""
+            owner = f" (task {result.existing_task_id})" if result.existing_task_id else ""
+            submission.done.set_exception(AlreadyExists(
                 f"{where}idempotency_key is already used{owner} with a different task name or payload; "
                 "use a new key for a different task"
-            ) from None
+            ))
+            return
         accepted: list[Accepted] = []
-        for new, decision, outcome in zip(new_tasks, decisions, outcomes, strict=True):
+        queued = False
+        for new, decision, outcome in zip(submission.new_tasks, submission.decisions, result, strict=True):
             if outcome.deduplicated:
                 accepted.append(await self._original(outcome.task_id, decision))
                 continue
-            # Built from what was just written: no read-back round trip on the hot path.
-            self.shared.pending.add(replace(new.record, seq=outcome.seq).pending_task())
+            if new.record.task_id not in placed:
+                # Built from what was just written: no read-back round trip on the hot path.
+                shared.pending.add(self._pending(new, outcome))
+                queued = True
             accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
                                      decision.task_class, False, decision.reason))
-            self.shared.metrics.submitted.labels(decision.queue).inc()
-        if any(not outcome.deduplicated for outcome in outcomes):
-            self.shared.kick.set()
-        return accepted
+            shared.metrics.submitted.labels(decision.queue).inc()
+        if queued:
+            shared.kick.set()
+        if not submission.done.done():
+            submission.done.set_result(accepted)
+
+    def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
+        return self.shared.pending_task(new.record, seq=outcome.seq)
 
     def _classify(self, item: TaskInput, batch_size: int) -> Classification:
-        submission = item.submission
-        if batch_size and submission.batch_size < batch_size:
-            submission = replace(submission, batch_size=batch_size)
-        return classify(submission, self.rules)
+        return classify(item.submission, self.rules, batch_size)
 
     def _new_task(self, item: TaskInput, decision: Classification, now: float) -> NewTask:
         sub = item.submission

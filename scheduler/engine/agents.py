@@ -21,12 +21,55 @@ from scheduler.state.records import WorkerRecord
 log = logging.getLogger("switchyard.scheduler.engine.agents")
 
 
+class RegistrationWriter:
+    """Writes worker registrations through one writer, so a burst of hellos (a fleet reconnecting
+    after a scheduler restart) costs one Redis connection instead of one per stream.
+
+    Each caller waits until its own registration is durable. Registrations that arrive while a
+    write is under way are collected and go out together in the next one; a worker registering
+    twice meanwhile is written once, with its latest registration.
+    """
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+        self._unwritten: dict[str, WorkerRecord] = {}
+        self._next_written: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def remember(self, record: WorkerRecord) -> None:
+        """Return once `record` is stored; raises what the store raised for its write."""
+        self._unwritten[record.worker_id] = record
+        if self._next_written is None:
+            self._next_written = asyncio.get_running_loop().create_future()
+            # Retrieved here so a write failure whose waiters all left is not logged as unhandled.
+            self._next_written.add_done_callback(lambda f: f.cancelled() or f.exception())
+        written = self._next_written
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all(), name="switchyard-worker-registrations")
+        # Shielded: a hello that gives up must not cancel the write other hellos wait for.
+        await asyncio.shield(written)
+
+    async def _write_all(self) -> None:
+        while self._unwritten:
+            batch, self._unwritten = self._unwritten, {}
+            written, self._next_written = self._next_written, None
+            assert written is not None
+            try:
+                for record in batch.values():
+                    await self.shared.state.controls.remember_worker(record)
+            except Exception as exc:
+                written.set_exception(exc)
+            else:
+                written.set_result(None)
+
+
 class Agents:
     """The engine side of the AgentGateway stream."""
 
     def __init__(self, shared: Shared, liveness: Liveness) -> None:
         self.shared = shared
         self.liveness = liveness
+        self.registrations = RegistrationWriter(shared)
 
     async def hello(self, hello: WorkerRegistration) -> tuple[Worker, Welcome]:
         """Register (or re-register) a worker; its stream's session number fences older streams."""
@@ -59,7 +102,7 @@ class Agents:
         worker.session += 1
         worker.last_heartbeat = shared.monotonic()
         worker.last_heartbeat_wall = shared.clock()
-        await shared.state.controls.remember_worker(
+        await self.registrations.remember(
             WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels))
         )
         log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s)%s", worker.worker_id,

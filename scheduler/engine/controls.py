@@ -38,6 +38,7 @@ class Controls:
             raise FailedPrecondition(f"task {task_id} already ended as {previous}; there is nothing to cancel")
         shared.pending.remove(task_id)
         shared.retrying.pop(task_id, None)
+        shared.metrics.finished.labels(outcome.task.queue, TaskState.CANCELLED.value).inc()
         if previous in IN_FLIGHT_STATES:
             owner = shared.fleet.get(outcome.task.worker_id)
             item = owner.in_flight.pop(task_id, None) if owner else None

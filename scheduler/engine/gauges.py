@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from scheduler.core.model import TaskState
 from scheduler.engine.queries import Queries
 from scheduler.engine.shared import Shared
 
@@ -24,6 +23,7 @@ class Gauges:
             await asyncio.sleep(REFRESH_SECONDS)
 
     async def refresh(self) -> None:
+        """Set every gauge from memory (no state-store round trip)."""
         shared = self.shared
         m = shared.metrics
         processing = self.queries.processing_by_queue()
@@ -31,9 +31,6 @@ class Gauges:
             m.queue_depth.labels(spec.name).set(shared.pending.depth(spec.name))
             m.queue_processing.labels(spec.name).set(processing[spec.name])
             m.queue_paused.labels(spec.name).set(1 if spec.name in shared.paused else 0)
-        counts = await shared.state.indexes.counts()
-        for state in TaskState:
-            m.tasks.labels(state.value).set(counts.get(state.value, 0))
         for worker_type, workers in shared.fleet.by_type().items():
             live = [w for w in workers if w.connected and not w.lost]
             m.workers_connected.labels(worker_type.value).set(len(live))

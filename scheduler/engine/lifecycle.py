@@ -9,10 +9,14 @@ import logging
 import random
 from collections.abc import Sequence
 
+from scheduler import crashpoints
 from scheduler.core.model import TERMINAL_STATES, TaskState
 from scheduler.core.retry import RetryAction, decide_retry
+from scheduler.engine.placement import Placement
 from scheduler.engine.shared import Shared
+from scheduler.fleet import InFlight
 from scheduler.state.interface import (
+    Applied,
     EventKind,
     FailureAction,
     FailureOutcome,
@@ -32,8 +36,9 @@ _ACTIONS = {RetryAction.RETRY: FailureAction.RETRY, RetryAction.DEAD_LETTER: Fai
 class Lifecycle:
     """Applies lifecycle reports and due retries."""
 
-    def __init__(self, shared: Shared, *, unit_random: random.Random | None = None) -> None:
+    def __init__(self, shared: Shared, placement: Placement, *, unit_random: random.Random | None = None) -> None:
         self.shared = shared
+        self.placement = placement
         self.random = unit_random or random.Random()
         settings = shared.settings
         self.retention = Retention(settings.result_ttl_seconds, settings.dead_letter_ttl_seconds)
@@ -48,21 +53,66 @@ class Lifecycle:
                 backlog = False
                 continue
             await self.apply(events)
-            await events_log.ack([e.stream_id for e in events])
+
+    async def watch_starts(self) -> None:
+        """Claims announced by workers: tell whoever watches those tasks that they run."""
+        async for started in self.shared.state.events.started():
+            await self.shared.notify_watchers((started.task_id,))
 
     async def apply(self, events: Sequence[LifecycleEvent]) -> None:
-        """Apply reports in stream order: one round trip for the batch, the retry policy consulted
+        """Apply and acknowledge a batch of reports in one round trip, the retry policy consulted
         first for each failed report (its current attempt and failure count decide)."""
         if not events:
             return
-        outcomes = [await self._failure_outcome(e) if e.kind == EventKind.FAILED else None for e in events]
-        records = await self.shared.state.tasks.apply(events, outcomes, self.retention)
-        for event, record in zip(events, records, strict=True):
-            self._follow(event, record)
+        failed = [e.task_id for e in events if e.kind == EventKind.FAILED]
+        current = {r.task_id: r for r in await self.shared.state.tasks.load(failed)} if failed else {}
+        outcomes = [self._failure_outcome(e, current.get(e.task_id)) if e.kind == EventKind.FAILED else None
+                    for e in events]
+        shared, placement = self.shared, self.placement
+        async with placement.lock:
+            now = shared.clock()
+            freed = self._free_slots(events)
+            # Completion match: the slots these reports free are handed out again in the same
+            # round trip that applies the reports.
+            chosen = placement.take_round(now) if freed else []
+            crashpoints.reached("apply:before")
+            if chosen:
+                crashpoints.reached("dispatch:before")
+            try:
+                applied, handed = await shared.state.tasks.apply_then_dispatch(
+                    events, outcomes, self.retention, [request for _task, request in chosen], now)
+            except BaseException:
+                for worker_id, item in freed:
+                    worker = shared.fleet.get(worker_id)
+                    if worker is not None:
+                        worker.in_flight.setdefault(item.task_id, item)
+                placement.put_back(chosen)
+                raise
+            crashpoints.reached("apply:after")
+            if chosen:
+                crashpoints.reached("dispatch:after")
+            for event, result in zip(events, applied, strict=True):
+                self._follow(event, result)
+            if chosen:
+                await placement.follow(chosen, handed, now)
+        await shared.notify_watchers(e.task_id for e, result in zip(events, applied, strict=True) if result)
 
-    async def _failure_outcome(self, event: LifecycleEvent) -> FailureOutcome | None:
+    def _free_slots(self, events: Sequence[LifecycleEvent]) -> list[tuple[str, InFlight]]:
+        """Take the attempts these reports end off their workers' ledgers now, where memory
+        agrees with the report (so the store will apply it); what was taken, to restore on error."""
+        freed = []
+        for event in events:
+            if event.kind not in (EventKind.SUCCEEDED, EventKind.FAILED):
+                continue
+            worker = self.shared.fleet.get(event.worker_id)
+            item = worker.in_flight.get(event.task_id) if worker is not None else None
+            if worker is not None and item is not None and item.attempt == event.attempt:
+                del worker.in_flight[event.task_id]
+                freed.append((worker.worker_id, item))
+        return freed
+
+    def _failure_outcome(self, event: LifecycleEvent, current: TaskRecord | None) -> FailureOutcome | None:
         """What the retry policy makes of this failed report (None when the report is stale)."""
-        current = await self.shared.state.tasks.get(event.task_id)
         if current is None or current.attempt != event.attempt:
             return None
         settings = self.shared.settings
@@ -77,28 +127,30 @@ class Lifecycle:
             return FailureOutcome(FailureAction.RETRY, self.shared.clock() + decision.delay_seconds, decision.reason)
         return FailureOutcome(_ACTIONS.get(decision.action, FailureAction.FAIL), 0.0, decision.reason)
 
-    def _follow(self, event: LifecycleEvent, record: TaskRecord | None) -> None:
-        """Memory follows the store: ledgers, retry and dead-letter indexes, failures, watchers."""
+    def _follow(self, event: LifecycleEvent, applied: Applied | None) -> None:
+        """Memory follows the store: ledgers, retry and dead-letter indexes, failures."""
         shared = self.shared
-        if record is None:
+        if applied is None:
             if event.kind != EventKind.PROGRESS:
                 shared.metrics.stale_reports.inc()
                 log.info("dropped stale %s report of %s attempt %s from %s",
                          event.kind, event.task_id, event.attempt, event.worker_id)
             return
-        if event.kind in (EventKind.SUCCEEDED, EventKind.FAILED):
-            worker = shared.fleet.get(event.worker_id)
-            if worker is not None and worker.in_flight.pop(event.task_id, None) is not None:
-                shared.kick.set()
-            if record.state is TaskState.RETRYING:
-                shared.retrying[event.task_id] = record.queue
-            elif record.state is TaskState.DEAD_LETTERED:
-                shared.dead[event.task_id] = record.queue
-            if record.state in TERMINAL_STATES:
-                shared.outcomes[record.queue].append(record.state is not TaskState.SUCCEEDED)
-            if event.kind == EventKind.FAILED and worker is not None:
-                self._count_failure(worker.worker_id)
-        shared.watchers.notify(record)
+        if event.kind not in (EventKind.SUCCEEDED, EventKind.FAILED):
+            return
+        worker = shared.fleet.get(applied.worker_id)
+        if worker is not None and worker.in_flight.pop(event.task_id, None) is not None:
+            shared.kick.set()
+        if applied.state is TaskState.RETRYING:
+            shared.retrying[event.task_id] = applied.queue
+        elif applied.state is TaskState.DEAD_LETTERED:
+            shared.dead[event.task_id] = applied.queue
+        shared.stats.ended(applied)
+        if applied.state in TERMINAL_STATES:
+            shared.outcomes[applied.queue].append(applied.state is not TaskState.SUCCEEDED)
+            shared.metrics.finished.labels(applied.queue, applied.state.value).inc()
+        if event.kind == EventKind.FAILED and worker is not None:
+            self._count_failure(worker.worker_id)
 
     def _count_failure(self, worker_id: str) -> None:
         shared = self.shared

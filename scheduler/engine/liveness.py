@@ -64,6 +64,6 @@ class Liveness:
             if record is not None:
                 shared.metrics.requeued.inc()
                 shared.back_to_pending(record)
-        await shared.dispatcher.purge_worker_queue(worker.worker_id)
+        await shared.state.controls.purge_worker_queue(worker.worker_id)
         worker.lost_at = shared.monotonic()
         shared.kick.set()

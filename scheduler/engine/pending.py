@@ -15,6 +15,10 @@ from scheduler.core.model import PendingTask
 from scheduler.core.ordering import AgingPolicy
 
 
+def _seq(task: PendingTask) -> int:
+    return task.seq
+
+
 class PendingIndex:
     """Pending tasks in memory: one list per (queue, base priority), oldest first.
 
@@ -25,7 +29,9 @@ class PendingIndex:
 
     def __init__(self) -> None:
         self._tasks: dict[str, PendingTask] = {}
-        self._lists: dict[tuple[str, int], list[tuple[int, str]]] = defaultdict(list)
+        # The lists hold the tasks themselves, ordered by seq: no per-task tuple or key object
+        # (memory per pending task matters at a million of them).
+        self._lists: dict[tuple[str, int], list[PendingTask]] = defaultdict(list)
         self._depth: dict[str, int] = defaultdict(int)
 
     def __len__(self) -> int:
@@ -41,7 +47,11 @@ class PendingIndex:
         if task.task_id in self._tasks:
             self.remove(task.task_id)
         self._tasks[task.task_id] = task
-        bisect.insort(self._lists[(task.queue, task.priority)], (task.seq, task.task_id))
+        entries = self._lists[(task.queue, task.priority)]
+        if not entries or entries[-1].seq < task.seq:
+            entries.append(task)  # the usual case: newest last
+        else:
+            bisect.insort(entries, task, key=_seq)
         self._depth[task.queue] += 1
 
     def remove(self, task_id: str) -> None:
@@ -49,10 +59,12 @@ class PendingIndex:
         if task is None:
             return
         entries = self._lists[(task.queue, task.priority)]
-        key = (task.seq, task.task_id)
-        pos = bisect.bisect_left(entries, key)
-        if pos < len(entries) and entries[pos] == key:
-            del entries[pos]
+        pos = bisect.bisect_left(entries, task.seq, key=_seq)
+        while pos < len(entries) and entries[pos].seq == task.seq:
+            if entries[pos] is task:
+                del entries[pos]
+                break
+            pos += 1
         self._depth[task.queue] -= 1
 
     def depth(self, queue: str) -> int:
@@ -65,9 +77,8 @@ class PendingIndex:
         for (queue, _level), entries in self._lists.items():
             if queue != task.queue:
                 continue
-            for seq, task_id in entries:
-                other = self._tasks[task_id]
-                key = (-aging.effective_priority(other.priority, now - other.submitted_at), seq)
+            for other in entries:
+                key = (-aging.effective_priority(other.priority, now - other.submitted_at), other.seq)
                 if key < mine:
                     count += 1
                 else:
@@ -77,12 +88,9 @@ class PendingIndex:
     def in_order(self, queues: Sequence[str], aging: AgingPolicy, now: float) -> Iterator[PendingTask]:
         """Pending tasks of the given queues in one effective-priority order."""
         wanted = set(queues)
-        tasks = self._tasks
 
-        def order(entry: tuple[int, str]) -> tuple[int, int]:
-            task = tasks[entry[1]]
-            return (-aging.effective_priority(task.priority, now - task.submitted_at), entry[0])
+        def order(task: PendingTask) -> tuple[int, int]:
+            return (-aging.effective_priority(task.priority, now - task.submitted_at), task.seq)
 
         lists = [entries for (queue, _level), entries in self._lists.items() if queue in wanted and entries]
-        for _seq, task_id in heapq.merge(*lists, key=order):
-            yield tasks[task_id]
+        yield from heapq.merge(*lists, key=order)

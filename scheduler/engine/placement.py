@@ -1,18 +1,27 @@
 """The placement loop: late binding. Whenever a slot may be free or work arrives, plan one round
-in exact priority order, commit its hand-outs in one round trip, then publish them to Celery."""
+in exact priority order and hand its tasks out with one atomic script (commit + Celery message).
+
+A round and a sync match (admission handing a fresh task out in its own submit round trip) both
+hold `lock`, so two placement decisions are never in flight at once and a slot is never booked
+twice. The store refuses a hand-out whose task is no longer pending at the expected attempt; the
+engine then re-reads that task and lets memory follow what Redis says, which also heals a round
+whose reply was lost to an outage.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from scheduler import crashpoints
+from scheduler.core.model import IN_FLIGHT_STATES, Assignment, PendingTask, TaskState
 from scheduler.core.placement import plan
 from scheduler.core.ratelimit import Bucket, refill
 from scheduler.dispatch import HandOut
 from scheduler.engine.shared import Shared, in_flight_of
-from scheduler.state.interface import DispatchOutcome, HandOutRequest
-from scheduler.state.records import TaskRecord
+from scheduler.fleet import InFlight
+from scheduler.state.interface import HandOutRequest
 
 log = logging.getLogger("switchyard.scheduler.engine.placement")
 
@@ -20,20 +29,12 @@ RATE_LIMIT_RECHECK_SECONDS = 0.5
 """How soon a round held back by a rate limit looks again (nothing else wakes it)."""
 
 
-def hand_out_of(record: TaskRecord, args_json: str | None, kwargs_json: str | None) -> HandOut:
-    """The Celery publication of a committed attempt."""
-    return HandOut(
-        record.task_id, record.attempt, record.worker_id, record.name, args_json, kwargs_json,
-        soft_time_limit=record.soft_time_limit or None,
-        hard_time_limit=record.hard_time_limit or None,
-    )
-
-
 class Placement:
-    """Plans rounds, commits hand-outs and publishes them."""
+    """Plans rounds and hands their tasks out."""
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
+        self.lock = asyncio.Lock()
         self._buckets: dict[str, Bucket] = {}
 
     async def run(self) -> None:
@@ -42,7 +43,8 @@ class Placement:
         while True:
             await shared.kick.wait()
             shared.kick.clear()
-            await self.round()
+            async with self.lock:
+                await self.round()
 
     def _rate_tokens(self, now: float) -> dict[str, int]:
         tokens: dict[str, int] = {}
@@ -59,61 +61,122 @@ class Placement:
                 self._buckets[limit.pattern] = Bucket(bucket.tokens - 1, bucket.updated_at)
                 return
 
-    async def round(self) -> int:
-        """One placement round: plan, commit each hand-out, publish. Returns hand-outs made."""
+    def has_free_slot(self, now: float) -> bool:
+        prefetch = self.shared.settings.dispatch_prefetch
+        return any(v.accepting and v.slots + prefetch > v.in_flight for v in self.shared.worker_views(now))
+
+    def decide(self, tasks_in_order: Iterable[PendingTask], now: float) -> list[tuple[PendingTask, HandOutRequest]]:
+        """Plan `tasks_in_order` onto the fleet as it is now; the hand-outs to make, in order.
+        Caller holds `lock`."""
         shared = self.shared
         settings = shared.settings
-        now = shared.clock()
-        views = shared.worker_views(now)
-        prefetch = settings.dispatch_prefetch
-        if not len(shared.pending) or not any(v.accepting and v.slots + prefetch > v.in_flight for v in views):
-            return 0
-        shared.metrics.placement_rounds.inc()
-        queues = [q.name for q in settings.queues if q.name not in shared.paused]
-        decision = plan(shared.pending.in_order(queues, settings.aging, now), views,
+        tasks = {}
+
+        def remembered(stream: Iterable[PendingTask]) -> Iterable[PendingTask]:
+            for task in stream:
+                tasks[task.task_id] = task
+                yield task
+
+        decision = plan(remembered(tasks_in_order), shared.worker_views(now),
                         ctx=shared.placement_context(now), rate_tokens=self._rate_tokens(now))
         if decision.more:
             shared.kick.set()  # budget reached: let other coroutines run, then place the rest
         shared.rate_limited = {t: r for t, r in decision.waiting.items() if r.startswith("rate limited")}
         if shared.rate_limited:
             asyncio.get_running_loop().call_later(RATE_LIMIT_RECHECK_SECONDS, shared.kick.set)
-        requests: list[HandOutRequest] = []
+        chosen = []
         for assignment in decision.assignments:
-            task = shared.pending.get(assignment.task_id)
-            if task is not None and settings.rate_limits:
+            task = tasks[assignment.task_id]
+            if settings.rate_limits:
                 self._spend_token(task.task_name)
-            shared.pending.remove(assignment.task_id)
-            reason = f"placed on {assignment.reason}; {task.class_reason if task else ''}".rstrip("; ")
-            requests.append(HandOutRequest(assignment.task_id, assignment.worker_id, assignment.gpu_index,
-                                           assignment.served_queue, reason))
-        # One round trip for the round; each hand-out is still its own atomic script.
-        outcomes = await shared.state.tasks.dispatch(requests, now, settings.inline_payload_bytes)
-        hand_outs = [h for request, outcome in zip(requests, outcomes, strict=True)
-                     if (h := await self._follow(request, outcome)) is not None]
-        if hand_outs:
-            await self.publish(hand_outs)
-        return len(hand_outs)
+            chosen.append((task, self._request(task, assignment)))
+        return chosen
 
-    async def _follow(self, request: HandOutRequest, outcome: DispatchOutcome | None) -> HandOut | None:
-        """Memory follows one committed hand-out; the publication to make, if any."""
+    def _request(self, task: PendingTask, assignment: Assignment) -> HandOutRequest:
+        soft, hard = task.time_limits or (0.0, 0.0)
+        attempt = task.attempt + 1
+        envelope = self.shared.messages.envelope(HandOut(
+            task.task_id, attempt, assignment.worker_id, task.task_name, task.by_reference,
+            soft_time_limit=soft or None, hard_time_limit=hard or None,
+        ))
+        reason = f"placed on {assignment.reason}; {task.class_reason}".rstrip("; ")
+        return HandOutRequest(task.task_id, assignment.worker_id, attempt, task.by_reference,
+                              assignment.gpu_index, assignment.served_queue, reason, envelope)
+
+    def take_round(self, now: float) -> list[tuple[PendingTask, HandOutRequest]]:
+        """Plan a round over the pending index and take its tasks out of it (they go back with
+        `put_back` if the hand-out cannot be made). Caller holds `lock`."""
         shared = self.shared
-        worker = shared.fleet.get(request.worker_id)
-        if outcome is None or worker is None:
-            return None
-        record = outcome.task
-        if worker.lost:
-            # Lost while we were committing: move it straight back.
-            back = await shared.state.tasks.requeue(record.task_id, worker.worker_id, "re-queued: worker lost")
-            if back is not None:
-                shared.back_to_pending(back)
-            return None
-        worker.in_flight[record.task_id] = in_flight_of(record)
-        waited = record.dispatched_at - record.submitted_at
-        shared.metrics.submit_to_dispatch.labels(record.queue).observe(max(0.0, waited))
-        shared.watchers.notify(record)
-        return hand_out_of(record, outcome.args_json, outcome.kwargs_json)
+        if not len(shared.pending) or not self.has_free_slot(now):
+            return []
+        shared.metrics.placement_rounds.inc()
+        queues = [q.name for q in shared.settings.queues if q.name not in shared.paused]
+        chosen = self.decide(shared.pending.in_order(queues, shared.settings.aging, now), now)
+        for task, _request in chosen:
+            shared.pending.remove(task.task_id)
+        return chosen
 
-    async def publish(self, hand_outs: Sequence[HandOut]) -> None:
-        """Publish to the workers' Celery queues, then record which made it."""
-        published = await self.shared.dispatcher.publish(hand_outs)
-        await self.shared.state.tasks.mark_published(published)
+    def put_back(self, chosen: Sequence[tuple[PendingTask, HandOutRequest]]) -> None:
+        """A round whose script may not have run: its tasks wait again, and a hand-out the store
+        then refuses is re-read (see `follow`)."""
+        for task, _request in chosen:
+            self.shared.pending.add(task)
+
+    async def round(self) -> int:
+        """One placement round: plan, then hand out in one script. Returns hand-outs made.
+        Caller holds `lock`."""
+        shared = self.shared
+        now = shared.clock()
+        chosen = self.take_round(now)
+        if not chosen:
+            return 0
+        crashpoints.reached("dispatch:before")
+        try:
+            handed = await shared.state.tasks.dispatch([request for _task, request in chosen], now)
+        except BaseException:
+            self.put_back(chosen)
+            raise
+        crashpoints.reached("dispatch:after")
+        return await self.follow(chosen, handed, now)
+
+    async def follow(self, chosen: Sequence[tuple[PendingTask, HandOutRequest]], handed: Sequence[bool],
+                     now: float) -> int:
+        """Memory follows the hand-outs the store made (and re-reads the ones it refused)."""
+        shared = self.shared
+        made: list[str] = []
+        refused: list[str] = []
+        for (task, request), ok in zip(chosen, handed, strict=True):
+            if not ok:
+                refused.append(task.task_id)
+                continue
+            worker = shared.fleet.get(request.worker_id)
+            if worker is None or worker.lost:
+                # Lost while we were handing out: move it straight back.
+                back = await shared.state.tasks.requeue(task.task_id, request.worker_id, "re-queued: worker lost")
+                if back is not None:
+                    shared.back_to_pending(back)
+                continue
+            worker.in_flight[task.task_id] = InFlight(
+                task.task_id, request.attempt, task.queue, request.gpu_index,
+                task.gpu_memory_mb if request.gpu_index is not None else 0, request.served_queue,
+            )
+            shared.metrics.submit_to_dispatch.labels(task.queue).observe(max(0.0, now - task.submitted_at))
+            made.append(task.task_id)
+        if refused:
+            await self._resync(refused)
+        await shared.notify_watchers(made)
+        return len(made)
+
+    async def _resync(self, task_ids: list[str]) -> None:
+        """Tasks the store would not hand out: believe Redis (pending at another attempt, or
+        already in flight after a round whose reply was lost)."""
+        shared = self.shared
+        for record in await shared.state.tasks.load(task_ids):
+            if record.state is TaskState.PENDING:
+                shared.pending.add(shared.pending_task(record))
+                shared.kick.set()
+            elif record.state in IN_FLIGHT_STATES:
+                worker = shared.fleet.get(record.worker_id)
+                if worker is not None and not worker.lost:
+                    worker.in_flight[record.task_id] = in_flight_of(record)
+        log.info("re-read %d task(s) whose hand-out the store refused", len(task_ids))

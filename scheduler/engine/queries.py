@@ -99,7 +99,8 @@ class Queries:
 
     async def list_queues(self) -> list[QueueView]:
         shared = self.shared
-        stats = await shared.state.indexes.queue_stats([q.name for q in shared.settings.queues])
+        stats = shared.stats.add_unwritten(
+            await shared.state.indexes.queue_stats([q.name for q in shared.settings.queues]))
         processing = self.processing_by_queue()
         return [self._queue_view(spec, stats.get(spec.name, {}), processing[spec.name])
                 for spec in shared.settings.queues]
@@ -169,7 +170,7 @@ class Queries:
         now = shared.clock()
         if task_id:
             view = await self.get_task(task_id)
-            task = shared.pending.get(task_id) or view.record.pending_task()
+            task = shared.pending.get(task_id) or shared.pending_task(view.record)
             reason = view.record.class_reason
         elif item is not None:
             validate_input(item, submit_limits(shared))

@@ -1,21 +1,20 @@
-"""Recovery: rebuild the engine's memory from Redis after a (re)start, and publish hand-outs that
-were committed but never confirmed published (a crash between commit and publish)."""
+"""Recovery: rebuild the engine's memory from Redis after a (re)start.
+
+Nothing needs re-publishing: a hand-out's commit and its Celery message are one atomic script."""
 
 from __future__ import annotations
 
 import logging
 
 from scheduler.core.model import IN_FLIGHT_STATES, TaskState, WorkerType
-from scheduler.dispatch import HandOut
-from scheduler.engine.placement import Placement, hand_out_of
 from scheduler.engine.shared import Shared, in_flight_of
 from scheduler.fleet import Worker
-from scheduler.state.records import TaskRecord, WorkerRecord
+from scheduler.state.records import WorkerRecord
 
 log = logging.getLogger("switchyard.scheduler.engine.recovery")
 
 
-async def recover(shared: Shared, placement: Placement) -> None:
+async def recover(shared: Shared) -> None:
     """Pending tasks, paused queues, retry and dead-letter indexes, in-flight ledgers."""
     state = shared.state
     configured = {q.name for q in shared.settings.queues if q.paused}
@@ -25,14 +24,13 @@ async def recover(shared: Shared, placement: Placement) -> None:
         await state.controls.set_paused(queue, True)
     for record in await state.tasks.load(await state.indexes.pending_ids()):
         if record.state is TaskState.PENDING:
-            shared.pending.add(record.pending_task())
+            shared.pending.add(shared.pending_task(record))
     for record in await state.tasks.load(await state.indexes.due_retries(float("inf"), limit=1_000_000)):
         if record.state is TaskState.RETRYING:
             shared.retrying[record.task_id] = record.queue
     for record in await state.tasks.load([task_id for task_id, _at in await state.indexes.dead_letters()]):
         shared.dead[record.task_id] = record.queue
     known = await state.controls.known_workers()
-    unpublished: list[TaskRecord] = []
     for worker_id, task_ids in (await state.indexes.in_flight_ledgers()).items():
         registration = known.get(worker_id) or WorkerRecord(worker_id, WorkerType.CPU, 1)
         worker = Worker(
@@ -43,20 +41,7 @@ async def recover(shared: Shared, placement: Placement) -> None:
             disconnected_at=shared.monotonic(),
         )
         for record in await state.tasks.load(task_ids):
-            if record.state not in IN_FLIGHT_STATES or record.worker_id != worker_id:
-                continue
-            worker.in_flight[record.task_id] = in_flight_of(record)
-            if record.state is TaskState.DISPATCHED and not record.published:
-                unpublished.append(record)
+            if record.state in IN_FLIGHT_STATES and record.worker_id == worker_id:
+                worker.in_flight[record.task_id] = in_flight_of(record)
         shared.fleet.add(worker)
-    if unpublished:
-        await placement.publish([await _hand_out(shared, record) for record in unpublished])
-    log.info("recovered %d pending task(s), %d worker ledger(s), re-published %d hand-out(s)",
-             len(shared.pending), len(shared.fleet), len(unpublished))
-
-
-async def _hand_out(shared: Shared, record: TaskRecord) -> HandOut:
-    if record.payload_bytes <= shared.settings.inline_payload_bytes:
-        args_json, kwargs_json = await shared.state.tasks.payload(record.task_id)
-        return hand_out_of(record, args_json, kwargs_json)
-    return hand_out_of(record, None, None)
+    log.info("recovered %d pending task(s), %d worker ledger(s)", len(shared.pending), len(shared.fleet))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from scheduler.core.model import WorkerView
+from scheduler.core.model import PendingTask, WorkerView
 from scheduler.core.placement import PlacementContext
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import CeleryMessages
 from scheduler.engine.pending import PendingIndex
+from scheduler.engine.stats import QueueStats
 from scheduler.fleet import Fleet, InFlight
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
@@ -43,7 +44,8 @@ class Shared:
 
     settings: Settings
     state: State
-    dispatcher: Dispatcher
+    messages: CeleryMessages
+    """Builds the Celery message of each hand-out (the hand-out script queues it)."""
     metrics: Metrics
     clock: Callable[[], float]
     """Wall-clock seconds (stored times, retry schedules)."""
@@ -65,6 +67,11 @@ class Shared:
     """Task id -> reason, for tasks the last placement round held back for a rate limit."""
     kick: asyncio.Event = field(default_factory=asyncio.Event)
     """Set whenever placement may find new work to hand out."""
+    stats: QueueStats = field(init=False)
+    """Queue counters not yet written to Redis."""
+
+    def __post_init__(self) -> None:
+        self.stats = QueueStats(self.state.indexes)
 
     def placement_context(self, now: float) -> PlacementContext:
         settings = self.settings
@@ -80,11 +87,22 @@ class Shared:
     def worker_views(self, now: float) -> list[WorkerView]:
         return self.fleet.views(now, self.settings.placement.failure_window_seconds)
 
+    def pending_task(self, record: TaskRecord, seq: int | None = None) -> PendingTask:
+        """The record as the pending index holds it (at submission order `seq`, when given)."""
+        return record.pending_task(self.settings.inline_payload_bytes, seq)
+
     def back_to_pending(self, record: TaskRecord) -> None:
         """Memory follows a task the store just moved back to pending."""
-        self.pending.add(record.pending_task())
+        self.pending.add(self.pending_task(record))
         self.watchers.notify(record)
         self.kick.set()
+
+    async def notify_watchers(self, task_ids: Iterable[str]) -> None:
+        """Tell WatchTask subscribers of these tasks their new state (one read, only if watched)."""
+        watched = [task_id for task_id in task_ids if task_id in self.watchers.by_task]
+        if watched:
+            for record in await self.state.tasks.load(watched):
+                self.watchers.notify(record)
 
 
 def in_flight_of(record: TaskRecord) -> InFlight:

@@ -36,7 +36,7 @@ class Scripts:
 
     submit: AsyncScript
     dispatch: AsyncScript
-    apply_event: AsyncScript
+    apply: AsyncScript
     requeue: AsyncScript
     cancel: AsyncScript
     promote: AsyncScript
@@ -65,6 +65,14 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip() or type(exc).__name__
 
 
+POOL_MAX_CONNECTIONS = 64
+"""Redis connections one scheduler process opens at most. Redis runs commands one at a time, so
+more connections add no throughput; they only hold requests that wait (blocking stream reads
+hold one each)."""
+POOL_WAIT_SECONDS = 10.0
+"""How long a request waits for a free connection before it fails as StateUnavailable."""
+
+
 class RoundTrips:
     """Requests written to Redis by this process: one per command, pipeline or script call, so
     the count is the number of network round trips (the hot path's main cost)."""
@@ -89,12 +97,15 @@ class Connection:
     an outage."""
 
     def __init__(self, redis_url: str, prefix: str) -> None:
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            redis_url, decode_responses=True, health_check_interval=10,
-            socket_keepalive=True, retry_on_timeout=True,
+        # A bounded pool that makes callers wait for a free connection: redis-py's default pool
+        # raises MaxConnectionsError beyond 100 connections, which a burst of agent hellos or
+        # submissions reaches; waiting costs a little latency, failing costs the request.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS,
+            decode_responses=True, health_check_interval=10, socket_keepalive=True, retry_on_timeout=True,
         )
-        pool = self.redis.connection_pool
         pool.connection_class = _counting(pool.connection_class)
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self.keys = Keys(prefix)
         self.scripts = Scripts.register(self.redis)
         parts = urlsplit(redis_url)
@@ -121,6 +132,12 @@ class Connection:
         return StateUnavailable(f"{problem} ({reason}); {advice} — the request can be retried")
 
 
+def queue_script(pipe: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
+    """Queue a script call on a pipeline as a bare EVALSHA. (redis-py's own way sends SCRIPT
+    EXISTS first, one more round trip per pipeline; `pipelined` reloads on NOSCRIPT instead.)"""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
 class StorePart:
     """Base of the store's parts (tasks, indexes, controls, events): one shared connection."""
 
@@ -129,6 +146,22 @@ class StorePart:
         self._redis = connection.redis
         self._keys = connection.keys
         self._scripts = connection.scripts
+
+    async def _pipelined(self, build: Callable[[Any], None]) -> list[Any]:
+        """Run the commands `build` queues in one round trip. After a Redis restart or SCRIPT
+        FLUSH (NOSCRIPT) the scripts are loaded and the pipeline runs again: every pipeline here
+        holds only scripts (all refused together when Redis forgot them) and reads."""
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return list(await pipe.execute())
+            except redis_errors.NoScriptError:
+                if attempt:
+                    raise
+                for script in vars(self._scripts).values():
+                    await self._redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
 
 _SelfT = TypeVar("_SelfT", bound=StorePart)

@@ -13,12 +13,13 @@ depends on these Protocols only, never on Redis.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
 from scheduler.core.model import TaskState
+from scheduler.dispatch import Envelope
 from scheduler.state.records import TaskRecord, WorkerRecord
 
 
@@ -43,6 +44,10 @@ class NewTask:
     kwargs_json: str
 
 
+SubmitGroup = Sequence[NewTask]
+"""Tasks accepted together: all are written, or none."""
+
+
 @dataclass(frozen=True)
 class SubmitOutcome:
     task_id: str
@@ -53,23 +58,41 @@ class SubmitOutcome:
 
 @dataclass(frozen=True)
 class HandOutRequest:
-    """One placement decision to commit: this task to this worker."""
+    """One placement decision to commit: this task to this worker as this attempt, with the
+    Celery message that goes onto the worker's queue in the same atomic step."""
 
     task_id: str
     worker_id: str
+    attempt: int
+    """The new attempt; committed only if the task is pending at attempt - 1."""
+    by_reference: bool
     gpu_index: int | None
     served_queue: str
     """Queue whose per-worker limit the attempt counts against ("" = its own)."""
     reason: str
+    envelope: Envelope
 
 
 @dataclass(frozen=True)
-class DispatchOutcome:
-    """A committed hand-out; the payload is None when it travels by reference."""
+class Applied:
+    """What a report did: the task's state after it, its queue, and the attempt's worker."""
 
-    task: TaskRecord
-    args_json: str | None
-    kwargs_json: str | None
+    state: TaskState
+    queue: str
+    worker_id: str
+    waited_seconds: float = 0.0
+    """For an attempt that ended: submitted -> started."""
+    ran_seconds: float = 0.0
+    """For an attempt that ended: started -> ended."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """A claim the worker side announced: this attempt of this task started on this worker."""
+
+    task_id: str
+    attempt: int
+    worker_id: str
 
 
 class EventKind(StrEnum):
@@ -134,8 +157,12 @@ class CancelOutcome:
 class TaskStore(Protocol):
     """Task records and their transitions; each transition is atomic and fenced by state."""
 
-    async def submit(self, tasks: Sequence[NewTask], idempotency_ttl_seconds: int) -> list[SubmitOutcome]:
-        """Write all tasks atomically (or none: raises IdempotencyConflict)."""
+    async def submit(
+        self, groups: Sequence[SubmitGroup], idempotency_ttl_seconds: int,
+        hand_outs: Sequence[HandOutRequest] = (), now: float = 0.0,
+    ) -> tuple[list[list[SubmitOutcome] | IdempotencyConflict], list[bool]]:
+        """Write each group atomically (or none of it: its IdempotencyConflict comes back in its
+        place); then, in the same round trip, try `hand_outs` of the new tasks at `now` (sync match)."""
         ...
 
     async def get(self, task_id: str) -> TaskRecord | None: ...
@@ -144,24 +171,23 @@ class TaskStore(Protocol):
         """Records of many ids in one round trip (missing ones are skipped)."""
         ...
 
-    async def payload(self, task_id: str) -> tuple[str, str]:
-        """(args_json, kwargs_json) as stored once at submission."""
+    async def dispatch(self, requests: Sequence[HandOutRequest], now: float) -> list[bool]:
+        """Commit hand-outs and queue their messages (pending -> dispatched, new attempt, fence),
+        all in one step; False where the task was no longer pending at that attempt."""
         ...
-
-    async def dispatch(
-        self, requests: Sequence[HandOutRequest], now: float, inline_limit: int
-    ) -> list[DispatchOutcome | None]:
-        """Commit hand-outs (pending -> dispatched, new attempt, fence); None where the task
-        was no longer pending. Payloads up to `inline_limit` bytes come back inline."""
-        ...
-
-    async def mark_published(self, task_ids: Iterable[str]) -> None: ...
 
     async def apply(
         self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention
-    ) -> list[TaskRecord | None]:
-        """Apply reports fenced by attempt; each result is the task after it, None when stale.
+    ) -> list[Applied | None]:
+        """Apply and acknowledge reports, fenced by attempt; None where a report was stale.
         `outcomes[i]` says what a failed report turns into (None for other kinds)."""
+        ...
+
+    async def apply_then_dispatch(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[list[Applied | None], list[bool]]:
+        """`apply`, then `dispatch` (the slots those reports free, handed out again), in one round trip."""
         ...
 
     async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
@@ -192,12 +218,12 @@ class IndexStore(Protocol):
 
     async def purge_dead_letters(self, task_ids: Sequence[str]) -> int: ...
 
-    async def counts(self) -> dict[str, int]:
-        """Tasks per state."""
-        ...
-
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
         """Per queue: completed, failed, cancelled, retried, wait/run sums and counts."""
+        ...
+
+    async def add_stats(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """Add per-queue counter deltas (the engine batches them, about once a second)."""
         ...
 
 
@@ -212,6 +238,10 @@ class ControlStore(Protocol):
 
     async def known_workers(self) -> dict[str, WorkerRecord]: ...
 
+    async def purge_worker_queue(self, worker_id: str) -> int:
+        """Drop the messages still waiting in a worker's Celery queue; how many there were."""
+        ...
+
 
 class EventLog(Protocol):
     """The durable lifecycle stream (read by one consumer group)."""
@@ -222,7 +252,13 @@ class EventLog(Protocol):
         """Next reports; backlog=True re-reads those delivered but never acknowledged."""
         ...
 
-    async def ack(self, stream_ids: Sequence[str]) -> None: ...
+    async def ack(self, stream_ids: Sequence[str]) -> None:
+        """Acknowledge entries that are not reports (apply acknowledges the reports it applies)."""
+        ...
+
+    def started(self) -> AsyncIterator[Started]:
+        """Claims as they happen (best effort: the task record holds the truth)."""
+        ...
 
 
 class State(Protocol):

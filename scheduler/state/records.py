@@ -10,7 +10,8 @@ Unix seconds; an unset time is 0.0 (stored as "").
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -56,8 +57,6 @@ class TaskRecord:
     attempt: int = 0
     """Hand-outs so far; the fence admits only the current one."""
     dispatched_at: float = 0.0
-    published: bool = False
-    """The current hand-out's Celery message was confirmed published."""
     gpu_index: int | None = None
     """Device the current attempt's GPU memory is reserved on."""
     served_queue: str = ""
@@ -72,21 +71,26 @@ class TaskRecord:
     error_type: str = ""
     next_attempt_at: float = 0.0
 
-    def pending_task(self) -> PendingTask:
-        """The core's view of this task while it waits for a worker."""
+    def pending_task(self, inline_limit: int, seq: int | None = None) -> PendingTask:
+        """The core's view of this task while it waits for a worker (payloads larger than
+        `inline_limit` bytes travel by reference; `seq` overrides the record's)."""
         return PendingTask(
             task_id=self.task_id,
-            queue=self.queue,
+            queue=sys.intern(self.queue),
             priority=self.priority,
-            seq=self.seq,
+            seq=self.seq if seq is None else seq,
             task_class=self.task_class,
             gpu=self.gpu,
             gpu_memory_mb=self.gpu_memory_mb,
             labels=tuple(sorted(self.labels.items())),
             submitted_at=self.submitted_at,
-            class_reason=self.class_reason,
+            class_reason=sys.intern(self.class_reason),
             preferred_labels=tuple(sorted(self.preferred_labels.items())),
-            task_name=self.name,
+            task_name=sys.intern(self.name),
+            attempt=self.attempt,
+            by_reference=self.payload_bytes > inline_limit,
+            time_limits=(self.soft_time_limit, self.hard_time_limit)
+            if self.soft_time_limit or self.hard_time_limit else None,
         )
 
 
@@ -102,6 +106,10 @@ def _labels(raw: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in json.loads(raw or "{}").items()}
 
 
+def _labels_text(labels: Mapping[str, str]) -> str:
+    return json.dumps(dict(labels), sort_keys=True) if labels else "{}"
+
+
 # Stored field name -> (record attribute, decode, encode). Every name the scheduler reads or
 # writes in a task hash is here and nowhere else in Python.
 _CODEC: dict[str, tuple[str, Any, Any]] = {
@@ -114,8 +122,8 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
     "class": ("task_class", lambda raw: TaskClass(raw or TaskClass.CPU), lambda v: v.value),
     "gpu": ("gpu", lambda raw: GpuNeed(raw or GpuNeed.UNSPECIFIED), lambda v: v.value),
     "gpu_mem": ("gpu_memory_mb", lambda raw: int(raw or 0), str),
-    "labels": ("labels", _labels, lambda v: json.dumps(dict(v), sort_keys=True)),
-    "preferred_labels": ("preferred_labels", _labels, lambda v: json.dumps(dict(v), sort_keys=True)),
+    "labels": ("labels", _labels, _labels_text),
+    "preferred_labels": ("preferred_labels", _labels, _labels_text),
     "content_type": ("content_type", str, str),
     "user_initiated": ("user_initiated", lambda raw: raw == "1", lambda v: "1" if v else "0"),
     "submitted_at": ("submitted_at", _time, _time_text),
@@ -131,7 +139,6 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
     "hard_limit": ("hard_time_limit", _time, _time_text),
     "attempt": ("attempt", lambda raw: int(raw or 0), str),
     "dispatched_at": ("dispatched_at", _time, _time_text),
-    "published": ("published", lambda raw: raw == "1", lambda v: "1" if v else "0"),
     "gpu_index": ("gpu_index", lambda raw: int(raw) if raw else None,
                   lambda v: "" if v is None else str(v)),
     "served_queue": ("served_queue", str, str),
@@ -147,12 +154,22 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
 }
 assert {attr for attr, _d, _e in _CODEC.values()} == {f.name for f in fields(TaskRecord)}
 
+RECORD_FIELDS = tuple(_CODEC)
+"""Every field of a task hash that a record holds: what reads fetch (HMGET), never the payload."""
+
 SUBMIT_FIELDS = tuple(name for name in _CODEC if name not in {
-    "seq", "state", "attempt", "dispatched_at", "published", "gpu_index", "served_queue",
+    "seq", "state", "attempt", "dispatched_at", "gpu_index", "served_queue",
     "started_at", "progress", "progress_msg", "finished_at", "result_json", "error", "traceback",
     "error_type", "next_attempt_at",
 })
 """Fields written at submission; the submit script adds seq, state and attempt itself."""
+
+
+def decode_fields(values: Sequence[str | None]) -> TaskRecord | None:
+    """A record from an HMGET of RECORD_FIELDS (None when the task does not exist)."""
+    if values[0] is None:
+        return None
+    return decode_task({name: value for name, value in zip(RECORD_FIELDS, values, strict=True) if value is not None})
 
 
 def decode_task(raw: Mapping[str, str]) -> TaskRecord:
@@ -167,11 +184,16 @@ def decode_task(raw: Mapping[str, str]) -> TaskRecord:
 
 def encode_task(record: TaskRecord, names: tuple[str, ...] | None = None) -> dict[str, str]:
     """The record as hash fields: all of them, or only `names`."""
-    return {
-        name: encode(getattr(record, attr))
-        for name, (attr, _decode, encode) in _CODEC.items()
-        if names is None or name in names
-    }
+    codec = _CODEC.items() if names is None else [(name, _CODEC[name]) for name in names]
+    return {name: encode(getattr(record, attr)) for name, (attr, _decode, encode) in codec}
+
+
+_SUBMIT_CODEC = [(name, _CODEC[name][0], _CODEC[name][2]) for name in SUBMIT_FIELDS]
+
+
+def encode_submitted(record: TaskRecord) -> list[str]:
+    """SUBMIT_FIELDS of the record as a flat [field, value, ...] list (the submit hot path)."""
+    return [x for name, attr, encode in _SUBMIT_CODEC for x in (name, encode(getattr(record, attr)))]
 
 
 @dataclass(frozen=True)

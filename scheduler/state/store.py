@@ -13,216 +13,31 @@ be retried.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from redis import exceptions as redis_errors
-from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED
+from switchyard.wire import EVENTS_GROUP, worker_queue
 
-from scheduler.core.model import TaskState
 from scheduler.state import records
 from scheduler.state.connection import Connection, StorePart, guarded
 from scheduler.state.interface import (
-    CancelOutcome,
-    CancelStatus,
     ControlStore,
-    DispatchOutcome,
-    EventKind,
     EventLog,
-    FailureAction,
-    FailureOutcome,
-    HandOutRequest,
-    IdempotencyConflict,
     IndexStore,
     LifecycleEvent,
-    NewTask,
-    Retention,
-    SubmitOutcome,
+    Started,
     TaskStore,
 )
-from scheduler.state.records import TaskRecord, WorkerRecord
+from scheduler.state.records import WorkerRecord
+from scheduler.state.tasks import RedisTaskStore
 
 EVENTS_CONSUMER = "scheduler-1"
 """Consumer name within the events group (one leader reads at a time)."""
 
-CANCEL_FENCE_TTL_SECONDS = 7 * 86400
-"""How long a cancelled task's fence outlives it: long enough that a message of it still
-waiting in a worker's queue (kombu redelivers after its visibility timeout) is refused."""
 
 _PURGE_CHUNK = 500
 """Dead letters deleted per script call, so one call never blocks Redis for long."""
-
-((_PUBLISHED_FIELD, _PUBLISHED_VALUE),) = records.encode_task(
-    TaskRecord("", "", "", published=True), ("published",)
-).items()
-"""The task field (and value) that marks a hand-out's message as published, by the one codec."""
-
-
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    """A flat HGETALL reply from a script as a mapping."""
-    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
-
-
-def _task_or_none(reply: Any) -> TaskRecord | None:
-    """A script's task reply as a record; None where the script refused (returned false)."""
-    return records.decode_task(_pairs(reply)) if reply else None
-
-
-class RedisTaskStore(StorePart):
-    """Task records and their transitions (`TaskStore`)."""
-
-    @guarded
-    async def submit(self, tasks: Sequence[NewTask], idempotency_ttl_seconds: int) -> list[SubmitOutcome]:
-        """Write all tasks (and idempotency keys) atomically; raise IdempotencyConflict for none written."""
-        keys = self._keys
-        args: list[Any] = [keys.task(""), keys.payload(""), keys.idempotency(""),
-                           idempotency_ttl_seconds, len(tasks)]
-        for task in tasks:
-            record = task.record
-            flat = [x for pair in records.encode_task(record, records.SUBMIT_FIELDS).items() for x in pair]
-            args += [record.task_id, record.idempotency_key, record.payload_digest,
-                     task.args_json, task.kwargs_json, len(flat), *flat]
-        reply = await self._scripts.submit(keys=[keys.seq, keys.pending, keys.counts], args=args)
-        if reply[0] == "conflict":
-            raise IdempotencyConflict(int(reply[1]), str(reply[2]))
-        return [
-            SubmitOutcome(task_id=str(reply[i]), deduplicated=reply[i + 1] == "-1",
-                          seq=max(0, int(reply[i + 1])))
-            for i in range(1, len(reply), 2)
-        ]
-
-    @guarded
-    async def get(self, task_id: str) -> TaskRecord | None:
-        """The task's record, or None when it does not exist (or has expired)."""
-        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.task(task_id)))
-        return records.decode_task(raw) if raw else None
-
-    @guarded
-    async def load(self, task_ids: Iterable[str]) -> list[TaskRecord]:
-        """Records of many ids in one round trip (missing ones are skipped)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hgetall(self._keys.task(task_id))
-        return [records.decode_task(cast(dict[str, str], raw)) for raw in await pipe.execute() if raw]
-
-    @guarded
-    async def payload(self, task_id: str) -> tuple[str, str]:
-        """(args_json, kwargs_json) as stored once at submission."""
-        args_json, kwargs_json = await self._redis.hmget(self._keys.payload(task_id), "args_json", "kwargs_json")
-        return str(args_json or "[]"), str(kwargs_json or "{}")
-
-    @guarded
-    async def dispatch(
-        self, requests: Sequence[HandOutRequest], now: float, inline_limit: int
-    ) -> list[DispatchOutcome | None]:
-        """Commit many hand-outs in one round trip; each is its own atomic script, so each is
-        committed or not on its own (None where the task was no longer pending)."""
-        keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
-        for request in requests:
-            task_id, worker_id = request.task_id, request.worker_id
-            await self._scripts.dispatch(
-                keys=[keys.task(task_id), keys.payload(task_id), keys.pending, keys.inflight(worker_id),
-                      keys.fence(task_id), keys.counts],
-                args=[task_id, worker_id, repr(now), "" if request.gpu_index is None else request.gpu_index,
-                      inline_limit, request.reason, request.served_queue],
-                client=pipe,
-            )
-        outcomes: list[DispatchOutcome | None] = []
-        for reply in await pipe.execute():
-            if not reply:
-                outcomes.append(None)
-                continue
-            payload = reply[1]
-            outcomes.append(DispatchOutcome(
-                records.decode_task(_pairs(reply[0])),
-                str(payload[0] or "[]") if payload else None,
-                str(payload[1] or "{}") if payload else None,
-            ))
-        return outcomes
-
-    @guarded
-    async def mark_published(self, task_ids: Iterable[str]) -> None:
-        """Record that these hand-outs' Celery messages were published (recovery re-publishes the rest)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hset(self._keys.task(task_id), _PUBLISHED_FIELD, _PUBLISHED_VALUE)
-        await pipe.execute()
-
-    @guarded
-    async def apply(
-        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention
-    ) -> list[TaskRecord | None]:
-        """Apply reports in one round trip, each its own script fenced by attempt; the task after
-        each, or None when it was stale. `outcomes[i]` is what a failed report turns into (None: fail)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for event, outcome in zip(events, outcomes, strict=True):
-            await self._scripts.apply_event(
-                keys=self._event_keys(event.task_id), args=self._event_args(event, outcome, retention),
-                client=pipe,
-            )
-        return [_task_or_none(reply) for reply in await pipe.execute()]
-
-    def _event_keys(self, task_id: str) -> list[str]:
-        keys = self._keys
-        return [keys.task(task_id), keys.payload(task_id), keys.fence(task_id), keys.counts,
-                keys.retry, keys.dead_letters]
-
-    def _event_args(self, event: LifecycleEvent, outcome: FailureOutcome | None, retention: Retention) -> list[Any]:
-        fields = event.fields
-        if event.kind == EventKind.SUCCEEDED:
-            first, second = fields.get("result_json", "null"), ""
-        elif event.kind == EventKind.FAILED:
-            first, second = fields.get("error", ""), fields.get("traceback", "")
-        elif event.kind == EventKind.PROGRESS:
-            first, second = fields.get("progress", "0"), fields.get("message", "")
-        else:
-            first, second = "", ""
-        outcome = outcome or FailureOutcome(FailureAction.FAIL, 0.0, "")
-        # The script compares attempts as text, so the attempt goes as the decimal the
-        # dispatch script's HINCRBY stored.
-        return [self._keys.inflight(""), self._keys.stats(""), event.task_id, event.kind,
-                str(event.attempt), repr(event.ts), first, second, fields.get("error_type", ""),
-                outcome.action.value, repr(outcome.next_attempt_at),
-                max(1, int(retention.result_ttl_seconds)), max(1, int(retention.dead_letter_ttl_seconds)),
-                outcome.reason]
-
-    @guarded
-    async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
-        """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
-        keys = self._keys
-        reply = await self._scripts.requeue(
-            keys=[keys.task(task_id), keys.inflight(worker_id), keys.fence(task_id), keys.pending, keys.counts],
-            args=[task_id, worker_id, reason, FENCE_REQUEUED],
-        )
-        return _task_or_none(reply)
-
-    @guarded
-    async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome:
-        """Cancel a task that has not finished (a finished one comes back as TERMINAL, unchanged)."""
-        keys = self._keys
-        reply = await self._scripts.cancel(
-            keys=[keys.task(task_id), keys.payload(task_id), keys.fence(task_id), keys.pending,
-                  keys.retry, keys.counts],
-            args=[keys.inflight(""), keys.stats(""), task_id, repr(now), reason, FENCE_CANCELLED,
-                  CANCEL_FENCE_TTL_SECONDS, max(1, int(result_ttl_seconds))],
-        )
-        status = CancelStatus(reply[0])
-        if status is CancelStatus.MISSING:
-            return CancelOutcome(status, None, None)
-        return CancelOutcome(status, TaskState(reply[1]), records.decode_task(_pairs(reply[2])))
-
-    @guarded
-    async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:
-        """A due retry or a replayed dead letter back to pending; None if not in `from_state`."""
-        keys = self._keys
-        index = keys.retry if from_state == TaskState.RETRYING else keys.dead_letters
-        reply = await self._scripts.promote(
-            keys=[keys.task(task_id), keys.payload(task_id), keys.pending, keys.counts, index],
-            args=[task_id, from_state.value, reason],
-        )
-        return _task_or_none(reply)
-
 
 class RedisIndexStore(StorePart):
     """Indexes over tasks: pending, ledgers, retries, dead letters, statistics (`IndexStore`)."""
@@ -262,17 +77,8 @@ class RedisIndexStore(StorePart):
         purged = 0
         for start in range(0, len(task_ids), _PURGE_CHUNK):
             chunk = task_ids[start : start + _PURGE_CHUNK]
-            purged += int(await self._scripts.purge_dead(
-                keys=[keys.dead_letters, keys.counts],
-                args=[keys.task(""), keys.payload(""), keys.fence(""), *chunk],
-            ))
+            purged += int(await self._scripts.purge_dead(keys=[keys.dead_letters], args=[keys.task(""), *chunk]))
         return purged
-
-    @guarded
-    async def counts(self) -> dict[str, int]:
-        """Tasks per state."""
-        raw = await self._redis.hgetall(self._keys.counts)
-        return {str(k): int(v) for k, v in raw.items()}
 
     @guarded
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -282,6 +88,18 @@ class RedisIndexStore(StorePart):
             pipe.hgetall(self._keys.stats(queue))
         rows = await pipe.execute()
         return {q: {str(k): float(v) for k, v in row.items()} for q, row in zip(queues, rows, strict=True)}
+
+    @guarded
+    async def add_stats(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """Add per-queue counter deltas in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for queue, row in deltas.items():
+            for name, amount in row.items():
+                if name.endswith("_sum"):
+                    pipe.hincrbyfloat(self._keys.stats(queue), name, amount)
+                else:
+                    pipe.hincrby(self._keys.stats(queue), name, int(amount))
+        await pipe.execute()
 
 
 class RedisControlStore(StorePart):
@@ -310,6 +128,16 @@ class RedisControlStore(StorePart):
         """Every worker that ever registered, by id."""
         raw = await self._redis.hgetall(self._keys.workers)
         return {str(k): records.decode_worker(str(k), str(v)) for k, v in raw.items()}
+
+    @guarded
+    async def purge_worker_queue(self, worker_id: str) -> int:
+        """Drop what still waits in a lost worker's Celery queue (its attempts are fenced anyway)."""
+        queue = worker_queue(worker_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.llen(queue)
+        pipe.delete(queue)
+        waiting, _deleted = await pipe.execute()
+        return int(waiting)
 
 
 def _int_or_zero(text: str | None) -> int:
@@ -376,13 +204,34 @@ class RedisEventLog(StorePart):
 
     @guarded
     async def ack(self, stream_ids: Sequence[str]) -> None:
-        """Acknowledge applied reports and trim the stream behind them."""
+        """Acknowledge entries that are not reports (apply acknowledges the reports)."""
         if stream_ids:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.xack(self._keys.events, EVENTS_GROUP, *stream_ids)
-            # Entries older than the newest acknowledged one are done with; keep the stream short.
-            pipe.xtrim(self._keys.events, minid=stream_ids[-1], approximate=True)
-            await pipe.execute()
+            await self._redis.xack(self._keys.events, EVENTS_GROUP, *stream_ids)
+
+    async def started(self) -> AsyncIterator[Started]:
+        """Claims as workers announce them on the notify channel; ends when the connection drops
+        (raising StateUnavailable), so the caller resubscribes. Best effort by design: the task
+        record already says the attempt runs."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._subscribe(pubsub)
+            while True:
+                message = await self._next_message(pubsub)
+                if message is None:
+                    continue
+                parts = str(message.get("data", "")).split(" ")
+                if len(parts) == 4 and parts[0] == "started":
+                    yield Started(parts[1], _int_or_zero(parts[2]), parts[3])
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @guarded
+    async def _subscribe(self, pubsub: Any) -> None:
+        await pubsub.subscribe(self._keys.notify)
+
+    @guarded
+    async def _next_message(self, pubsub: Any) -> Any:
+        return await pubsub.get_message(timeout=1.0)
 
 
 class RedisState(StorePart):

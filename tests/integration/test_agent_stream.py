@@ -22,11 +22,13 @@ from celery import Celery
 from switchyard.v1 import agent_pb2, agent_pb2_grpc
 from switchyard.wire import (
     DEFAULT_KEY_PREFIX,
+    FENCE_FIELD,
     HEADER_ATTEMPT,
     HEADER_PAYLOAD_REF,
     HEADER_TASK_ID,
     HEADER_WORKER_ID,
     Keys,
+    fence_started,
     worker_queue,
 )
 
@@ -222,22 +224,32 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         state = redis.Redis.from_url(urls[1], decode_responses=True)
         keys = Keys(DEFAULT_KEY_PREFIX)
         publisher = Celery("publisher", broker=urls[0])
-        state.set(keys.fence("long"), "1")
+        # Subscribed before the hand-out, so the claim's announcement cannot slip past.
+        claims = state.pubsub()
+        claims.subscribe(keys.notify)
+        confirmed = claims.get_message(timeout=10)
+        assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
+        # Handed out as the scheduler's hand-out script records it: the fence is in the task hash.
+        state.hset(keys.task("long"), mapping={"state": "dispatched", "attempt": "1", FENCE_FIELD: "1"})
         publisher.send_task("agent_app.sleep", args=[30], queue=worker_queue("late"), task_id="long-1",
                             headers={HEADER_TASK_ID: "long", HEADER_ATTEMPT: 1, HEADER_WORKER_ID: "late",
                                      HEADER_PAYLOAD_REF: 0}, serializer="json")
-        wait_until(lambda: any(f["type"] == "started" for _, f in state.xrange(keys.events)),
-                   timeout=15, message="started")
+        announced = claims.get_message(timeout=15)
+        assert announced is not None and announced["data"] == "started long 1 late", announced
+        claims.close()
+        assert state.hget(keys.task("long"), FENCE_FIELD) == fence_started(1)
+        assert state.hget(keys.task("long"), "state") == "running"
         # Heartbeats count the running attempt.
         wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 1,
                    timeout=5, message="active_tasks == 1")
 
-        state.set(keys.fence("long"), "cancelled")
+        state.hset(keys.task("long"), mapping={"state": "cancelled", FENCE_FIELD: "cancelled"})
         server.push(agent_pb2.ConnectResponse(cancel=agent_pb2.CancelCommand(task_id="long", attempt=1)))
         wait_until(lambda: "Task agent_app.sleep[long-1]" in agent_log.read_text(errors="replace")
                    and "WorkerLostError" in agent_log.read_text(errors="replace"),
                    timeout=10, message="pool child killed by cancel")
-        assert [f["type"] for _, f in state.xrange(keys.events)] == ["started"]
+        # A cancelled attempt reports nothing: the agent removed its pid file before the kill.
+        assert state.xrange(keys.events) == []
         wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 0,
                    timeout=10, message="active_tasks back to 0")
 

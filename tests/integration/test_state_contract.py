@@ -2,10 +2,11 @@
 both (the Redis one on a private redis-server), so the engine's unit tests, which run on the
 fake, stand on the semantics of the Lua scripts.
 
-A scenario acts as the engine (state.tasks / indexes / controls / events) and as a worker (the
-fenced claim, reports appended to the lifecycle stream) and checks what a user would see: task
-state, attempt, worker, fence, indexes, counts and queue statistics. A second test runs each
-scenario on both and compares everything they hold at the end, field by field.
+A scenario acts as the engine (state.tasks / indexes / controls / events) and as a worker (its
+Celery queue, the fenced claim, reports appended to the lifecycle stream) and checks what a user
+would see: task state, attempt, worker, fence, payload, queued Celery messages, indexes and queue
+statistics. A second test runs each scenario on both and compares everything they hold at the
+end, field by field, the queued messages decoded as a worker's consumer decodes them.
 """
 
 from __future__ import annotations
@@ -13,87 +14,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol
 
 import pytest
-import redis.asyncio as aioredis
-from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, Keys, claim_script, fence_started
+from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, fence_started
 
 from scheduler.core.model import TaskState, WorkerType
 from scheduler.state.interface import (
+    Applied,
     CancelStatus,
     FailureAction,
     FailureOutcome,
-    HandOutRequest,
     IdempotencyConflict,
     NewTask,
     Retention,
-    State,
+    Started,
+    SubmitGroup,
+    SubmitOutcome,
 )
 from scheduler.state.records import TaskRecord, WorkerRecord
-from scheduler.state.store import RedisState
-from tests.support.fake_state import FakeState
+from tests.support.celery_queue import QueuedMessage, hand_out_request
 from tests.support.redis_server import RedisServer
+from tests.support.state_backends import Backend, FakeBackend, RedisBackend
 
 RETENTION = Retention(result_ttl_seconds=3600, dead_letter_ttl_seconds=3600)
 T0 = 1_000.0
 """Submission time of every task of a scenario."""
-
-
-class Backend(Protocol):
-    """One implementation of State, plus the worker's side of its fences and stream."""
-
-    state: State
-
-    async def claim(self, task_id: str, attempt: int, worker_id: str, ts: float) -> bool: ...
-    async def report(self, kind: str, task_id: str, attempt: int, worker_id: str, ts: float, **fields: str) -> None: ...
-    async def fence(self, task_id: str) -> str | None: ...
-    async def close(self) -> None: ...
-
-
-class FakeBackend:
-    def __init__(self) -> None:
-        self.fake = FakeState()
-        self.state: State = self.fake
-
-    async def claim(self, task_id: str, attempt: int, worker_id: str, ts: float) -> bool:
-        return self.fake.claim(task_id, attempt, worker_id, ts)
-
-    async def report(self, kind: str, task_id: str, attempt: int, worker_id: str, ts: float, **fields: str) -> None:
-        self.fake.report(kind, task_id, attempt, worker_id, ts, **fields)
-
-    async def fence(self, task_id: str) -> str | None:
-        return self.fake.fence(task_id)
-
-    async def close(self) -> None:
-        await self.fake.close()
-
-
-class RedisBackend:
-    """RedisState, with a worker that claims through the shipped claim script and XADDs reports."""
-
-    def __init__(self, url: str) -> None:
-        self.state: State = RedisState(url, "sy")
-        self.keys = Keys("sy")
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True)
-        self._claim = self.redis.register_script(claim_script())
-
-    async def claim(self, task_id: str, attempt: int, worker_id: str, ts: float) -> bool:
-        keys = [self.keys.fence(task_id), self.keys.events]
-        return int(await self._claim(keys=keys, args=[str(attempt), worker_id, task_id, repr(ts)])) == 1
-
-    async def report(self, kind: str, task_id: str, attempt: int, worker_id: str, ts: float, **fields: str) -> None:
-        entry = {"type": kind, "task_id": task_id, "attempt": str(attempt), "worker_id": worker_id,
-                 "ts": repr(ts), **fields}
-        await self.redis.xadd(self.keys.events, entry)  # type: ignore[arg-type]
-
-    async def fence(self, task_id: str) -> str | None:
-        value = await self.redis.get(self.keys.fence(task_id))
-        return None if value is None else str(value)
-
-    async def close(self) -> None:
-        await self.state.close()
-        await self.redis.aclose()
+Q = "cpu_standard"
 
 
 @pytest.fixture(params=["fake", "redis"])
@@ -105,7 +51,7 @@ def make_backend(request: pytest.FixtureRequest) -> Callable[[], Backend]:
     return lambda: RedisBackend(server.url)
 
 
-def new_task(task_id: str, *, queue: str = "cpu_standard", priority: int = 5, key: str = "",
+def new_task(task_id: str, *, queue: str = Q, priority: int = 5, key: str = "",
              digest: str = "d", payload: tuple[str, str] = ("[1]", "{}")) -> NewTask:
     record = TaskRecord(task_id=task_id, name="t.job", queue=queue, priority=priority,
                         labels={"zone": "a"}, submitted_at=T0, idempotency_key=key, payload_digest=digest,
@@ -114,161 +60,272 @@ def new_task(task_id: str, *, queue: str = "cpu_standard", priority: int = 5, ke
     return NewTask(record, *payload)
 
 
-def hand_out(task_id: str, worker_id: str = "w1", gpu_index: int | None = None, served_queue: str = "") -> HandOutRequest:
-    return HandOutRequest(task_id, worker_id, gpu_index, served_queue, f"placed on {worker_id}")
+hand_out = hand_out_request
 
 
-async def deliver(b: Backend, outcome: FailureOutcome | None = None) -> list[TaskRecord | None]:
-    """Read the reports workers appended, apply them (as the engine does) and acknowledge them."""
-    events = await b.state.events.read(backlog=False, block_ms=0)
-    outcomes = [outcome if e.kind == "failed" else None for e in events]
-    after = await b.state.tasks.apply(events, outcomes, RETENTION)
-    await b.state.events.ack([e.stream_id for e in events])
-    return after
+async def submit(b: Backend, *groups: SubmitGroup) -> list[list[SubmitOutcome] | IdempotencyConflict]:
+    results, handed = await b.state.tasks.submit(groups, 60)
+    assert handed == []
+    return results
 
 
 async def submitted(b: Backend, *task_ids: str) -> None:
-    await b.state.tasks.submit([new_task(t) for t in task_ids], 60)
+    (outcomes,) = await submit(b, [new_task(t) for t in task_ids])
+    assert not isinstance(outcomes, IdempotencyConflict)
+
+
+async def deliver(b: Backend, outcome: FailureOutcome | None = None) -> list[Applied | None]:
+    """Read the reports workers appended and apply them as the engine does (which acknowledges them)."""
+    events = await b.state.events.read(backlog=False, block_ms=1)
+    outcomes = [outcome if e.kind == "failed" else None for e in events]
+    return await b.state.tasks.apply(events, outcomes, RETENTION)
+
+
+async def record(b: Backend, task_id: str) -> TaskRecord:
+    stored = await b.state.tasks.get(task_id)
+    assert stored is not None, task_id
+    return stored
 
 
 async def state_of(b: Backend, task_id: str) -> TaskState | None:
-    record = await b.state.tasks.get(task_id)
-    return record.state if record else None
+    stored = await b.state.tasks.get(task_id)
+    return stored.state if stored else None
 
 
-# --- scenarios --------------------------------------------------------------------------------
+def contents(messages: list[QueuedMessage]) -> list[tuple[str, int, object, object]]:
+    return [(m.task_id, m.attempt, m.args, m.kwargs) for m in messages]
+
+
+# --- submissions --------------------------------------------------------------------------
 
 
 async def submit_writes_pending_tasks_in_order(b: Backend) -> None:
-    outcomes = await b.state.tasks.submit([new_task("a"), new_task("b", priority=9), new_task("c")], 60)
-    assert [(o.task_id, o.deduplicated, o.seq) for o in outcomes] == [("a", False, 1), ("b", False, 2), ("c", False, 3)]
+    (outcomes,) = await submit(b, [new_task("a"), new_task("b", priority=9), new_task("c")])
+    assert outcomes == [SubmitOutcome("a", False, 1), SubmitOutcome("b", False, 2), SubmitOutcome("c", False, 3)]
     assert await b.state.indexes.pending_ids() == ["a", "b", "c"]
-    task = await b.state.tasks.get("a")
-    assert task == replace(new_task("a").record, seq=1, state=TaskState.PENDING, attempt=0)
-    assert await b.state.tasks.payload("a") == ("[1]", "{}")
+    assert await record(b, "a") == replace(new_task("a").record, seq=1, state=TaskState.PENDING, attempt=0)
+    assert await b.payload("a") == ("[1]", "{}")
+    assert await b.fence("a") is None
     assert [r.task_id for r in await b.state.tasks.load(["c", "missing", "a"])] == ["c", "a"]
     assert await b.state.tasks.get("missing") is None
-    assert await b.state.indexes.counts() == {"pending": 3}
 
 
 async def same_key_and_payload_is_deduplicated(b: Backend) -> None:
-    await b.state.tasks.submit([new_task("a", key="k1")], 60)
-    again = await b.state.tasks.submit([new_task("a2", key="k1"), new_task("b", key="k2"), new_task("b2", key="k2")], 60)
-    assert [(o.task_id, o.deduplicated) for o in again] == [("a", True), ("b", False), ("b", True)]
+    await submit(b, [new_task("a", key="k1")])
+    (again,) = await submit(b, [new_task("a2", key="k1"), new_task("b", key="k2"), new_task("b2", key="k2")])
+    assert again == [SubmitOutcome("a", True), SubmitOutcome("b", False, 2), SubmitOutcome("b", True)]
     assert await b.state.tasks.get("a2") is None and await b.state.tasks.get("b2") is None
     assert await b.state.indexes.pending_ids() == ["a", "b"]
-    assert await b.state.indexes.counts() == {"pending": 2}
 
 
-async def a_conflicting_key_writes_nothing_of_the_batch(b: Backend) -> None:
-    await b.state.tasks.submit([new_task("a", key="k1", digest="one")], 60)
-    with pytest.raises(IdempotencyConflict) as clash:
-        await b.state.tasks.submit([new_task("fresh"), new_task("a2", key="k1", digest="two")], 60)
-    assert (clash.value.index, clash.value.existing_task_id) == (1, "a")
-    with pytest.raises(IdempotencyConflict) as inside:
-        await b.state.tasks.submit([new_task("x", key="k9", digest="one"), new_task("y", key="k9", digest="two")], 60)
-    assert (inside.value.index, inside.value.existing_task_id) == (1, "")
-    assert await b.state.indexes.pending_ids() == ["a"]
-    assert await b.state.tasks.get("fresh") is None and await b.state.tasks.get("x") is None
-    assert await b.state.indexes.counts() == {"pending": 1}
+async def a_conflict_writes_nothing_of_its_group_and_other_groups_go_on(b: Backend) -> None:
+    await submit(b, [new_task("a", key="k1", digest="one")])
+    clash, inside, fine, later = await submit(
+        b, [new_task("fresh"), new_task("a2", key="k1", digest="two")],
+        [new_task("x", key="k9", digest="one"), new_task("y", key="k9", digest="two")],
+        [new_task("b", key="k3")],
+        [new_task("b2", key="k3"), new_task("c", key="k3", digest="other")],
+    )
+    assert isinstance(clash, IdempotencyConflict) and (clash.index, clash.existing_task_id) == (1, "a")
+    assert isinstance(inside, IdempotencyConflict) and (inside.index, inside.existing_task_id) == (1, "")
+    assert fine == [SubmitOutcome("b", False, 2)]
+    # An earlier group of the same call already holds k3: a later group sees it.
+    assert isinstance(later, IdempotencyConflict) and (later.index, later.existing_task_id) == (1, "b")
+    assert await b.state.indexes.pending_ids() == ["a", "b"]
+    assert await b.state.tasks.load(["fresh", "a2", "x", "y", "b2", "c"]) == []
+    (unbound,) = await submit(b, [new_task("z", key="k9", digest="two")])  # k9 was never bound
+    assert unbound == [SubmitOutcome("z", False, 3)]
 
 
-async def dispatch_fences_a_new_attempt(b: Backend) -> None:
-    await submitted(b, "a", "b")
-    first, again = await b.state.tasks.dispatch([hand_out("a", gpu_index=1, served_queue="gpu_fallback"),
-                                                 hand_out("a", "w2")], T0 + 2, 1000)
-    assert first is not None and again is None
-    task = first.task
+# --- hand-outs ----------------------------------------------------------------------------
+
+
+async def dispatch_fences_a_new_attempt_and_queues_its_message(b: Backend) -> None:
+    await submitted(b, "a", "b", "c")
+    handed = await b.state.tasks.dispatch(
+        [hand_out("a", gpu_index=1, served_queue="gpu_fallback"), hand_out("a", "w2"), hand_out("c"),
+         hand_out("b", "w2", by_reference=True)], T0 + 2)
+    assert handed == [True, False, True, True]
+    task = await record(b, "a")
     assert (task.state, task.attempt, task.worker_id, task.gpu_index, task.served_queue) == (
         TaskState.DISPATCHED, 1, "w1", 1, "gpu_fallback")
-    assert (task.dispatched_at, task.published, task.reason) == (T0 + 2, False, "placed on w1")
-    assert (first.args_json, first.kwargs_json) == ("[1]", "{}")
-    assert await b.fence("a") == "1"
-    assert await b.state.indexes.pending_ids() == ["b"]
-    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"a"}}
-    assert await b.state.indexes.counts() == {"pending": 1, "dispatched": 1}
-    (by_reference,) = await b.state.tasks.dispatch([hand_out("b", "w2")], T0 + 3, 3)
-    assert by_reference is not None and by_reference.args_json is None and by_reference.kwargs_json is None
-    await b.state.tasks.mark_published(["a"])
-    assert [r.published for r in await b.state.tasks.load(["a", "b"])] == [True, False]
+    assert (task.dispatched_at, task.reason, task.started_at, task.progress) == (T0 + 2, "placed on w1", 0.0, 0.0)
+    assert [await b.fence(t) for t in ("a", "b", "c")] == ["1", "1", "1"]
+    assert await b.state.indexes.pending_ids() == []
+    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"a", "c"}, "w2": {"b"}}
+    # One message per hand-out, in round order; the refused one wrote nothing.
+    assert contents(await b.queued("w1")) == [("a", 1, [1], {}), ("c", 1, [1], {})]
+    (by_reference,) = await b.queued("w2")
+    assert (by_reference.task_id, by_reference.by_reference, by_reference.args, by_reference.kwargs) == (
+        "b", True, [], {})
+    assert await b.payload("b") == ("[1]", "{}")  # the claim hands it over
+
+
+async def dispatch_refuses_a_task_not_pending_at_the_previous_attempt(b: Backend) -> None:
+    await submitted(b, "a", "b")
+    assert await b.state.tasks.dispatch([hand_out("a", attempt=2), hand_out("missing"), hand_out("b", attempt=0)],
+                                        T0 + 1) == [False, False, False]
+    assert await b.queued("w1") == []
+    assert [await state_of(b, t) for t in ("a", "b")] == [TaskState.PENDING, TaskState.PENDING]
+    assert await b.state.indexes.in_flight_ledgers() == {}
+    assert await b.state.tasks.dispatch([hand_out("a")], T0 + 1) == [True]
+    assert await b.state.tasks.requeue("a", "w1", "lost") is not None
+    assert await b.state.tasks.dispatch([hand_out("a", "w2")], T0 + 2) == [False]  # pending at attempt 1 now
+    assert await b.state.tasks.dispatch([hand_out("a", "w2", attempt=2)], T0 + 2) == [True]
+    assert contents(await b.queued("w1")) == [("a", 1, [1], {})]
+    assert contents(await b.queued("w2")) == [("a", 2, [1], {})]
+
+
+async def sync_match_hands_out_in_the_submit_round_trip(b: Backend) -> None:
+    await submit(b, [new_task("a", key="k1", digest="one")])
+    results, handed = await b.state.tasks.submit(
+        [[new_task("b")], [new_task("c"), new_task("a2", key="k1", digest="two")]], 60,
+        hand_outs=[hand_out("b"), hand_out("c", "w2")], now=T0 + 1)
+    assert results[0] == [SubmitOutcome("b", False, 2)] and isinstance(results[1], IdempotencyConflict)
+    assert handed == [True, False]  # c's group was refused: nothing to hand out
+    task = await record(b, "b")
+    assert (task.state, task.worker_id, task.attempt, task.dispatched_at) == (TaskState.DISPATCHED, "w1", 1, T0 + 1)
+    assert contents(await b.queued("w1")) == [("b", 1, [1], {})]
+    assert await b.queued("w2") == []
+    assert await b.state.indexes.pending_ids() == ["a"]
+
+
+async def a_completion_hands_the_freed_slot_out_in_the_same_round_trip(b: Backend) -> None:
+    await submitted(b, "a", "b", "c")
+    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
+    assert await b.claim("a", 1, "w1", T0 + 2)
+    await b.report("succeeded", "a", 1, "w1", T0 + 4, result_json="1")
+    events = await b.state.events.read(backlog=False, block_ms=1)
+    applied, handed = await b.state.tasks.apply_then_dispatch(
+        events, [None], RETENTION, [hand_out("b"), hand_out("a", attempt=2)], T0 + 4)
+    assert applied == [Applied(TaskState.SUCCEEDED, Q, "w1", 2.0, 2.0)] and handed == [True, False]
+    assert contents(await b.queued("w1")) == [("a", 1, [1], {}), ("b", 1, [1], {})]
+    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
+    assert await b.unacked() == 0
+    await b.report("progress", "b", 1, "w1", T0 + 5, progress="0.5")
+    events = await b.state.events.read(backlog=False, block_ms=1)
+    assert await b.state.tasks.apply_then_dispatch(events, [None], RETENTION, [], T0 + 5) == (
+        [Applied(TaskState.DISPATCHED, Q, "w1")], [])
+    assert await b.state.indexes.pending_ids() == ["c"]
+
+
+# --- the worker's side --------------------------------------------------------------------
 
 
 async def a_claimed_attempt_runs_and_succeeds(b: Backend) -> None:
     await submitted(b, "a")
-    await b.state.tasks.dispatch([hand_out("a")], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
     assert not await b.claim("a", 2, "w1", T0 + 2)
     assert await b.claim("a", 1, "w1", T0 + 2)
     assert not await b.claim("a", 1, "w1", T0 + 2)  # a redelivered message does not run twice
     assert await b.fence("a") == fence_started(1)
+    running = await record(b, "a")
+    assert (running.state, running.started_at) == (TaskState.RUNNING, T0 + 2)
     await b.report("progress", "a", 1, "w1", T0 + 3, progress="0.5", message="half")
-    running, halfway = await deliver(b)
-    assert running is not None and (running.state, running.started_at) == (TaskState.RUNNING, T0 + 2)
-    assert halfway is not None and (halfway.progress, halfway.progress_message) == (0.5, "half")
+    assert await deliver(b) == [Applied(TaskState.RUNNING, Q, "w1")]
+    halfway = await record(b, "a")
+    assert (halfway.progress, halfway.progress_message) == (0.5, "half")
     await b.report("succeeded", "a", 1, "w1", T0 + 6, result_json='{"ok": true}')
-    (done,) = await deliver(b)
-    assert done is not None
-    assert (done.state, done.result_json, done.finished_at, done.progress) == (TaskState.SUCCEEDED, '{"ok": true}', T0 + 6, 1.0)
-    assert await b.fence("a") is None
+    # Waited from submission to the claim's start, ran from there to the report.
+    assert await deliver(b) == [Applied(TaskState.SUCCEEDED, Q, "w1", 2.0, 4.0)]
+    done = await record(b, "a")
+    assert (done.state, done.result_json, done.finished_at, done.progress, done.started_at) == (
+        TaskState.SUCCEEDED, '{"ok": true}', T0 + 6, 1.0, T0 + 2)
+    assert await b.fence("a") == ""
     assert await b.state.indexes.in_flight_ledgers() == {}
-    assert await b.state.indexes.counts() == {"pending": 0, "dispatched": 0, "running": 0, "succeeded": 1}
-    stats = (await b.state.indexes.queue_stats(["cpu_standard", "other"]))
-    assert stats == {"cpu_standard": {"wait_sum": 2.0, "wait_count": 1.0, "run_sum": 4.0, "run_count": 1.0,
-                                      "completed": 1.0}, "other": {}}
+    assert await b.unacked() == 0
+    assert await b.state.indexes.queue_stats([Q]) == {Q: {}}  # the engine keeps those counters
+
+
+async def a_separate_started_report_moves_a_dispatched_task_once(b: Backend) -> None:
+    await submitted(b, "a")
+    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
+    await b.report("started", "a", 1, "w1", T0 + 2)
+    await b.report("started", "a", 1, "w1", T0 + 3)
+    assert await deliver(b) == [Applied(TaskState.RUNNING, Q, "w1"), None]
+    assert (await record(b, "a")).started_at == T0 + 2
+    assert await b.fence("a") == fence_started(1)
+    assert not await b.claim("a", 1, "w1", T0 + 4)
+
+
+async def a_claim_announces_its_start(b: Backend) -> None:
+    await submitted(b, "a")
+    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
+    starts = b.state.events.started()
+    heard = asyncio.ensure_future(anext(starts))
+    try:
+        for _ in range(500):  # until the subscription is in place (pub/sub keeps nothing for later)
+            if await b.subscribers():
+                break
+            await asyncio.sleep(0.01)
+        assert not await b.claim("a", 2, "w1", T0 + 2)  # refused: announces nothing
+        assert await b.claim("a", 1, "w1", T0 + 2)
+        assert await asyncio.wait_for(heard, timeout=5) == Started("a", 1, "w1")
+    finally:
+        heard.cancel()
+        await starts.aclose()  # type: ignore[attr-defined]
 
 
 async def a_stale_attempt_changes_nothing(b: Backend) -> None:
     await submitted(b, "a")
-    await b.state.tasks.dispatch([hand_out("a", "w1")], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out("a", "w1")], T0 + 1)
     assert await b.state.tasks.requeue("a", "w1", "worker lost") is not None
-    await b.state.tasks.dispatch([hand_out("a", "w2")], T0 + 2, 1000)
+    await b.state.tasks.dispatch([hand_out("a", "w2", attempt=2)], T0 + 2)
     assert not await b.claim("a", 1, "w1", T0 + 3)
     await b.report("started", "a", 1, "w1", T0 + 3)
     await b.report("succeeded", "a", 1, "w1", T0 + 4, result_json="1")
     await b.report("failed", "a", 1, "w1", T0 + 4, error="boom")
-    assert await deliver(b, FailureOutcome(FailureAction.FAIL, 0.0, "failed")) == [None, None, None]
-    task = await b.state.tasks.get("a")
-    assert task is not None and (task.state, task.attempt, task.worker_id) == (TaskState.DISPATCHED, 2, "w2")
+    await b.report("progress", "a", 1, "w1", T0 + 4, progress="0.9")
+    assert await deliver(b, FailureOutcome(FailureAction.FAIL, 0.0, "failed")) == [None, None, None, None]
+    assert await b.unacked() == 0  # stale reports are acknowledged all the same
+    task = await record(b, "a")
+    assert (task.state, task.attempt, task.worker_id, task.progress) == (TaskState.DISPATCHED, 2, "w2", 0.0)
     assert await b.state.indexes.in_flight_ledgers() == {"w2": {"a"}}
+    assert await b.state.indexes.queue_stats([Q]) == {Q: {}}
+
+
+# --- failures, loss, cancellation ---------------------------------------------------------
 
 
 async def failures_retry_then_dead_letter_or_fail(b: Backend) -> None:
     await submitted(b, "a", "b")
-    await b.state.tasks.dispatch([hand_out("a"), hand_out("b")], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("b")], T0 + 1)
     assert await b.claim("a", 1, "w1", T0 + 2)
     await b.report("failed", "a", 1, "w1", T0 + 3, error="ValueError: x", traceback="tb", error_type="ValueError")
-    _started, retrying = await deliver(b, FailureOutcome(FailureAction.RETRY, T0 + 60, "retry 1 of 2"))
-    assert retrying is not None
+    assert await deliver(b, FailureOutcome(FailureAction.RETRY, T0 + 60, "retry 1 of 2")) == [
+        Applied(TaskState.RETRYING, Q, "w1", 2.0, 1.0)]
+    retrying = await record(b, "a")
     assert (retrying.state, retrying.failures, retrying.worker_id, retrying.next_attempt_at) == (
         TaskState.RETRYING, 1, "", T0 + 60)
     assert (retrying.error, retrying.traceback, retrying.error_type, retrying.reason) == (
         "ValueError: x", "tb", "ValueError", "retry 1 of 2")
-    assert await b.fence("a") is None
+    assert await b.fence("a") == ""
     assert await b.state.indexes.due_retries(T0 + 59) == []
     assert await b.state.indexes.due_retries(T0 + 60) == ["a"]
     assert await b.state.tasks.promote("a", TaskState.DEAD_LETTERED, "wrong state") is None
     again = await b.state.tasks.promote("a", TaskState.RETRYING, "retry due")
-    assert again is not None and (again.state, again.attempt, again.next_attempt_at) == (TaskState.PENDING, 1, 0.0)
+    assert again is not None and (again.state, again.attempt, again.next_attempt_at, again.reason) == (
+        TaskState.PENDING, 1, 0.0, "retry due")
     assert await b.state.indexes.due_retries(T0 + 60) == []
-    (second,) = await b.state.tasks.dispatch([hand_out("a", "w2")], T0 + 61, 1000)
-    assert second is not None and second.task.attempt == 2 and await b.fence("a") == "2"
+    assert await b.state.tasks.dispatch([hand_out("a", "w2", attempt=2)], T0 + 61) == [True]
+    assert await b.fence("a") == "2"
     await b.report("failed", "a", 2, "w2", T0 + 62, error="ValueError: y")
-    (dead,) = await deliver(b, FailureOutcome(FailureAction.DEAD_LETTER, 0.0, "out of retries"))
-    assert dead is not None and (dead.state, dead.failures, dead.finished_at) == (TaskState.DEAD_LETTERED, 2, T0 + 62)
+    # Never claimed: it counts as started when it ended.
+    assert await deliver(b, FailureOutcome(FailureAction.DEAD_LETTER, 0.0, "out of retries")) == [
+        Applied(TaskState.DEAD_LETTERED, Q, "w2", 62.0, 0.0)]
+    dead = await record(b, "a")
+    assert (dead.state, dead.failures, dead.finished_at) == (TaskState.DEAD_LETTERED, 2, T0 + 62)
     assert await b.state.indexes.dead_letters() == [("a", T0 + 62)]
     await b.report("failed", "b", 1, "w1", T0 + 5, error="E")
-    (failed,) = await deliver(b, None)
-    assert failed is not None and (failed.state, failed.failures, failed.reason) == (TaskState.FAILED, 1, "")
-    assert await b.state.indexes.counts() == {
-        "pending": 0, "dispatched": 0, "running": 0, "retrying": 0, "dead_lettered": 1, "failed": 1}
-    stats = (await b.state.indexes.queue_stats(["cpu_standard"]))["cpu_standard"]
-    assert (stats["retried"], stats["failed"], stats["run_count"]) == (1.0, 2.0, 3.0)
+    assert await deliver(b, None) == [Applied(TaskState.FAILED, Q, "w1", 5.0, 0.0)]
+    failed = await record(b, "b")
+    assert (failed.state, failed.failures, failed.reason) == (TaskState.FAILED, 1, "")
 
 
 async def requeue_moves_an_attempt_back_and_fences_it(b: Backend) -> None:
     await submitted(b, "a", "b")
-    await b.state.tasks.dispatch([hand_out("b"), hand_out("a", gpu_index=0)], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out("b"), hand_out("a", gpu_index=0)], T0 + 1)
     assert await b.claim("a", 1, "w1", T0 + 2)
-    await deliver(b)
     assert await b.state.tasks.requeue("a", "w2", "not there") is None
     back = await b.state.tasks.requeue("a", "w1", "re-queued: worker lost")
     assert back is not None
@@ -279,12 +336,11 @@ async def requeue_moves_an_attempt_back_and_fences_it(b: Backend) -> None:
     assert await b.state.tasks.requeue("a", "w1", "twice") is None
     assert await b.state.indexes.pending_ids() == ["a"]
     assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
-    assert await b.state.indexes.counts() == {"pending": 1, "dispatched": 1, "running": 0}
 
 
 async def cancel_in_each_state(b: Backend) -> None:
     await submitted(b, "pending", "dispatched", "running", "retrying", "done")
-    await b.state.tasks.dispatch([hand_out(t) for t in ("dispatched", "running", "retrying", "done")], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out(t) for t in ("dispatched", "running", "retrying", "done")], T0 + 1)
     for task_id in ("running", "retrying", "done"):
         assert await b.claim(task_id, 1, "w1", T0 + 2)
     await b.report("failed", "retrying", 1, "w1", T0 + 3, error="E")
@@ -294,7 +350,9 @@ async def cancel_in_each_state(b: Backend) -> None:
     for task_id in ("pending", "dispatched", "running", "retrying"):
         outcome = await b.state.tasks.cancel(task_id, T0 + 10, "cancelled by client", 3600)
         assert (outcome.status, outcome.previous_state) == (CancelStatus.OK, TaskState(task_id))
-        assert outcome.task is not None and (outcome.task.state, outcome.task.finished_at) == (TaskState.CANCELLED, T0 + 10)
+        assert outcome.task is not None
+        assert (outcome.task.state, outcome.task.finished_at, outcome.task.reason) == (
+            TaskState.CANCELLED, T0 + 10, "cancelled by client")
         assert await b.fence(task_id) == FENCE_CANCELLED
     terminal = await b.state.tasks.cancel("done", T0 + 10, "too late", 3600)
     assert (terminal.status, terminal.previous_state) == (CancelStatus.TERMINAL, TaskState.SUCCEEDED)
@@ -305,14 +363,12 @@ async def cancel_in_each_state(b: Backend) -> None:
     assert await b.state.indexes.pending_ids() == []
     assert await b.state.indexes.in_flight_ledgers() == {}
     assert await b.state.indexes.due_retries(float("inf")) == []
-    counts = await b.state.indexes.counts()
-    assert {k: v for k, v in counts.items() if v} == {"cancelled": 4, "succeeded": 1}
-    assert (await b.state.indexes.queue_stats(["cpu_standard"]))["cpu_standard"]["cancelled"] == 4.0
+    assert (await b.state.indexes.queue_stats([Q]))[Q]["cancelled"] == 4.0
 
 
 async def dead_letters_replay_and_purge(b: Backend) -> None:
     await submitted(b, "a", "b", "c")
-    await b.state.tasks.dispatch([hand_out("a"), hand_out("b"), hand_out("c")], T0 + 1, 1000)
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("b"), hand_out("c")], T0 + 1)
     for n, task_id in enumerate(("a", "b")):
         await b.report("failed", task_id, 1, "w1", T0 + 10 + n, error="E", error_type="ValueError")
     await deliver(b, FailureOutcome(FailureAction.DEAD_LETTER, 0.0, "dead"))
@@ -324,9 +380,12 @@ async def dead_letters_replay_and_purge(b: Backend) -> None:
     assert await b.state.indexes.pending_ids() == ["a"]
     assert await b.state.indexes.purge_dead_letters(["b", "c", "a", "nope"]) == 1
     assert await b.state.tasks.get("b") is None
+    assert await b.payload("b") == (None, None) and await b.fence("b") is None  # they lived in its hash
     assert await b.state.indexes.dead_letters() == []
     assert [await state_of(b, t) for t in ("a", "c")] == [TaskState.PENDING, TaskState.DISPATCHED]
-    assert (await b.state.indexes.counts())["dead_lettered"] == 0
+
+
+# --- controls and the stream --------------------------------------------------------------
 
 
 async def controls_survive_in_the_store(b: Backend) -> None:
@@ -340,56 +399,89 @@ async def controls_survive_in_the_store(b: Backend) -> None:
     assert await b.state.controls.known_workers() == {"g1": gpu}
 
 
-async def unacknowledged_reports_come_back_as_backlog(b: Backend) -> None:
+async def queue_statistics_add_up(b: Backend) -> None:
+    await b.state.indexes.add_stats({Q: {"completed": 2.0, "wait_sum": 1.5, "wait_count": 2.0}})
+    await b.state.indexes.add_stats({Q: {"completed": 1.0, "wait_sum": 0.25, "wait_count": 1.0},
+                                     "other": {"failed": 1.0}})
+    await submitted(b, "a")
+    await b.state.tasks.cancel("a", T0 + 1, "by client", 60)
+    assert await b.state.indexes.queue_stats([Q, "other", "none"]) == {
+        Q: {"completed": 3.0, "wait_sum": 1.75, "wait_count": 3.0, "cancelled": 1.0},
+        "other": {"failed": 1.0}, "none": {}}
+
+
+async def a_lost_worker_s_queue_is_purged(b: Backend) -> None:
+    await submitted(b, "a", "b", "c")
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("b"), hand_out("c", "w2")], T0 + 1)
+    assert await b.state.controls.purge_worker_queue("w1") == 2
+    assert await b.queued("w1") == []
+    assert contents(await b.queued("w2")) == [("c", 1, [1], {})]
+    assert await b.state.controls.purge_worker_queue("w1") == 0
+    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"a", "b"}, "w2": {"c"}}  # requeue moves them
+
+
+async def reports_are_acknowledged_by_apply_or_ack_and_the_rest_come_back(b: Backend) -> None:
     await b.state.events.ensure_group()
-    await b.report("progress", "a", 1, "w1", T0, progress="0.1")
-    await b.report("progress", "a", 1, "w1", T0 + 1, progress="0.2")
-    fresh = await b.state.events.read(backlog=False, block_ms=0)
+    for n in range(3):
+        await b.report("progress", "a", 1, "w1", T0 + n, progress=f"0.{n}")
+    fresh = await b.state.events.read(backlog=False, block_ms=1)
     assert [(e.kind, e.task_id, e.attempt, e.worker_id, e.ts, e.fields["progress"]) for e in fresh] == [
-        ("progress", "a", 1, "w1", T0, "0.1"), ("progress", "a", 1, "w1", T0 + 1, "0.2")]
-    await b.state.events.ack([fresh[0].stream_id])
-    backlog = await b.state.events.read(backlog=True)
-    assert [e.stream_id for e in backlog] == [fresh[1].stream_id]
+        ("progress", "a", 1, "w1", T0 + n, f"0.{n}") for n in range(3)]
+    assert await b.state.tasks.apply(fresh[:1], [None], RETENTION) == [None]  # no task "a": stale
     await b.state.events.ack([fresh[1].stream_id])
+    backlog = await b.state.events.read(backlog=True)
+    assert [e.stream_id for e in backlog] == [fresh[2].stream_id]
+    assert await b.unacked() == 1
+    await b.state.events.ack([fresh[2].stream_id])
     assert await b.state.events.read(backlog=True) == []
     assert await b.state.events.read(backlog=False, block_ms=1) == []
 
 
-TASK_IDS = ("a", "a2", "b", "b2", "c", "fresh", "x", "y", "pending", "dispatched", "running", "retrying", "done")
+TASK_IDS = ("a", "a2", "b", "b2", "c", "fresh", "x", "y", "z", "missing",
+            "pending", "dispatched", "running", "retrying", "done")
 """Every task id a scenario uses."""
+WORKERS = ("w1", "w2")
 
 
 async def snapshot(b: Backend) -> dict[str, object]:
-    """Everything a backend holds that the engine or a worker can read (the stream aside)."""
+    """Everything a backend holds that the engine or a worker can read."""
     indexes = b.state.indexes
     return {
         "tasks": {t: await b.state.tasks.get(t) for t in TASK_IDS},
-        "payloads": {t: await b.state.tasks.payload(t) for t in TASK_IDS},
+        "payloads": {t: await b.payload(t) for t in TASK_IDS},
         "fences": {t: await b.fence(t) for t in TASK_IDS},
+        "queued": {w: [m.key for m in await b.queued(w)] for w in WORKERS},
         "pending": await indexes.pending_ids(),
         "ledgers": await indexes.in_flight_ledgers(),
         "retries": await indexes.due_retries(float("inf")),
         "dead_letters": await indexes.dead_letters(),
-        "counts": await indexes.counts(),
-        "stats": await indexes.queue_stats(["cpu_standard"]),
+        "stats": await indexes.queue_stats([Q, "other"]),
         "paused": await b.state.controls.paused_queues(),
         "workers": await b.state.controls.known_workers(),
+        "unacked": await b.unacked(),
     }
 
 
 SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     submit_writes_pending_tasks_in_order,
     same_key_and_payload_is_deduplicated,
-    a_conflicting_key_writes_nothing_of_the_batch,
-    dispatch_fences_a_new_attempt,
+    a_conflict_writes_nothing_of_its_group_and_other_groups_go_on,
+    dispatch_fences_a_new_attempt_and_queues_its_message,
+    dispatch_refuses_a_task_not_pending_at_the_previous_attempt,
+    sync_match_hands_out_in_the_submit_round_trip,
+    a_completion_hands_the_freed_slot_out_in_the_same_round_trip,
     a_claimed_attempt_runs_and_succeeds,
+    a_separate_started_report_moves_a_dispatched_task_once,
+    a_claim_announces_its_start,
     a_stale_attempt_changes_nothing,
     failures_retry_then_dead_letter_or_fail,
     requeue_moves_an_attempt_back_and_fences_it,
     cancel_in_each_state,
     dead_letters_replay_and_purge,
     controls_survive_in_the_store,
-    unacknowledged_reports_come_back_as_backlog,
+    queue_statistics_add_up,
+    a_lost_worker_s_queue_is_purged,
+    reports_are_acknowledged_by_apply_or_ack_and_the_rest_come_back,
 ]
 
 
@@ -409,7 +501,7 @@ def test_state_contract(make_backend: Callable[[], Backend], scenario: Callable[
 def test_fake_and_redis_end_in_the_same_state(
     fresh_redis: RedisServer, scenario: Callable[[Backend], Awaitable[None]]
 ) -> None:
-    """Beyond what a scenario asserts: every field, index and counter ends up the same."""
+    """Beyond what a scenario asserts: every field, index, queued message and counter ends up the same."""
 
     async def run() -> list[dict[str, object]]:
         ends = []

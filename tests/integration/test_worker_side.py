@@ -1,9 +1,19 @@
-"""The Celery side of the wire contract, against a real redis-server and a real prefork worker.
+"""The Celery side of the wire contract, against a real redis-server and a real worker.
 
 One Celery worker (started through `worker_agent.celery_boot`, as the agent starts it) serves
-the whole module; messages are published the way the scheduler publishes them: a plain Celery
-`send_task` with the `sy_*` headers, after the fence key is set. The broker uses Redis db 0 and
-the Switchyard state db 1, so the test also proves the two are kept apart.
+the whole module, once per pool. Work is handed out the way the scheduler's hand-out script
+records it: the task hash `P:task:<id>` says `dispatched` with its `attempt` and the `fence`
+field set to that attempt; the message itself is a stock Celery `send_task` with the `sy_*`
+headers, which also proves that an ordinary Celery message works with the hooks (the scheduler's
+own message construction is scheduler/dispatch.py). The broker uses Redis db 0 and the
+Switchyard state db 1, so the test also proves that the hooks use the state Redis the agent
+names, not the broker connection (in production both are one Redis, docs/wire-contract.md).
+
+The claim records the start itself (task hash `running`, `started_at`, fence `<attempt>:started`)
+and announces it on the `P:notify` channel; the tests subscribe before the hand-out and wait for
+that announcement. Pub/sub delivers a connection's messages in order and the worker runs one
+message at a time, so once a later task's announcement arrives, every claim before it has been
+announced too: that is how "never started" is proved without sleeping.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +36,14 @@ import redis
 from celery import Celery
 from switchyard.wire import (
     DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+    FENCE_FIELD,
     HEADER_ATTEMPT,
     HEADER_PAYLOAD_REF,
     HEADER_TASK_ID,
     HEADER_WORKER_ID,
+    PAYLOAD_FIELDS,
     Keys,
+    fence_started,
     worker_queue,
 )
 
@@ -47,6 +61,38 @@ def sy_headers(tid: str, attempt: int, payload_ref: bool = False) -> dict[str, A
             HEADER_PAYLOAD_REF: 1 if payload_ref else 0}
 
 
+class Announcements:
+    """Claims announced on `P:notify`, seen by a subscriber that joined before the hand-out."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pubsub = client.pubsub()
+        self.pubsub.subscribe(KEYS.notify)
+        # Wait for Redis to confirm: a PUBLISH before that would not reach us.
+        confirmed = self.pubsub.get_message(timeout=10)
+        assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
+        self.seen: list[list[str]] = []
+
+    def for_task(self, tid: str) -> list[list[str]]:
+        """Every announcement seen so far for `tid`, as its words."""
+        return [words for words in self.seen if words[1:2] == [tid]]
+
+    def wait_for(self, tid: str, timeout: float = 15.0) -> list[str]:
+        """The first announcement for `tid`, waiting for it to arrive."""
+        deadline = time.monotonic() + timeout
+        while not self.for_task(tid):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no claim of {tid} announced on {KEYS.notify} within {timeout}s "
+                                     f"(seen: {self.seen})")
+            message = self.pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "message":
+                self.seen.append(str(message["data"]).split(" "))
+        return self.for_task(tid)[0]
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
 class WorkerSide:
     """Handles for one test module: broker + state clients, a publisher and the worker process."""
 
@@ -61,17 +107,27 @@ class WorkerSide:
         self.process: subprocess.Popen[bytes] | None = None
         self.pool = "prefork"
 
+    def hand_out(self, tid: str, attempt: int, **fields: str) -> None:
+        """Record a hand-out in the task hash as the hand-out script does (`fields` override)."""
+        self.state.hset(KEYS.task(tid), mapping={
+            "state": "dispatched", "attempt": str(attempt), FENCE_FIELD: str(attempt),
+            "worker": WORKER_ID, **fields,
+        })
+
     def publish(self, task_name: str, tid: str, attempt: int, args: list[Any] | None = None,
                 kwargs: dict[str, Any] | None = None, payload_ref: bool = False,
-                set_fence: str | None = None, headers: bool = True, write_fence: bool = True) -> None:
-        """Hand out `attempt` of `tid` the way the scheduler does: fence first, then publish."""
-        if headers and write_fence:
-            self.state.set(KEYS.fence(tid), set_fence if set_fence is not None else str(attempt))
-        message_headers = sy_headers(tid, attempt, payload_ref) if headers else {}
+                hand_out: bool = True, **send_options: Any) -> None:
+        """Hand out `attempt` of `tid`: record it (unless `hand_out` is False), then publish."""
+        if hand_out:
+            self.hand_out(tid, attempt)
         self.publisher.send_task(
             task_name, args=args or [], kwargs=kwargs or {}, queue=QUEUE,
-            task_id=f"{tid}-{attempt}", headers=message_headers, serializer="json",
+            task_id=f"{tid}-{attempt}", headers=sy_headers(tid, attempt, payload_ref),
+            serializer="json", **send_options,
         )
+
+    def task(self, tid: str) -> dict[str, str]:
+        return dict(self.state.hgetall(KEYS.task(tid)))
 
     def events(self, tid: str) -> list[dict[str, str]]:
         return [fields for _, fields in self.state.xrange(KEYS.events) if fields.get("task_id") == tid]
@@ -84,6 +140,15 @@ class WorkerSide:
 
     def worker_log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def assert_start_recorded(side: WorkerSide, tid: str, attempt: int, before_ts: str) -> None:
+    """The task hash says the attempt runs, as the claim wrote it, no later than `before_ts`."""
+    task = side.task(tid)
+    assert task[FENCE_FIELD] == fence_started(attempt)
+    assert task["state"] == "running"
+    assert task["attempt"] == str(attempt)
+    assert 0 < float(task["started_at"]) <= float(before_ts)
 
 
 @pytest.fixture(scope="module", params=["prefork", "threads"])
@@ -122,63 +187,87 @@ def worker_side(request: pytest.FixtureRequest, redis_server: RedisServer) -> It
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@pytest.fixture()
+def announcements(worker_side: WorkerSide) -> Iterator[Announcements]:
+    """A subscriber to the claim announcements, joined before the test hands anything out."""
+    subscriber = Announcements(worker_side.state)
+    try:
+        yield subscriber
+    finally:
+        subscriber.close()
+
+
 def new_tid() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def test_current_attempt_runs_once_and_reports_started_and_succeeded(worker_side: WorkerSide) -> None:
+def test_current_attempt_runs_once_and_its_start_is_recorded(
+        worker_side: WorkerSide, announcements: Announcements) -> None:
     tid = new_tid()
     worker_side.publish("agent_app.add", tid, 1, args=[2, 3])
 
+    assert announcements.wait_for(tid) == ["started", tid, "1", WORKER_ID]
     wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
+    # The start is recorded by the claim in the task hash; the stream carries only the outcome.
     events = worker_side.events(tid)
-    assert [e["type"] for e in events] == ["started", "succeeded"]
-    assert all(e["attempt"] == "1" and e["worker_id"] == WORKER_ID for e in events)
-    assert float(events[0]["ts"]) <= float(events[1]["ts"])
-    assert json.loads(events[1]["result_json"]) == 5
-    assert worker_side.state.get(KEYS.fence(tid)) == "1:started"
+    assert [e["type"] for e in events] == ["succeeded"]
+    assert events[0]["attempt"] == "1" and events[0]["worker_id"] == WORKER_ID
+    assert json.loads(events[0]["result_json"]) == 5
+    assert_start_recorded(worker_side, tid, 1, before_ts=events[0]["ts"])
     assert worker_side.runs().count("add:2:3") == 1
+    assert announcements.for_task(tid) == [["started", tid, "1", WORKER_ID]]
     # The pid file exists only while the attempt runs.
     assert not (worker_side.run_dir / f"{tid}.1.pid").exists()
 
 
-def test_stale_attempt_never_runs(worker_side: WorkerSide) -> None:
+def test_stale_attempt_never_runs(worker_side: WorkerSide, announcements: Announcements) -> None:
     tid = new_tid()
-    worker_side.publish("agent_app.record", tid, 1, args=[f"stale-{tid}"], set_fence="2")
+    # The scheduler has moved on to attempt 2; attempt 1's message surfaces afterwards.
+    worker_side.hand_out(tid, 2)
+    before = worker_side.task(tid)
+    worker_side.publish("agent_app.record", tid, 1, args=[f"stale-{tid}"], hand_out=False)
     # A marker task queued behind it proves the stale message was consumed, not just slow.
     marker = new_tid()
     worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
 
+    announcements.wait_for(marker)
     wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
     assert f"stale-{tid}" not in worker_side.runs()
+    assert announcements.for_task(tid) == []
     assert worker_side.events(tid) == []
-    assert worker_side.state.get(KEYS.fence(tid)) == "2"
+    assert worker_side.task(tid) == before
 
 
-def test_duplicate_delivery_runs_once(worker_side: WorkerSide) -> None:
+def test_duplicate_delivery_runs_once(worker_side: WorkerSide, announcements: Announcements) -> None:
     tid = new_tid()
     worker_side.publish("agent_app.record", tid, 3, args=[f"dup-{tid}"])
     # A redelivery: the same message again, with no new hand-out (the fence is not rewritten).
-    worker_side.publish("agent_app.record", tid, 3, args=[f"dup-{tid}"], write_fence=False)
+    worker_side.publish("agent_app.record", tid, 3, args=[f"dup-{tid}"], hand_out=False)
     marker = new_tid()
     worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
 
+    announcements.wait_for(marker)
     wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
     assert worker_side.runs().count(f"dup-{tid}") == 1
-    assert worker_side.event_types(tid).count("started") == 1
+    assert announcements.for_task(tid) == [["started", tid, "3", WORKER_ID]]
+    assert worker_side.event_types(tid) == ["succeeded"]
+    assert worker_side.task(tid)[FENCE_FIELD] == fence_started(3)
 
 
-def test_raising_task_reports_failed_with_traceback(worker_side: WorkerSide) -> None:
+def test_raising_task_reports_failed_with_traceback(
+        worker_side: WorkerSide, announcements: Announcements) -> None:
     tid = new_tid()
     worker_side.publish("agent_app.boom", tid, 1, args=["disk on fire"])
 
+    announcements.wait_for(tid)
     wait_until(lambda: "failed" in worker_side.event_types(tid), timeout=15, message="failed event")
     failed = worker_side.events(tid)[-1]
     assert failed["error_type"] == "ValueError"
     assert failed["error"] == "ValueError: disk on fire"
     assert "Traceback (most recent call last)" in failed["traceback"]
     assert "raise ValueError(message)" in failed["traceback"]
-    assert worker_side.event_types(tid) == ["started", "failed"]
+    assert worker_side.event_types(tid) == ["failed"]
+    assert_start_recorded(worker_side, tid, 1, before_ts=failed["ts"])
 
 
 def test_update_state_progress_becomes_progress_events(worker_side: WorkerSide) -> None:
@@ -203,14 +292,29 @@ def test_progress_report_helper(worker_side: WorkerSide) -> None:
 def test_payload_by_reference_including_10_mb(worker_side: WorkerSide) -> None:
     tid = new_tid()
     blob = "x" * (10 * 1024 * 1024)
-    worker_side.state.hset(KEYS.payload(tid), mapping={
-        "args_json": json.dumps([blob]), "kwargs_json": json.dumps({"label": "big"}),
+    # Stored once, in the task hash, at submission; the message carries args=[] and kwargs={}.
+    args_field, kwargs_field = PAYLOAD_FIELDS
+    worker_side.state.hset(KEYS.task(tid), mapping={
+        args_field: json.dumps([blob]), kwargs_field: json.dumps({"label": "big"}),
     })
     worker_side.publish("agent_app.sizes", tid, 1, payload_ref=True)
 
     wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=20, message="succeeded event")
     succeeded = worker_side.events(tid)[-1]
     assert json.loads(succeeded["result_json"]) == {"len": 10 * 1024 * 1024, "label": "big"}
+    assert worker_side.runs().count("sizes:big") == 1
+
+
+def test_payload_by_reference_missing_fails_with_a_reason(worker_side: WorkerSide) -> None:
+    # The message says the payload is stored, but the task hash has none: a failure that names
+    # the task hash, not user code called with empty arguments (that would be a TypeError).
+    tid = new_tid()
+    worker_side.publish("agent_app.sizes", tid, 1, payload_ref=True)
+
+    wait_until(lambda: "failed" in worker_side.event_types(tid), timeout=15, message="failed event")
+    failed = worker_side.events(tid)[-1]
+    assert failed["error_type"] == "PayloadMissingError"
+    assert f"the payload in {KEYS.task(tid)} is missing" in failed["error"]
 
 
 def test_plain_celery_message_runs_unchanged(worker_side: WorkerSide) -> None:
@@ -221,21 +325,26 @@ def test_plain_celery_message_runs_unchanged(worker_side: WorkerSide) -> None:
     assert not any(fields.get("task_id") == tag for _, fields in worker_side.state.xrange(KEYS.events))
 
 
-def test_claim_survives_redis_forgetting_scripts(worker_side: WorkerSide) -> None:
+def test_claim_survives_redis_forgetting_scripts(
+        worker_side: WorkerSide, announcements: Announcements) -> None:
     # What a Redis restart does to loaded Lua scripts; the claim must reload it, not fail.
     worker_side.state.script_flush()
     tid = new_tid()
     worker_side.publish("agent_app.add", tid, 1, args=[20, 22])
 
+    announcements.wait_for(tid)
     wait_until(lambda: "succeeded" in worker_side.event_types(tid), timeout=15, message="succeeded event")
-    assert json.loads(worker_side.events(tid)[-1]["result_json"]) == 42
+    succeeded = worker_side.events(tid)[-1]
+    assert json.loads(succeeded["result_json"]) == 42
+    assert_start_recorded(worker_side, tid, 1, before_ts=succeeded["ts"])
 
 
 def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> None:
     # Ignore (stale attempt) must ack: nothing may linger in kombu's unacked ledger, or it
     # would be redelivered after the visibility timeout.
     tid = new_tid()
-    worker_side.publish("agent_app.record", tid, 1, args=["never"], set_fence="cancelled")
+    worker_side.hand_out(tid, 1, state="cancelled", **{FENCE_FIELD: "cancelled"})
+    worker_side.publish("agent_app.record", tid, 1, args=["never"], hand_out=False)
     marker = new_tid()
     worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
     wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
@@ -243,6 +352,7 @@ def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> No
     wait_until(lambda: worker_side.broker.hlen("unacked") == 0, timeout=10, message="unacked empty")
     assert worker_side.broker.llen(QUEUE) == 0
     assert "stale attempt 1 of task " + tid in worker_side.worker_log()
+    assert worker_side.task(tid)[FENCE_FIELD] == "cancelled"
     fenced_line = next(line for line in worker_side.worker_log().splitlines() if "switchyard: fenced" in line)
     assert "agent_app.record" in fenced_line and "celery." not in fenced_line
 
@@ -265,20 +375,18 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
                                                    "visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_SECONDS}
 
 
-def test_hard_time_limit_kill_reported_as_failed(worker_side: WorkerSide) -> None:
+def test_hard_time_limit_kill_reported_as_failed(
+        worker_side: WorkerSide, announcements: Announcements) -> None:
     # The pool child is killed, so it cannot report; the worker's main process must.
     if worker_side.pool != "prefork":
         pytest.skip("hard time limits exist only in the prefork pool")
     tid = new_tid()
-    worker_side.state.set(KEYS.fence(tid), "1")
-    worker_side.publisher.send_task(
-        "agent_app.sleep", args=[30], queue=QUEUE, task_id=f"{tid}-1", serializer="json",
-        headers=sy_headers(tid, 1),
-        time_limit=1,
-    )
+    worker_side.publish("agent_app.sleep", tid, 1, args=[30], time_limit=1)
 
+    announcements.wait_for(tid)
     wait_until(lambda: "failed" in worker_side.event_types(tid), timeout=15, message="failed event")
     failed = worker_side.events(tid)[-1]
     assert failed["error_type"] == "TimeLimitExceeded"
-    assert worker_side.event_types(tid) == ["started", "failed"]
+    assert worker_side.event_types(tid) == ["failed"]
+    assert_start_recorded(worker_side, tid, 1, before_ts=failed["ts"])
     assert not (worker_side.run_dir / f"{tid}.1.pid").exists()

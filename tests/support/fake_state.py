@@ -1,9 +1,13 @@
 """An in-memory `scheduler.state.interface.State`, so the engine's unit tests need no Redis.
 
-`FakeState` keeps, over plain dicts, the semantics of the Lua scripts in scheduler/state/scripts/
-(tests/integration/test_state_contract.py runs the same scenarios against it and the real
-`RedisState` to keep the two in step). It also plays a worker's side: `claim` does what
-switchyard/lua/claim.lua does, `report` what the agent's XADD does, `fence` reads the fence.
+`FakeState` is a port of the Lua scripts in scheduler/state/scripts/ over the same data: a task is
+a hash of text fields (metadata, state, fence and payload, as in Redis), read through
+`records.decode_fields` exactly as the store's HMGET reads it; hand-outs put their Celery message
+on the worker's queue as the script's LPUSH does (tests/integration/test_state_contract.py runs
+the same scenarios against it and the real `RedisState` and compares what both hold). It also
+plays a worker's side: `claim` does what switchyard/lua/claim.lua does (and announces the start
+to `events.started()` subscribers), `report` what the agent's XADD does, `take` what a worker's
+Celery consumer fetches.
 
 Not modelled: key expiry (finished tasks and idempotency keys never expire here) and the stream's
 trimming; a blocking read waits at most `block_ms` and then returns nothing, as Redis does.
@@ -12,264 +16,23 @@ trimming; a blocking read waits at most `block_ms` and then returns nothing, as 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Mapping, Sequence
 
-from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, fence_started
+from switchyard.wire import FENCE_STARTED_SUFFIX, PAYLOAD_FIELDS, worker_queue
 
-from scheduler.core.model import IN_FLIGHT_STATES, TERMINAL_STATES, TaskState
 from scheduler.state.interface import (
-    CancelOutcome,
-    CancelStatus,
     ControlStore,
-    DispatchOutcome,
-    EventKind,
     EventLog,
-    FailureAction,
-    FailureOutcome,
-    HandOutRequest,
-    IdempotencyConflict,
     IndexStore,
     LifecycleEvent,
-    NewTask,
-    Retention,
-    SubmitOutcome,
+    Started,
     TaskStore,
 )
-from scheduler.state.records import (
-    SUBMIT_FIELDS,
-    TaskRecord,
-    WorkerRecord,
-    decode_task,
-    encode_task,
-)
+from scheduler.state.records import WorkerRecord
+from tests.support.celery_queue import QueuedMessage, decode_message
+from tests.support.fake_tasks import FakeTaskStore, SubmitCall, Tables
 
-PENDING, DISPATCHED, RUNNING = TaskState.PENDING, TaskState.DISPATCHED, TaskState.RUNNING
-
-
-@dataclass
-class Tables:
-    """Everything a FakeState holds: one field per Redis key (family) of switchyard.wire.Keys."""
-
-    tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    payloads: dict[str, tuple[str, str]] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=dict)
-    """Task id -> submission sequence (the zset's score)."""
-    seq: int = 0
-    inflight: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    fences: dict[str, str] = field(default_factory=dict)
-    idempotency: dict[str, str] = field(default_factory=dict)
-    retry: dict[str, float] = field(default_factory=dict)
-    dead: dict[str, float] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    stats: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    paused: set[str] = field(default_factory=set)
-    workers: dict[str, WorkerRecord] = field(default_factory=dict)
-    stream: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    delivered: int = 0
-    """How many stream entries the consumer group has been given."""
-    unacked: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def count(self, state: TaskState, delta: int) -> None:
-        self.counts[state.value] = self.counts.get(state.value, 0) + delta
-
-    def stat(self, queue: str, name: str, delta: float) -> None:
-        row = self.stats[queue]
-        row[name] = row.get(name, 0.0) + delta
-
-
-class FakeTaskStore:
-    """submit.lua, dispatch.lua, apply_event.lua, requeue.lua, cancel.lua and promote.lua."""
-
-    def __init__(self, tables: Tables) -> None:
-        self.t = tables
-
-    async def submit(self, tasks: Sequence[NewTask], idempotency_ttl_seconds: int) -> list[SubmitOutcome]:
-        t = self.t
-        same_as: list[str | None] = []
-        seen: dict[str, NewTask] = {}
-        # Decide duplicates and conflicts before writing anything (all or none).
-        for index, new in enumerate(tasks):
-            key, digest = new.record.idempotency_key, new.record.payload_digest
-            existing = t.idempotency.get(key) if key else None
-            if existing is not None:
-                owner = t.tasks.get(existing)
-                if owner is not None and owner.payload_digest != digest:
-                    raise IdempotencyConflict(index, existing)
-                same_as.append(existing)
-            elif key and key in seen:
-                if seen[key].record.payload_digest != digest:
-                    raise IdempotencyConflict(index, "")
-                same_as.append(seen[key].record.task_id)
-            else:
-                if key:
-                    seen[key] = new
-                same_as.append(None)
-        outcomes: list[SubmitOutcome] = []
-        for new, original in zip(tasks, same_as, strict=True):
-            if original is not None:
-                outcomes.append(SubmitOutcome(original, True))
-                continue
-            t.seq += 1
-            task_id = new.record.task_id
-            written = decode_task(encode_task(new.record, SUBMIT_FIELDS))  # what the script writes
-            t.tasks[task_id] = replace(written, seq=t.seq, state=PENDING, attempt=0)
-            t.payloads[task_id] = (new.args_json, new.kwargs_json)
-            t.pending[task_id] = t.seq
-            t.count(PENDING, 1)
-            if new.record.idempotency_key:
-                t.idempotency[new.record.idempotency_key] = task_id
-            outcomes.append(SubmitOutcome(task_id, False, t.seq))
-        return outcomes
-
-    async def get(self, task_id: str) -> TaskRecord | None:
-        return self.t.tasks.get(task_id)
-
-    async def load(self, task_ids: Iterable[str]) -> list[TaskRecord]:
-        return [self.t.tasks[i] for i in task_ids if i in self.t.tasks]
-
-    async def payload(self, task_id: str) -> tuple[str, str]:
-        args_json, kwargs_json = self.t.payloads.get(task_id, ("", ""))
-        return args_json or "[]", kwargs_json or "{}"
-
-    async def dispatch(
-        self, requests: Sequence[HandOutRequest], now: float, inline_limit: int
-    ) -> list[DispatchOutcome | None]:
-        t = self.t
-        outcomes: list[DispatchOutcome | None] = []
-        for request in requests:
-            task_id = request.task_id
-            task = t.tasks.get(task_id)
-            if task is None or task.state is not PENDING:
-                outcomes.append(None)
-                continue
-            task = t.tasks[task_id] = replace(
-                task, attempt=task.attempt + 1, state=DISPATCHED, worker_id=request.worker_id,
-                dispatched_at=now, published=False, gpu_index=request.gpu_index,
-                served_queue=request.served_queue, started_at=0.0, progress=0.0, progress_message="",
-                reason=request.reason,
-            )
-            del t.pending[task_id]
-            t.inflight[request.worker_id].add(task_id)
-            t.fences[task_id] = str(task.attempt)
-            t.count(PENDING, -1)
-            t.count(DISPATCHED, 1)
-            if task.payload_bytes <= inline_limit:
-                outcomes.append(DispatchOutcome(task, *await self.payload(task_id)))
-            else:
-                outcomes.append(DispatchOutcome(task, None, None))
-        return outcomes
-
-    async def mark_published(self, task_ids: Iterable[str]) -> None:
-        for task_id in task_ids:
-            if task_id in self.t.tasks:
-                self.t.tasks[task_id] = replace(self.t.tasks[task_id], published=True)
-
-    async def apply(
-        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention
-    ) -> list[TaskRecord | None]:
-        return [self._apply(event, outcome) for event, outcome in zip(events, outcomes, strict=True)]
-
-    def _apply(self, event: LifecycleEvent, outcome: FailureOutcome | None) -> TaskRecord | None:
-        t, fields, ts = self.t, event.fields, event.ts
-        task = t.tasks.get(event.task_id)
-        if task is None or task.attempt != event.attempt:
-            return None
-        if event.kind == EventKind.STARTED:
-            if task.state is not DISPATCHED:
-                return None
-            t.count(DISPATCHED, -1)
-            t.count(RUNNING, 1)
-            t.stat(task.queue, "wait_sum", ts - task.submitted_at)
-            t.stat(task.queue, "wait_count", 1)
-            return self._put(replace(task, state=RUNNING, started_at=ts))
-        if event.kind == EventKind.PROGRESS:
-            if task.state not in IN_FLIGHT_STATES:
-                return None
-            return self._put(replace(task, progress=float(fields.get("progress") or 0),
-                                     progress_message=fields.get("message", "")))
-        if event.kind not in (EventKind.SUCCEEDED, EventKind.FAILED) or task.state not in IN_FLIGHT_STATES:
-            return None
-        started = task.started_at or ts
-        t.inflight[task.worker_id].discard(task.task_id)
-        t.fences.pop(task.task_id, None)
-        t.count(task.state, -1)
-        t.stat(task.queue, "run_sum", max(0.0, ts - started))
-        t.stat(task.queue, "run_count", 1)
-        task = replace(task, served_queue="", started_at=started)
-        if event.kind == EventKind.SUCCEEDED:
-            t.count(TaskState.SUCCEEDED, 1)
-            t.stat(task.queue, "completed", 1)
-            return self._put(replace(task, state=TaskState.SUCCEEDED, finished_at=ts, progress=1.0,
-                                     result_json=fields.get("result_json", "null")))
-        outcome = outcome or FailureOutcome(FailureAction.FAIL, 0.0, "")
-        task = replace(task, failures=task.failures + 1, error=fields.get("error", ""),
-                       traceback=fields.get("traceback", ""), error_type=fields.get("error_type", ""),
-                       reason=outcome.reason)
-        if outcome.action is FailureAction.RETRY:
-            t.retry[task.task_id] = outcome.next_attempt_at
-            t.count(TaskState.RETRYING, 1)
-            t.stat(task.queue, "retried", 1)
-            return self._put(replace(task, state=TaskState.RETRYING, next_attempt_at=outcome.next_attempt_at,
-                                     worker_id="", progress=0.0, progress_message=""))
-        end = TaskState.DEAD_LETTERED if outcome.action is FailureAction.DEAD_LETTER else TaskState.FAILED
-        if end is TaskState.DEAD_LETTERED:
-            t.dead[task.task_id] = ts
-        t.count(end, 1)
-        t.stat(task.queue, "failed", 1)
-        return self._put(replace(task, state=end, finished_at=ts))
-
-    def _put(self, task: TaskRecord) -> TaskRecord:
-        self.t.tasks[task.task_id] = task
-        return task
-
-    async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
-        t = self.t
-        t.inflight[worker_id].discard(task_id)
-        task = t.tasks.get(task_id)
-        if task is None or task.state not in IN_FLIGHT_STATES or task.worker_id != worker_id:
-            return None
-        t.fences[task_id] = FENCE_REQUEUED
-        t.pending[task_id] = task.seq
-        t.count(task.state, -1)
-        t.count(PENDING, 1)
-        return self._put(replace(task, state=PENDING, worker_id="", reason=reason, progress=0.0,
-                                 progress_message="", started_at=0.0, dispatched_at=0.0, gpu_index=None,
-                                 served_queue=""))
-
-    async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome:
-        t = self.t
-        task = t.tasks.get(task_id)
-        if task is None:
-            return CancelOutcome(CancelStatus.MISSING, None, None)
-        if task.state in TERMINAL_STATES:
-            return CancelOutcome(CancelStatus.TERMINAL, task.state, task)
-        previous = task.state
-        if previous in IN_FLIGHT_STATES:
-            t.inflight[task.worker_id].discard(task_id)
-        t.pending.pop(task_id, None)
-        t.retry.pop(task_id, None)
-        t.fences[task_id] = FENCE_CANCELLED
-        t.count(previous, -1)
-        t.count(TaskState.CANCELLED, 1)
-        t.stat(task.queue, "cancelled", 1)
-        task = self._put(replace(task, state=TaskState.CANCELLED, finished_at=now, reason=reason, served_queue=""))
-        return CancelOutcome(CancelStatus.OK, previous, task)
-
-    async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:
-        t = self.t
-        (t.retry if from_state is TaskState.RETRYING else t.dead).pop(task_id, None)
-        task = t.tasks.get(task_id)
-        if task is None or task.state is not from_state:
-            return None
-        task = replace(task, state=PENDING, reason=reason, next_attempt_at=0.0, worker_id="")
-        if from_state is TaskState.DEAD_LETTERED:
-            task = replace(task, failures=0, finished_at=0.0, error="", traceback="", error_type="")
-        t.pending[task_id] = task.seq
-        t.count(from_state, -1)
-        t.count(PENDING, 1)
-        return self._put(task)
+__all__ = ["FakeState", "SubmitCall", "Tables"]
 
 
 class FakeIndexStore:
@@ -292,24 +55,25 @@ class FakeIndexStore:
         return [(i, at) for at, i in sorted(((at, i) for i, at in self.t.dead.items()), reverse=True)]
 
     async def purge_dead_letters(self, task_ids: Sequence[str]) -> int:
+        """purge_dead.lua: only tasks still dead-lettered go (payload and fence with them)."""
         t = self.t
         purged = 0
         for task_id in task_ids:
             t.dead.pop(task_id, None)
-            task = t.tasks.get(task_id)
-            if task is not None and task.state is TaskState.DEAD_LETTERED:
-                del t.tasks[task_id]
-                t.payloads.pop(task_id, None)
-                t.fences.pop(task_id, None)
-                t.count(TaskState.DEAD_LETTERED, -1)
+            if t.hashes.get(task_id, {}).get("state") == "dead_lettered":
+                del t.hashes[task_id]
                 purged += 1
         return purged
 
-    async def counts(self) -> dict[str, int]:
-        return dict(self.t.counts)
-
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
         return {queue: dict(self.t.stats.get(queue, {})) for queue in queues}
+
+    async def add_stats(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
+        """HINCRBYFLOAT for the sums, HINCRBY (whole numbers) for the counts."""
+        for queue, row in deltas.items():
+            stored = self.t.stats[queue]
+            for name, amount in row.items():
+                stored[name] = stored.get(name, 0.0) + (amount if name.endswith("_sum") else int(amount))
 
 
 class FakeControlStore:
@@ -331,9 +95,14 @@ class FakeControlStore:
     async def known_workers(self) -> dict[str, WorkerRecord]:
         return dict(self.t.workers)
 
+    async def purge_worker_queue(self, worker_id: str) -> int:
+        self.t.purged.append(worker_id)
+        return len(self.t.queues.pop(worker_queue(worker_id), []))
+
 
 class FakeEventLog:
-    """The lifecycle stream, read by one consumer group (workers append through FakeState)."""
+    """The lifecycle stream, read by one consumer group (workers append through FakeState), and
+    the claims' notify channel."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
@@ -358,6 +127,16 @@ class FakeEventLog:
         for stream_id in stream_ids:
             self.t.unacked.pop(stream_id, None)
 
+    async def started(self) -> AsyncIterator[Started]:
+        """Starts announced by claims made while subscribed (subscribes on the first `anext`)."""
+        heard: asyncio.Queue[Started] = asyncio.Queue()
+        self.t.subscribers.append(heard)
+        try:
+            while True:
+                yield await heard.get()
+        finally:
+            self.t.subscribers.remove(heard)
+
 
 def _event(stream_id: str, entry: dict[str, str]) -> LifecycleEvent:
     attempt = entry.get("attempt", "")
@@ -376,15 +155,33 @@ class FakeState:
         self.controls: ControlStore = FakeControlStore(self.tables)
         self.events: EventLog = FakeEventLog(self.tables)
 
-    # --- the worker's side: its fenced claim and its reports ----------------------------
+    # --- the worker's side: its Celery queue, its fenced claim and its reports ---------------
+
+    def queued(self, worker_id: str) -> list[QueuedMessage]:
+        """What waits in the worker's Celery queue, in the order its consumer will fetch it."""
+        return [decode_message(raw) for raw in reversed(self.tables.queues.get(worker_queue(worker_id), []))]
+
+    def take(self, worker_id: str) -> list[QueuedMessage]:
+        """What the worker's Celery consumer fetches now (its queue is then empty)."""
+        waiting = self.queued(worker_id)
+        self.tables.queues.pop(worker_queue(worker_id), None)
+        return waiting
 
     def claim(self, task_id: str, attempt: int, worker_id: str, ts: float) -> bool:
-        """The worker's fenced claim (claim.lua): only the current attempt starts, and only once."""
-        if self.tables.fences.get(task_id) != str(attempt):
-            return False
-        self.tables.fences[task_id] = fence_started(attempt)
-        self.report(EventKind.STARTED, task_id, attempt, worker_id, ts)
-        return True
+        """The worker's fenced claim (claim.lua): only the current attempt starts, and only once;
+        the start is recorded in the task and announced on the notify channel."""
+        return self.claim_payload(task_id, attempt, worker_id, ts) is not None
+
+    def claim_payload(self, task_id: str, attempt: int, worker_id: str, ts: float) -> tuple[str, str] | None:
+        """claim.lua asked for the payload too (it travels by reference): None when refused."""
+        task = self.tables.hashes.get(task_id)
+        if task is None or task.get("fence") != str(attempt):
+            return None
+        task.update(fence=f"{attempt}{FENCE_STARTED_SUFFIX}", state="running", started_at=repr(ts))
+        for heard in self.tables.subscribers:
+            heard.put_nowait(Started(task_id, attempt, worker_id))
+        args_json, kwargs_json = (task.get(name, "") for name in PAYLOAD_FIELDS)
+        return args_json, kwargs_json
 
     def report(self, kind: str, task_id: str, attempt: int, worker_id: str, ts: float, **fields: str) -> str:
         """Append a report to the lifecycle stream as a worker's agent does; returns its stream id."""
@@ -395,8 +192,14 @@ class FakeState:
         return stream_id
 
     def fence(self, task_id: str) -> str | None:
-        """Which attempt of the task may start (`P:fence:<id>`); None when there is no fence."""
-        return self.tables.fences.get(task_id)
+        """The task hash's `fence` field: which attempt may start (None when there is none)."""
+        return self.tables.hashes.get(task_id, {}).get("fence")
+
+    def payload(self, task_id: str) -> tuple[str | None, str | None]:
+        """The payload fields of the task hash (None where missing)."""
+        task = self.tables.hashes.get(task_id, {})
+        args_json, kwargs_json = (task.get(name) for name in PAYLOAD_FIELDS)
+        return args_json, kwargs_json
 
     async def close(self) -> None:
         """Nothing to release: the state lives as long as the object."""

@@ -201,8 +201,9 @@ class ProtocolWorker:
     # task steps ---------------------------------------------------------------------------
     def claim(self, delivery: Delivery) -> bool:
         """Run the claim script; True when this attempt may run."""
-        keys = [self.keys.fence(delivery.task_id), self.keys.events]
-        return bool(self._claim(keys=keys, args=[delivery.attempt, self.worker_id, delivery.task_id, repr(time.time())]))
+        keys = [self.keys.task(delivery.task_id), self.keys.notify]
+        return self._claim(keys=keys, args=[delivery.attempt, self.worker_id, delivery.task_id, repr(time.time()),
+                                            "0"]) != 0
 
     def report(self, delivery: Delivery, kind: str, **fields: str) -> None:
         self.redis.xadd(self.keys.events, {

@@ -6,12 +6,15 @@ from dataclasses import fields
 
 from hypothesis import given
 from hypothesis import strategies as st
+from switchyard.wire import FENCE_FIELD, PAYLOAD_FIELDS
 
 from scheduler.core.model import GpuNeed, TaskClass, TaskState, WorkerType
 from scheduler.state.records import (
+    RECORD_FIELDS,
     SUBMIT_FIELDS,
     TaskRecord,
     WorkerRecord,
+    decode_fields,
     decode_task,
     decode_worker,
     encode_task,
@@ -51,7 +54,6 @@ TASK_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "hard_time_limit": _time,
     "attempt": _count,
     "dispatched_at": _time,
-    "published": st.booleans(),
     "gpu_index": st.none() | st.integers(min_value=0, max_value=64),
     "served_queue": _text,
     "started_at": _time,
@@ -91,6 +93,31 @@ def test_submission_writes_only_the_submission_fields_and_keeps_them(record):
 def test_the_submit_script_owns_sequence_state_and_attempt():
     assert not {"seq", "state", "attempt"} & set(SUBMIT_FIELDS)
     assert {"id", "name", "queue", "payload_digest", "idem"} <= set(SUBMIT_FIELDS)
+
+
+@given(task_records)
+def test_a_task_record_survives_an_hmget_of_the_record_fields(record):
+    stored = encode_task(record)
+    assert decode_fields([stored.get(name) for name in RECORD_FIELDS]) == record
+
+
+def test_an_hmget_of_a_missing_task_reads_as_none():
+    assert decode_fields([None] * len(RECORD_FIELDS)) is None
+
+
+def test_reads_never_fetch_the_payload_or_the_fence():
+    assert set(RECORD_FIELDS) == set(encode_task(TaskRecord("t", "n", "q")))
+    assert not (set(PAYLOAD_FIELDS) | {FENCE_FIELD}) & set(RECORD_FIELDS)
+
+
+@given(task_records, st.integers(min_value=0, max_value=2**20))
+def test_a_pending_task_travels_by_reference_above_the_inline_limit(record, limit):
+    pending = record.pending_task(limit)
+    assert pending.by_reference is (record.payload_bytes > limit)
+    assert (pending.task_id, pending.attempt, pending.task_name, pending.seq) == (
+        record.task_id, record.attempt, record.name, record.seq)
+    limits = (record.soft_time_limit, record.hard_time_limit)
+    assert pending.time_limits == (limits if any(limits) else None)
 
 
 @given(st.builds(

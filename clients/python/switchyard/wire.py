@@ -37,7 +37,8 @@ HEADER_TASK_ID = "sy_task_id"
 HEADER_ATTEMPT = "sy_attempt"
 HEADER_WORKER_ID = "sy_worker_id"
 HEADER_PAYLOAD_REF = "sy_payload_ref"
-"""`1` when args/kwargs are not in the message but stored once under `Keys.payload`."""
+"""`1` when args/kwargs are not in the message but stored once in the task's hash; the claim
+returns them."""
 
 EVENTS_GROUP = "scheduler"
 """Consumer group the scheduler reads the lifecycle stream with."""
@@ -48,6 +49,11 @@ EVENT_SUCCEEDED = "succeeded"
 EVENT_FAILED = "failed"
 EVENT_TYPES = (EVENT_STARTED, EVENT_PROGRESS, EVENT_SUCCEEDED, EVENT_FAILED)
 
+PAYLOAD_FIELDS = ("args_json", "kwargs_json")
+"""Fields of the task hash holding its payload, stored once at submission."""
+
+FENCE_FIELD = "fence"
+"""Field of the task hash holding which attempt may start (written by every scheduler transition)."""
 FENCE_STARTED_SUFFIX = ":started"
 """A fence of `<attempt>:started` means that attempt was claimed and runs."""
 FENCE_CANCELLED = "cancelled"
@@ -88,19 +94,18 @@ class Keys:
     ======================  ======  =====================================================
     key                     type    holds
     ======================  ======  =====================================================
-    P:task:<id>             hash    task metadata and state (the payload lives apart)
-    P:payload:<id>          hash    args_json, kwargs_json, stored once
+    P:task:<id>             hash    task metadata, state, fence, and its payload (args_json,
+                                    kwargs_json), stored once
     P:pending               zset    pending task ids, scored by submission sequence
     P:seq                   string  global submission sequence
     P:inflight:<worker>     set     task ids dispatched to or running on a worker
-    P:fence:<id>            string  which attempt may start (see the wire contract)
     P:events                stream  lifecycle reports from workers (group "scheduler")
+    P:notify                pubsub  "started <task_id> <attempt> <worker_id>" from each claim
     P:idem:<key>            string  task id of an idempotency key (expires)
     P:paused                set     paused queue names
     P:workers               hash    worker id -> last registration (JSON), for restarts
     P:retry                 zset    retrying task ids, scored by when they are due
     P:dlq                   zset    dead-lettered task ids, scored by when
-    P:counts                hash    number of tasks per state
     P:stats:<queue>         hash    completed/failed/cancelled counters, wait/run sums
     ======================  ======  =====================================================
     """
@@ -109,12 +114,6 @@ class Keys:
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}:task:{task_id}"
-
-    def payload(self, task_id: str) -> str:
-        return f"{self.prefix}:payload:{task_id}"
-
-    def fence(self, task_id: str) -> str:
-        return f"{self.prefix}:fence:{task_id}"
 
     def inflight(self, worker_id: str) -> str:
         return f"{self.prefix}:inflight:{worker_id}"
@@ -133,6 +132,11 @@ class Keys:
     @property
     def events(self) -> str:
         return f"{self.prefix}:events"
+
+    @property
+    def notify(self) -> str:
+        """Pub/sub channel of claims (fire-and-forget: the task hash holds the truth)."""
+        return f"{self.prefix}:notify"
 
     @property
     def pending(self) -> str:
@@ -158,11 +162,8 @@ class Keys:
     def dead_letters(self) -> str:
         return f"{self.prefix}:dlq"
 
-    @property
-    def counts(self) -> str:
-        return f"{self.prefix}:counts"
-
 
 def claim_script() -> str:
-    """Source of the worker's fenced claim (KEYS: fence, events; ARGV: attempt, worker, task, ts)."""
+    """Source of the worker's fenced claim (KEYS: task hash, notify channel; ARGV: attempt, worker,
+    task, ts, '1' to return the payload)."""
     return resources.files("switchyard").joinpath("lua/claim.lua").read_text(encoding="utf-8")

@@ -1,28 +1,79 @@
--- Commit one hand-out: a pending task goes to a worker as a new attempt, fenced.
--- KEYS[1] = P:task:<id>, KEYS[2] = P:payload:<id>, KEYS[3] = P:pending,
--- KEYS[4] = P:inflight:<worker>, KEYS[5] = P:fence:<id>, KEYS[6] = P:counts
--- ARGV[1] = task id, ARGV[2] = worker id, ARGV[3] = now, ARGV[4] = GPU index ('' = none),
--- ARGV[5] = inline payload limit (bytes), ARGV[6] = placement reason,
--- ARGV[7] = served queue (queue whose per-worker limit the attempt counts against; '' = its own)
--- Task hash: reads state, payload_bytes; increments attempt; writes state, worker,
---            dispatched_at, published, gpu_index, served_queue, started_at, progress,
---            progress_msg, reason.
--- Returns false when the task is no longer pending, else {task hash (flat),
--- {args_json, kwargs_json} or false when the payload is larger than the inline limit}.
-local task, id, worker = KEYS[1], ARGV[1], ARGV[2]
-if redis.call('HGET', task, 'state') ~= 'pending' then return false end
-local attempt = redis.call('HINCRBY', task, 'attempt', 1)
-redis.call('HSET', task, 'state', 'dispatched', 'worker', worker, 'dispatched_at', ARGV[3],
-           'published', '0', 'gpu_index', ARGV[4], 'served_queue', ARGV[7], 'started_at', '',
-           'progress', '0', 'progress_msg', '', 'reason', ARGV[6])
-redis.call('ZREM', KEYS[3], id)
-redis.call('SADD', KEYS[4], id)
-redis.call('SET', KEYS[5], tostring(attempt))
-redis.call('HINCRBY', KEYS[6], 'pending', -1)
-redis.call('HINCRBY', KEYS[6], 'dispatched', 1)
-local payload = false
-local size = tonumber(redis.call('HGET', task, 'payload_bytes') or '0')
-if size <= tonumber(ARGV[5]) then
-  payload = redis.call('HMGET', KEYS[2], 'args_json', 'kwargs_json')
+-- Hand out: commit "task T goes to worker W as attempt N" and put the Celery message on W's own
+-- queue, atomically, for every hand-out of a placement round. A crash can never leave a
+-- committed hand-out unpublished or a published one uncommitted.
+-- KEYS[1] = P:pending
+-- ARGV[1] = P:task:, ARGV[2] = P:inflight: (key prefixes), ARGV[3] = now,
+-- ARGV[4] = the protocol-2 body's embed JSON, ARGV[5] = number of hand-outs, then per hand-out
+--           12 values: task id, worker id, attempt, by reference ('1': the payload stays here),
+--           GPU index ('' = none), served queue ('' = its own), placement reason, Celery queue
+--           (the worker's list), then the message envelope in four pieces (see
+--           scheduler/dispatch.py): the body, argsrepr and kwargsrepr go between them.
+-- Task hash: reads state, attempt (and args_json, kwargs_json when they travel inline);
+--            writes state, worker, attempt, fence, dispatched_at, gpu_index, served_queue,
+--            started_at, progress, progress_msg, reason.
+-- Returns 1 (handed out) or 0 (no longer pending at that attempt: nothing written) per hand-out.
+local task_prefix, inflight_prefix, now, embed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local REPR_LIMIT, CHUNK = 1024, 500
+local out, gone, by_worker, by_queue = {}, {}, {}, {}
+
+-- Celery shows argsrepr in events and Flower; keep it short and valid UTF-8.
+local function clip(text)
+  if #text <= REPR_LIMIT then return text end
+  local cut = REPR_LIMIT
+  while cut > 0 do
+    local byte = string.byte(text, cut + 1)
+    if byte < 128 or byte >= 192 then break end
+    cut = cut - 1
+  end
+  return string.sub(text, 1, cut) .. '...'
 end
-return {redis.call('HGETALL', task), payload}
+
+local function add(map, key, value)
+  local list = map[key]
+  if not list then list = {}; map[key] = list end
+  table.insert(list, value)
+end
+
+local pos = 6
+for i = 1, tonumber(ARGV[5]) do
+  local id, worker, attempt, by_ref = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3] == '1'
+  local task = task_prefix .. id
+  local cur
+  if by_ref then
+    cur = redis.call('HMGET', task, 'state', 'attempt')
+  else
+    cur = redis.call('HMGET', task, 'state', 'attempt', 'args_json', 'kwargs_json')
+  end
+  if cur[1] == 'pending' and tonumber(cur[2] or '0') + 1 == tonumber(attempt) then
+    redis.call('HSET', task, 'state', 'dispatched', 'worker', worker, 'attempt', attempt,
+               'fence', attempt, 'dispatched_at', now, 'gpu_index', ARGV[pos + 4],
+               'served_queue', ARGV[pos + 5], 'started_at', '', 'progress', '0',
+               'progress_msg', '', 'reason', ARGV[pos + 6])
+    local args, kwargs = '[]', '{}'
+    if not by_ref then args, kwargs = cur[3] or '[]', cur[4] or '{}' end
+    local body = '[' .. args .. ', ' .. kwargs .. ', ' .. embed .. ']'
+    add(by_queue, ARGV[pos + 7], ARGV[pos + 8] .. cjson.encode(body) .. ARGV[pos + 9]
+        .. cjson.encode(clip(args)) .. ARGV[pos + 10] .. cjson.encode(clip(kwargs)) .. ARGV[pos + 11])
+    add(by_worker, worker, id)
+    table.insert(gone, id)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+  pos = pos + 12
+end
+for first = 1, #gone, CHUNK do
+  redis.call('ZREM', KEYS[1], unpack(gone, first, math.min(#gone, first + CHUNK - 1)))
+end
+for worker, ids in pairs(by_worker) do
+  for first = 1, #ids, CHUNK do
+    redis.call('SADD', inflight_prefix .. worker, unpack(ids, first, math.min(#ids, first + CHUNK - 1)))
+  end
+end
+-- kombu's consumer pops from the right: pushing in round order keeps priority order.
+for queue, messages in pairs(by_queue) do
+  for first = 1, #messages, CHUNK do
+    redis.call('LPUSH', queue, unpack(messages, first, math.min(#messages, first + CHUNK - 1)))
+  end
+end
+return out

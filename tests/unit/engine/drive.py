@@ -1,18 +1,20 @@
 """Driving an engine over fakes the way its callers do: agents connect, clients submit, workers
-claim and report. Each helper runs one step to completion (no background loop, no sleep)."""
+fetch their Celery messages, claim and report. Each helper runs one step to completion (no
+background loop, no sleep)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 
 from scheduler.core.model import Submission, TaskState, WorkerType
 from scheduler.core.validate import TaskInput
-from scheduler.dispatch import HandOut
 from scheduler.engine.recovery import recover
 from scheduler.engine.views import WorkerRegistration
 from scheduler.fleet import Gpu, Worker
 from scheduler.settings import Settings
 from scheduler.state.records import TaskRecord
+from tests.support.celery_queue import QueuedMessage
 from tests.support.fakes import EngineRig, make_engine
 
 GPU = Gpu(index=0, name="Simulated A100", uuid="GPU-0", memory_total_mb=40_000, memory_free_mb=40_000)
@@ -34,33 +36,31 @@ async def submit(rig: EngineRig, name: str = "t.job", *, args_json: str = "[1]",
     return accepted.task_id
 
 
-async def place(rig: EngineRig, worker_id: str) -> list[HandOut]:
-    """One placement round; what it published on the worker's queue."""
+async def place(rig: EngineRig, worker_id: str) -> list[QueuedMessage]:
+    """One placement round; then what waits on the worker's Celery queue (sync-matched hand-outs
+    of earlier submissions included), fetched as its consumer would, in order."""
     await rig.engine.placement.round()
-    return rig.dispatcher.take(worker_id)
+    return rig.state.take(worker_id)
 
 
 async def deliver(rig: EngineRig) -> None:
-    """The engine reads what workers reported since last time and applies it."""
-    events = await rig.state.events.read(backlog=False, block_ms=0)
-    await rig.engine.lifecycle.apply(events)
-    await rig.state.events.ack([event.stream_id for event in events])
+    """The engine reads what workers reported since last time and applies it (which also
+    acknowledges it), as its lifecycle loop does."""
+    await rig.engine.lifecycle.apply(await rig.state.events.read(backlog=False, block_ms=0))
 
 
-async def start(rig: EngineRig, hand_out: HandOut) -> bool:
-    """The worker claims the hand-out (fenced) and the engine applies its start."""
-    claimed = rig.state.claim(hand_out.task_id, hand_out.attempt, hand_out.worker_id, rig.clock())
-    await deliver(rig)
-    return claimed
+async def start(rig: EngineRig, hand_out: QueuedMessage) -> bool:
+    """The worker claims the hand-out: fenced, and the claim itself records the start."""
+    return rig.state.claim(hand_out.task_id, hand_out.attempt, hand_out.worker_id, rig.clock())
 
 
-async def report(rig: EngineRig, kind: str, hand_out: HandOut, **fields: str) -> None:
+async def report(rig: EngineRig, kind: str, hand_out: QueuedMessage, **fields: str) -> None:
     """The worker reports on the hand-out's attempt and the engine applies it."""
     rig.state.report(kind, hand_out.task_id, hand_out.attempt, hand_out.worker_id, rig.clock(), **fields)
     await deliver(rig)
 
 
-async def run_to_success(rig: EngineRig, hand_out: HandOut) -> None:
+async def run_to_success(rig: EngineRig, hand_out: QueuedMessage) -> None:
     """The worker runs the hand-out's attempt to success."""
     assert await start(rig, hand_out)
     await report(rig, "succeeded", hand_out, result_json='"done"')
@@ -82,6 +82,15 @@ async def restarted(rig: EngineRig, settings: Settings | None = None) -> EngineR
     """A new engine over the same durable state (and clock), recovered as `Engine.start` does."""
     fresh = make_engine(settings or rig.engine.shared.settings, state=rig.state, clock=rig.clock)
     await fresh.state.events.ensure_group()
-    await recover(fresh.engine.shared, fresh.engine.placement)
+    await recover(fresh.engine.shared)
     return fresh
+
+
+async def until(condition: Callable[[], bool], turns: int = 1000) -> None:
+    """Let other coroutines run until `condition` holds (fails if it never does)."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the awaited condition never came true")
 

@@ -1,16 +1,21 @@
-"""Admission: a batch is accepted whole or not at all, and an idempotency key names one task."""
+"""Admission: a submission is accepted whole or not at all, an idempotency key names one task,
+concurrent submissions share one commit (each still all-or-none), and a submission that finds an
+idle worker and nothing waiting is handed out in its own commit (sync match)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
 from scheduler.core.model import Submission, TaskState
 from scheduler.core.validate import TaskInput
 from scheduler.errors import AlreadyExists, InvalidArgument
+from scheduler.state.interface import HandOutRequest, SubmitGroup
 from tests.support.fakes import make_engine
-from tests.unit.engine.drive import connect, place, run_to_success, submit
+from tests.unit.engine.drive import connect, place, report, start, state_of, submit, task, until
 
 
 def item(args_json: str = "[1]", key: str = "", name: str = "t.job") -> TaskInput:
@@ -45,7 +50,7 @@ async def test_a_batch_is_accepted_whole_and_placed_in_submission_order() -> Non
     await connect(rig, "w1", slots=3)
     hand_outs = await place(rig, "w1")
     assert [h.task_id for h in hand_outs] == [a.task_id for a in accepted]
-    assert [h.args_json for h in hand_outs] == ["[0]", "[1]", "[2]"]
+    assert [h.args for h in hand_outs] == [[0], [1], [2]]
 
 
 async def test_a_watcher_sees_every_state_until_the_end() -> None:
@@ -57,10 +62,147 @@ async def test_a_watcher_sees_every_state_until_the_end() -> None:
         async for view in rig.engine.queries.watch(task_id):
             seen.append(view.record.state)
 
+    # The claim announces the start on the notify channel; the engine's starts loop relays it.
+    starts = asyncio.create_task(rig.engine.lifecycle.watch_starts())
     watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0)  # let it subscribe
-    await connect(rig, "w1")
-    (hand_out,) = await place(rig, "w1")
-    await run_to_success(rig, hand_out)
-    await asyncio.wait_for(watcher, timeout=5)
+    try:
+        await until(lambda: bool(seen) and bool(rig.state.tables.subscribers))
+        await connect(rig, "w1")
+        (hand_out,) = await place(rig, "w1")
+        assert await start(rig, hand_out)
+        await until(lambda: seen[-1] is TaskState.RUNNING)
+        await report(rig, "succeeded", hand_out, result_json='"done"')
+        await asyncio.wait_for(watcher, timeout=5)
+    finally:
+        starts.cancel()
     assert seen == [TaskState.PENDING, TaskState.DISPATCHED, TaskState.RUNNING, TaskState.SUCCEEDED]
+
+
+# --- group commit -------------------------------------------------------------------------
+
+
+async def test_concurrent_submissions_share_one_commit_and_a_conflict_refuses_only_its_own() -> None:
+    rig = make_engine()
+    first = await submit(rig, idempotency_key="order-7")
+    before = len(rig.state.tables.submits)
+    single, clash, duplicate, pair = await asyncio.gather(
+        rig.engine.admission.submit([item("[1]")]),
+        rig.engine.admission.submit([item("[2]"), item("[3]", key="order-7")]),
+        rig.engine.admission.submit([item("[1]", key="order-7")]),
+        rig.engine.admission.submit([item("[4]"), item("[5]")]),
+        return_exceptions=True,
+    )
+    (call,) = rig.state.tables.submits[before:]
+    assert [len(group) for group in call.groups] == [1, 2, 1, 2]
+    assert isinstance(clash, AlreadyExists)
+    assert str(clash).startswith(f"tasks[1]: idempotency_key is already used (task {first})")
+    assert not isinstance(single, BaseException) and not isinstance(pair, BaseException)
+    assert not isinstance(duplicate, BaseException)
+    assert [(a.task_id, a.deduplicated) for a in duplicate] == [(first, True)]
+    accepted = [single[0].task_id, pair[0].task_id, pair[1].task_id]
+    assert await rig.state.indexes.pending_ids() == [first, *accepted]
+    assert await rig.state.tasks.load(call.groups[1]) == []  # nothing of the refused submission
+    assert len(rig.engine.shared.pending) == 4
+
+
+async def test_submissions_that_arrive_during_a_commit_go_together_in_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = make_engine()
+    store = rig.state.tasks
+    real_submit = store.submit
+    gate = asyncio.Event()
+
+    async def held_submit(groups: Sequence[SubmitGroup], ttl: int, hand_outs: Sequence[HandOutRequest] = (),
+                          now: float = 0.0) -> Any:
+        result = await real_submit(groups, ttl, hand_outs, now)
+        await gate.wait()  # the reply of the first commit is slow to come back
+        return result
+
+    monkeypatch.setattr(store, "submit", held_submit)
+    first = asyncio.create_task(rig.engine.admission.submit([item("[1]")]))
+    await until(lambda: len(rig.state.tables.submits) == 1)
+    later = [asyncio.create_task(rig.engine.admission.submit([item(f"[{n}]")])) for n in (2, 3, 4)]
+    await until(lambda: all(not t.done() for t in later) and len(rig.engine.admission._waiting) == 3)
+    gate.set()
+    accepted = [await t for t in (first, *later)]
+    assert [[len(g) for g in call.groups] for call in rig.state.tables.submits] == [[1], [1, 1, 1]]
+    assert await rig.state.indexes.pending_ids() == [a[0].task_id for a in accepted]
+
+
+# --- sync match ---------------------------------------------------------------------------
+
+
+async def test_an_idle_worker_gets_a_submission_in_the_submit_round_trip_itself() -> None:
+    rig = make_engine()
+    worker = await connect(rig, "w1")
+    task_id = await submit(rig, args_json="[7]")
+    (call,) = rig.state.tables.submits
+    assert call.hand_outs == [task_id]
+    assert len(rig.engine.shared.pending) == 0 and worker.in_flight.keys() == {task_id}
+    (hand_out,) = rig.state.take("w1")  # on the worker's queue without any placement round
+    assert (hand_out.task_id, hand_out.attempt, hand_out.worker_id, hand_out.args) == (task_id, 1, "w1", [7])
+    stored = await task(rig, task_id)
+    assert (stored.state, stored.worker_id, stored.attempt) == (TaskState.DISPATCHED, "w1", 1)
+    assert rig.state.fence(task_id) == "1"
+    assert await start(rig, hand_out)
+    await report(rig, "succeeded", hand_out, result_json="1")
+    assert await state_of(rig, task_id) is TaskState.SUCCEEDED
+
+
+async def test_a_batch_is_sync_matched_as_far_as_free_slots_go_in_submission_order() -> None:
+    rig = make_engine()
+    await connect(rig, "w1", slots=2)
+    accepted = await rig.engine.admission.submit([item(f"[{n}]") for n in range(3)])
+    (call,) = rig.state.tables.submits
+    assert call.hand_outs == [a.task_id for a in accepted[:2]]
+    assert [h.args for h in rig.state.take("w1")] == [[0], [1]]
+    assert await rig.state.indexes.pending_ids() == [accepted[2].task_id]
+
+
+async def test_with_a_backlog_a_submission_is_not_sync_matched_and_waits_its_turn() -> None:
+    rig = make_engine()
+    older = await submit(rig)  # no worker yet: it waits
+    await connect(rig, "w1")
+    newer = await submit(rig)
+    assert [call.hand_outs for call in rig.state.tables.submits] == [[], []]
+    assert rig.state.take("w1") == []
+    assert [h.task_id for h in await place(rig, "w1")] == [older]
+    assert await state_of(rig, newer) is TaskState.PENDING
+
+
+async def test_a_fresh_task_of_a_paused_queue_is_never_sync_matched() -> None:
+    rig = make_engine()
+    await connect(rig, "w1")
+    await rig.engine.controls.set_paused("cpu_standard", True)
+    held = await submit(rig, content_type="text")
+    assert rig.state.tables.submits[-1].hand_outs == []
+    assert rig.state.take("w1") == []
+    assert await state_of(rig, held) is TaskState.PENDING
+    assert await rig.state.indexes.pending_ids() == [held]
+
+
+async def test_a_task_with_an_idempotency_key_is_not_sync_matched() -> None:
+    rig = make_engine()
+    await connect(rig, "w1")
+    keyed = await submit(rig, idempotency_key="order-9")
+    assert rig.state.tables.submits[-1].hand_outs == []
+    assert [h.task_id for h in await place(rig, "w1")] == [keyed]
+
+
+async def test_a_sync_match_of_a_refused_submission_is_not_handed_out_and_frees_the_slot() -> None:
+    rig = make_engine()
+    first = await submit(rig, idempotency_key="order-7")
+    worker = await connect(rig, "w1")
+    await place(rig, "w1")
+    assert rig.engine.shared.fleet.get("w1").in_flight.keys() == {first}  # type: ignore[union-attr]
+    await connect(rig, "w2")
+    with pytest.raises(AlreadyExists):
+        await rig.engine.admission.submit([item("[2]"), item("[3]", key="order-7")])
+    doomed = rig.state.tables.submits[-1]
+    assert len(doomed.hand_outs) == 1  # chosen for w2 before the store refused the group
+    assert rig.state.take("w2") == [] and await rig.state.tasks.load(doomed.hand_outs) == []
+    assert rig.engine.shared.fleet.get("w2").in_flight == {}  # type: ignore[union-attr]
+    assert worker.in_flight.keys() == {first}
+    after = await submit(rig)
+    assert [h.task_id for h in rig.state.take("w2")] == [after]

@@ -22,10 +22,12 @@ DEAD_LETTERING = Settings(retry_policies={"none": NO_RETRY, "dlq": STRAIGHT_TO_D
 
 async def dead_lettered(rig: EngineRig, content_type: str = "text") -> str:
     """A task that failed once and was dead-lettered; the clock moves on a second."""
+    # A fresh worker for each (failures quarantine a worker); the task goes to whichever worker
+    # is free, in its submit round trip (sync match) or in the next round.
+    await connect(rig, f"w{len(rig.engine.shared.fleet) + 1}")
     task_id = await submit(rig, content_type=content_type)
-    worker = f"w{len(rig.engine.shared.fleet) + 1}"
-    await connect(rig, worker)
-    (hand_out,) = await place(rig, worker)
+    await rig.engine.placement.round()
+    (hand_out,) = [message for worker in rig.engine.shared.fleet for message in rig.state.take(worker.worker_id)]
     await report(rig, "failed", hand_out, error="ValueError: bad", error_type="ValueError")
     rig.clock.advance(1)
     return task_id

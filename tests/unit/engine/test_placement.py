@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
 from scheduler.core.model import TaskState, WorkerType
 from scheduler.errors import StateUnavailable
 from scheduler.settings import Settings
+from scheduler.state.interface import HandOutRequest
 from tests.support.fakes import make_engine
 from tests.unit.engine.drive import (
     GPU,
@@ -16,9 +18,11 @@ from tests.unit.engine.drive import (
     place,
     restarted,
     run_to_success,
+    start,
     state_of,
     submit,
     task,
+    until,
 )
 
 
@@ -27,29 +31,29 @@ async def test_a_submission_kicks_a_round_that_hands_it_to_a_free_worker() -> No
     await connect(rig, "w1")
     loop = asyncio.create_task(rig.engine.placement.run())
     try:
-        task_id = await submit(rig, "t.resize", args_json="[1, 2]")
-        for _ in range(100):  # yield to the loop until it has placed the task
-            if rig.dispatcher.published:
-                break
-            await asyncio.sleep(0)
+        # An idempotency key keeps it off the sync match: the pending index and a round place it.
+        task_id = await submit(rig, "t.resize", args_json="[1, 2]", idempotency_key="resize-1")
+        assert rig.state.tables.submits[-1].hand_outs == []
+        await until(lambda: bool(rig.state.queued("w1")))
     finally:
         loop.cancel()
-    (hand_out,) = rig.dispatcher.take("w1")
-    assert (hand_out.task_id, hand_out.attempt, hand_out.task_name, hand_out.args_json) == (
-        task_id, 1, "t.resize", "[1, 2]")
+    (hand_out,) = rig.state.take("w1")
+    assert (hand_out.task_id, hand_out.attempt, hand_out.task_name, hand_out.args) == (
+        task_id, 1, "t.resize", [1, 2])
+    assert hand_out.celery_id == f"{task_id}-1"
     stored = await task(rig, task_id)
-    assert (stored.state, stored.worker_id, stored.attempt, stored.published) == (TaskState.DISPATCHED, "w1", 1, True)
+    assert (stored.state, stored.worker_id, stored.attempt) == (TaskState.DISPATCHED, "w1", 1)
     assert rig.state.fence(task_id) == "1"
 
 
 async def test_priority_order_is_exact_across_queues() -> None:
     rig = make_engine()
-    await connect(rig, "h1", worker_type=WorkerType.HYBRID, gpus=[GPU])
     await submit(rig, "cpu.default5", content_type="text")
     await submit(rig, "mixed.default6", content_type="youtube")
     await submit(rig, "gpu.default8", content_type="video")
     await submit(rig, "cpu.asked9", content_type="text", priority=9)
     await submit(rig, "cpu.asked8", content_type="text", priority=8)
+    await connect(rig, "h1", worker_type=WorkerType.HYBRID, gpus=[GPU])
     order = []
     for _ in range(5):
         (hand_out,) = await place(rig, "h1")  # one slot: one task per round
@@ -70,8 +74,8 @@ async def test_a_worker_without_a_free_slot_gets_nothing() -> None:
     assert "free slot" in view.record.reason
     await connect(rig, "w2")
     await rig.engine.placement.round()
-    assert [h.task_id for h in rig.dispatcher.take("w2")] == [third]
-    assert rig.dispatcher.take("w1") == []
+    assert [h.task_id for h in rig.state.take("w2")] == [third]
+    assert rig.state.take("w1") == []
 
 
 async def test_pause_holds_a_queue_and_resume_releases_it() -> None:
@@ -118,7 +122,7 @@ async def test_a_drained_worker_gets_nothing_new_and_keeps_what_it_runs() -> Non
     assert await state_of(rig, running) is TaskState.SUCCEEDED
     await connect(rig, "w2")
     await rig.engine.placement.round()
-    assert [h.task_id for h in rig.dispatcher.take("w2")] == [waiting]
+    assert [h.task_id for h in rig.state.take("w2")] == [waiting]
 
 
 async def test_a_large_payload_travels_by_reference() -> None:
@@ -127,9 +131,10 @@ async def test_a_large_payload_travels_by_reference() -> None:
     small = await submit(rig, args_json="[1]")
     large = await submit(rig, args_json="[" + "1, " * 20 + "1]")
     by_id = {h.task_id: h for h in await place(rig, "w1")}
-    assert (by_id[small].args_json, by_id[small].kwargs_json) == ("[1]", "{}")
-    assert (by_id[large].args_json, by_id[large].kwargs_json) == (None, None)
-
+    assert (by_id[small].by_reference, by_id[small].args, by_id[small].kwargs) == (False, [1], {})
+    # The message carries no payload; the claim hands the stored one to the worker.
+    assert (by_id[large].by_reference, by_id[large].args, by_id[large].kwargs) == (True, [], {})
+    assert rig.state.claim_payload(large, 1, "w1", rig.clock()) == ("[" + "1, " * 20 + "1]", "{}")
 
 
 async def test_the_gauges_show_depth_processing_and_free_slots() -> None:
@@ -144,18 +149,14 @@ async def test_the_gauges_show_depth_processing_and_free_slots() -> None:
     sample = rig.engine.shared.metrics.registry.get_sample_value
     assert sample("switchyard_queue_depth", {"queue": "cpu_standard"}) == 1.0
     assert sample("switchyard_queue_processing", {"queue": "cpu_standard"}) == 3.0
-    assert sample("switchyard_tasks", {"state": "dispatched"}) == 3.0
     assert sample("switchyard_free_slots", {"worker_type": "cpu"}) == 0.0  # w2 drains: not offered
     assert sample("switchyard_worker_free_slots", {"worker_id": "w2"}) == 1.0
 
-@pytest.mark.xfail(strict=True, reason=(
-    "scheduler/engine/placement.py Placement.round takes the round's tasks out of the pending "
-    "index before state.tasks.dispatch commits them; when that raises (StateUnavailable) they "
-    "stay pending in the store but are never placed again until a restart"))
+
 async def test_a_task_is_still_placed_after_a_state_outage_during_a_round(monkeypatch: pytest.MonkeyPatch) -> None:
     rig = make_engine()
-    await connect(rig, "w1")
     task_id = await submit(rig)
+    await connect(rig, "w1")
 
     async def unreachable(*_args: object, **_kwargs: object) -> None:
         raise StateUnavailable("cannot reach the state store; the request can be retried")
@@ -164,4 +165,31 @@ async def test_a_task_is_still_placed_after_a_state_outage_during_a_round(monkey
         outage.setattr(rig.state.tasks, "dispatch", unreachable)
         with pytest.raises(StateUnavailable):
             await rig.engine.placement.round()
+    assert len(rig.engine.shared.pending) == 1  # the round put it back
     assert [h.task_id for h in await place(rig, "w1")] == [task_id]
+
+
+async def test_a_round_whose_reply_was_lost_is_healed_by_rereading_the_refused_hand_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = make_engine()
+    task_id = await submit(rig)
+    worker = await connect(rig, "w1")
+    real_dispatch = rig.state.tasks.dispatch
+
+    async def committed_but_reply_lost(requests: Sequence[HandOutRequest], now: float) -> list[bool]:
+        await real_dispatch(requests, now)
+        raise StateUnavailable("connection lost while reading the reply; the request can be retried")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(rig.state.tasks, "dispatch", committed_but_reply_lost)
+        with pytest.raises(StateUnavailable):
+            await rig.engine.placement.round()
+    assert worker.in_flight == {} and len(rig.engine.shared.pending) == 1
+    # The next round asks for attempt 1 again; the store refuses (already dispatched) and the
+    # engine believes Redis: the task is in flight on w1, and its one message is not doubled.
+    assert await rig.engine.placement.round() == 0
+    assert worker.in_flight.keys() == {task_id} and len(rig.engine.shared.pending) == 0
+    (hand_out,) = rig.state.take("w1")
+    assert (hand_out.task_id, hand_out.attempt) == (task_id, 1)
+    assert await start(rig, hand_out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from scheduler.core.model import QueueSpec, TaskClass, TaskState, WorkerType
 from scheduler.core.retry import NO_RETRY, RetryPolicy
 from scheduler.settings import Settings
-from scheduler.state.interface import HandOutRequest
 from scheduler.state.records import WorkerRecord
+from tests.support.celery_queue import hand_out_request
 from tests.support.fakes import make_engine
 from tests.unit.engine.drive import (
     connect,
@@ -18,7 +18,6 @@ from tests.unit.engine.drive import (
     start,
     state_of,
     submit,
-    task,
 )
 
 
@@ -45,14 +44,14 @@ async def test_in_flight_ledgers_come_back_with_their_served_queue() -> None:
     # The earlier engine handed a cpu_standard task to w1 counted against cpu_spill's limit.
     await before.state.controls.remember_worker(WorkerRecord("w1", WorkerType.CPU, 4))
     spilled = await submit(before, content_type="text")
-    await before.state.tasks.dispatch([HandOutRequest(spilled, "w1", None, "cpu_spill", "placed")],
-                                      before.clock(), 1000)
-    await before.state.tasks.mark_published([spilled])
+    assert await before.state.tasks.dispatch([hand_out_request(spilled, "w1", served_queue="cpu_spill")],
+                                             before.clock()) == [True]
     after = await restarted(before)
     worker = after.engine.shared.fleet.get("w1")
     assert worker is not None and worker.slots == 4
     assert {t: (i.attempt, i.served_queue) for t, i in worker.in_flight.items()} == {spilled: (1, "cpu_spill")}
     await connect(after, "w1", slots=4)
+    assert [h.task_id for h in after.state.take("w1")] == [spilled]  # queued before the restart
     waiting = await submit(after, queue="cpu_spill")
     assert await place(after, "w1") == []  # cpu_spill's one slot on w1 is still taken
     assert "per-worker limit" in (await after.engine.queries.get_task(waiting)).record.reason
@@ -79,21 +78,20 @@ async def test_a_worker_that_never_comes_back_after_a_restart_loses_its_tasks() 
     assert (again.task_id, again.attempt) == (task_id, 2)
 
 
-async def test_a_hand_out_committed_but_never_published_is_published_once_after_a_restart() -> None:
+async def test_a_hand_out_made_before_a_restart_is_neither_lost_nor_handed_out_again() -> None:
     before = make_engine()
-    await connect(before, "w1")
     task_id = await submit(before, args_json='["x"]')
-    before.dispatcher.failing = True
-    await before.engine.placement.round()
-    assert before.dispatcher.published == []
-    stored = await task(before, task_id)
-    assert (stored.state, stored.attempt, stored.published) == (TaskState.DISPATCHED, 1, False)
+    await connect(before, "w1")
+    await before.engine.placement.round()  # committed and queued in one step; not fetched yet
     after = await restarted(before)
-    (hand_out,) = after.dispatcher.take("w1")
-    assert (hand_out.task_id, hand_out.attempt, hand_out.args_json) == (task_id, 1, '["x"]')
-    assert (await task(after, task_id)).published
+    assert len(after.engine.shared.pending) == 0
+    assert after.engine.shared.fleet.get("w1").in_flight.keys() == {task_id}  # type: ignore[union-attr]
+    await connect(after, "w1")
+    (hand_out,) = await place(after, "w1")  # the one message from before the restart
+    assert (hand_out.task_id, hand_out.attempt, hand_out.args) == (task_id, 1, ["x"])
     once_more = await restarted(after)
-    assert once_more.dispatcher.published == []
+    await connect(once_more, "w1")
+    assert await place(once_more, "w1") == []
     assert await start(once_more, hand_out)
     await report(once_more, "succeeded", hand_out, result_json="1")
     assert await state_of(once_more, task_id) is TaskState.SUCCEEDED

@@ -28,7 +28,7 @@ async def test_a_silent_worker_s_tasks_move_to_another_worker_under_a_new_attemp
         moved = await task(rig, task_id)
         assert (moved.state, moved.worker_id, moved.attempt) == (TaskState.PENDING, "", 1)
         assert rig.state.fence(task_id) == "requeued"
-    assert rig.dispatcher.purged == ["w1"]
+    assert rig.state.tables.purged == ["w1"]
     metrics = rig.engine.shared.metrics.registry
     assert metrics.get_sample_value("switchyard_workers_lost_total") == 1.0
     assert metrics.get_sample_value("switchyard_tasks_requeued_total") == 2.0
@@ -103,3 +103,17 @@ async def test_a_lost_worker_that_heartbeats_again_rejoins_empty_handed() -> Non
     assert (fresh.task_id, fresh.attempt) == (task_id, 2)
     assert not await start(rig, old)
     assert await start(rig, fresh)
+
+
+async def test_what_a_lost_worker_never_fetched_is_purged_from_its_queue() -> None:
+    rig = make_engine(SETTINGS)
+    worker = await connect(rig, "w1")
+    task_id = await submit(rig)
+    (waiting,) = rig.state.queued("w1")  # handed out, not yet fetched by its consumer
+    await rig.engine.agents.worker_exited("w1", worker.session, 137, "killed")
+    assert rig.state.tables.purged == ["w1"] and rig.state.queued("w1") == []
+    assert await state_of(rig, task_id) is TaskState.PENDING
+    await connect(rig, "w2")
+    (again,) = await place(rig, "w2")
+    assert (again.task_id, again.attempt) == (task_id, 2)
+    assert not await start(rig, waiting)

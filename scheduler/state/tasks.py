@@ -1,0 +1,233 @@
+"""Task records and their transitions in Redis (`TaskStore`): each transition one Lua script.
+
+Reads fetch the record's fields by name (HMGET of `records.RECORD_FIELDS`), never the whole
+hash: the task's payload lives in the same hash and can be megabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED, PAYLOAD_FIELDS
+
+from scheduler.core.model import TaskState
+from scheduler.dispatch import BODY_EMBED
+from scheduler.state import records
+from scheduler.state.connection import StorePart, guarded, queue_script
+from scheduler.state.interface import (
+    Applied,
+    CancelOutcome,
+    CancelStatus,
+    EventKind,
+    FailureAction,
+    FailureOutcome,
+    HandOutRequest,
+    IdempotencyConflict,
+    LifecycleEvent,
+    Retention,
+    SubmitGroup,
+    SubmitOutcome,
+)
+from scheduler.state.records import TaskRecord
+
+
+def _submit_outcomes(reply: Sequence[Any]) -> list[SubmitOutcome] | IdempotencyConflict:
+    if reply[0] == "conflict":
+        return IdempotencyConflict(int(reply[1]), str(reply[2]))
+    return [
+        SubmitOutcome(task_id=str(reply[i]), deduplicated=reply[i + 1] == "-1", seq=max(0, int(reply[i + 1])))
+        for i in range(1, len(reply), 2)
+    ]
+
+
+def _applied(reply: Sequence[Any]) -> list[Applied | None]:
+    return [
+        Applied(TaskState(row[0]), str(row[1]), str(row[2]), *(float(x) for x in row[3:5])) if row else None
+        for row in reply
+    ]
+
+
+def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> list[Any]:
+    """The 11 script arguments of one report (see scripts/apply.lua)."""
+    fields = event.fields
+    if event.kind == EventKind.SUCCEEDED:
+        first, second = fields.get("result_json", "null"), ""
+    elif event.kind == EventKind.FAILED:
+        first, second = fields.get("error", ""), fields.get("traceback", "")
+    elif event.kind == EventKind.PROGRESS:
+        first, second = fields.get("progress", "0"), fields.get("message", "")
+    else:
+        first, second = "", ""
+    outcome = outcome or FailureOutcome(FailureAction.FAIL, 0.0, "")
+    # The script compares attempts as text: the decimal the dispatch script stored.
+    return [event.stream_id, event.task_id, event.kind, str(event.attempt), repr(event.ts), first, second,
+            fields.get("error_type", ""), outcome.action.value, repr(outcome.next_attempt_at), outcome.reason]
+
+
+TRIM_INTERVAL_SECONDS = 1.0
+"""How often applying reports also trims the stream behind them (a trim per batch is waste)."""
+
+
+class RedisTaskStore(StorePart):
+    """Task records and their transitions (`TaskStore`)."""
+
+    _next_trim = 0.0
+
+    def _record_read(self, pipe: Any, task_id: str) -> None:
+        pipe.hmget(self._keys.task(task_id), records.RECORD_FIELDS)
+
+    def _submit_args(self, groups: Sequence[SubmitGroup], ttl: int) -> list[Any]:
+        keys = self._keys
+        args: list[Any] = [keys.task(""), keys.idempotency(""), ttl]
+        for group in groups:
+            items = []
+            for task in group:
+                record = task.record
+                fields = records.encode_submitted(record)
+                fields += (PAYLOAD_FIELDS[0], task.args_json, PAYLOAD_FIELDS[1], task.kwargs_json)
+                items.append([record.task_id, record.idempotency_key, record.payload_digest, fields])
+            # One argument per group: redis-py encodes each argument in Python, cjson decodes in C.
+            args.append(json.dumps(items))
+        return args
+
+    def _dispatch_args(self, requests: Sequence[HandOutRequest], now: float) -> list[Any]:
+        keys = self._keys
+        args: list[Any] = [keys.task(""), keys.inflight(""), repr(now), BODY_EMBED, len(requests)]
+        for r in requests:
+            args += [r.task_id, r.worker_id, r.attempt, "1" if r.by_reference else "0",
+                     "" if r.gpu_index is None else r.gpu_index, r.served_queue, r.reason,
+                     r.envelope.queue, *r.envelope.pieces]
+        return args
+
+    @guarded
+    async def submit(
+        self, groups: Sequence[SubmitGroup], idempotency_ttl_seconds: int,
+        hand_outs: Sequence[HandOutRequest] = (), now: float = 0.0,
+    ) -> tuple[list[list[SubmitOutcome] | IdempotencyConflict], list[bool]]:
+        """Write each group atomically, then hand out `hand_outs` (at `now`), in one round trip."""
+        keys = self._keys
+        submit_args = self._submit_args(groups, idempotency_ttl_seconds)
+        dispatch_args = self._dispatch_args(hand_outs, now) if hand_outs else []
+
+        def build(pipe: Any) -> None:
+            queue_script(pipe, self._scripts.submit, [keys.seq, keys.pending], submit_args)
+            if hand_outs:
+                queue_script(pipe, self._scripts.dispatch, [keys.pending], dispatch_args)
+
+        replies = await self._pipelined(build)
+        handed = [bool(flag) for flag in replies[1]] if hand_outs else []
+        return [_submit_outcomes(reply) for reply in replies[0]], handed
+
+    @guarded
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The task's record, or None when it does not exist (or has expired)."""
+        values = await self._redis.hmget(self._keys.task(task_id), records.RECORD_FIELDS)
+        return records.decode_fields(cast(list[str | None], values))
+
+    @guarded
+    async def load(self, task_ids: Iterable[str]) -> list[TaskRecord]:
+        """Records of many ids in one round trip (missing ones are skipped)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            self._record_read(pipe, task_id)
+        return [r for values in await pipe.execute() if (r := records.decode_fields(values)) is not None]
+
+    @guarded
+    async def dispatch(self, requests: Sequence[HandOutRequest], now: float) -> list[bool]:
+        """Commit the round's hand-outs and queue their Celery messages, in one script."""
+        if not requests:
+            return []
+        reply = await self._scripts.dispatch(keys=[self._keys.pending], args=self._dispatch_args(requests, now))
+        return [bool(flag) for flag in reply]
+
+    @guarded
+    async def apply(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention
+    ) -> list[Applied | None]:
+        """Apply and acknowledge a batch of reports in one script, each fenced by attempt."""
+        if not events:
+            return []
+        keys = self._keys
+        reply = await self._scripts.apply(keys=[keys.events, keys.retry, keys.dead_letters],
+                                          args=self._apply_args(events, outcomes, retention))
+        return _applied(reply)
+
+    def _apply_args(self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None],
+                    retention: Retention) -> list[Any]:
+        keys = self._keys
+        trim = time.monotonic() >= self._next_trim
+        if trim:
+            self._next_trim = time.monotonic() + TRIM_INTERVAL_SECONDS
+        args: list[Any] = [keys.task(""), keys.inflight(""), "1" if trim else "0", EVENTS_GROUP,
+                           max(1, int(retention.result_ttl_seconds)),
+                           max(1, int(retention.dead_letter_ttl_seconds)), len(events)]
+        for event, outcome in zip(events, outcomes, strict=True):
+            args += _report_values(event, outcome)
+        return args
+
+    @guarded
+    async def apply_then_dispatch(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[list[Applied | None], list[bool]]:
+        """`apply`, then `dispatch` the hand-outs (the slots those reports free), in one round trip."""
+        if not hand_outs:
+            return await self.apply(events, outcomes, retention), []
+        keys = self._keys
+        apply_args = self._apply_args(events, outcomes, retention)
+        dispatch_args = self._dispatch_args(hand_outs, now)
+
+        def build(pipe: Any) -> None:
+            queue_script(pipe, self._scripts.apply, [keys.events, keys.retry, keys.dead_letters], apply_args)
+            queue_script(pipe, self._scripts.dispatch, [keys.pending], dispatch_args)
+
+        applied, handed = await self._pipelined(build)
+        return _applied(applied), [bool(flag) for flag in handed]
+
+    async def _then_record(self, script: Any, keys: list[str], args: list[Any], task_id: str) -> tuple[Any, TaskRecord | None]:
+        """Run a transition and read the record after it, in one round trip."""
+
+        def build(pipe: Any) -> None:
+            queue_script(pipe, script, keys, args)
+            self._record_read(pipe, task_id)
+
+        reply, values = await self._pipelined(build)
+        return reply, records.decode_fields(values)
+
+    @guarded
+    async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
+        """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
+        keys = self._keys
+        reply, record = await self._then_record(
+            self._scripts.requeue, [keys.task(task_id), keys.inflight(worker_id), keys.pending],
+            [task_id, worker_id, reason, FENCE_REQUEUED], task_id,
+        )
+        return record if reply else None
+
+    @guarded
+    async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome:
+        """Cancel a task that has not finished (a finished one comes back as TERMINAL, unchanged)."""
+        keys = self._keys
+        reply, record = await self._then_record(
+            self._scripts.cancel, [keys.task(task_id), keys.pending, keys.retry],
+            [keys.inflight(""), keys.stats(""), task_id, repr(now), reason, FENCE_CANCELLED,
+             max(1, int(result_ttl_seconds))], task_id,
+        )
+        status = CancelStatus(reply[0])
+        if status is CancelStatus.MISSING:
+            return CancelOutcome(status, None, None)
+        return CancelOutcome(status, TaskState(reply[1]), record)
+
+    @guarded
+    async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:
+        """A due retry or a replayed dead letter back to pending; None if not in `from_state`."""
+        keys = self._keys
+        index = keys.retry if from_state == TaskState.RETRYING else keys.dead_letters
+        reply, record = await self._then_record(
+            self._scripts.promote, [keys.task(task_id), keys.pending, index],
+            [task_id, from_state.value, reason], task_id,
+        )
+        return record if reply else None
