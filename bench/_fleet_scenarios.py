@@ -42,9 +42,9 @@ from examples.local_stack import Process, Stack
 
 
 def start_fleet(stack: Stack, sched: Scheduler, options: argparse.Namespace, agents: int, slots: int,
-                *extra: str, prefix: str = "sim") -> list[Process]:
-    """The simulated fleet, split over `--fleet-processes` processes; returns once all are welcomed."""
-    count = max(1, min(options.fleet_processes, agents))
+                *extra: str, prefix: str = "sim", processes: int = 0) -> list[Process]:
+    """The simulated fleet, split over `processes` (default `--fleet-processes`) processes."""
+    count = max(1, min(processes or options.fleet_processes, agents))
     fleet = [python_child(stack, f"fleet-{n}", "bench._fleet_sim", "--target", sched.target,
                           "--redis-url", sched.redis_url, "--agents", str(agents // count + (n < agents % count)),
                           "--slots", str(slots), "--id-prefix", f"{prefix}{n}",
@@ -168,7 +168,8 @@ def storm(stack: Stack, options: argparse.Namespace) -> dict[str, Any]:
     redis_url = stack.start_redis()
     sched = start_scheduler(stack, redis_url, "--heartbeat-interval-seconds", "1")
     rss_before = rss_mib(sched.pid)
-    fleet = start_fleet(stack, sched, options, options.storm_agents, 1, "--no-work", prefix="storm")
+    # One process, so that every hello really leaves at the same moment.
+    fleet = start_fleet(stack, sched, options, options.storm_agents, 1, "--no-work", prefix="storm", processes=1)
     hello = hellos(stack, fleet, 300)
     time.sleep(3)  # past the burst of first heartbeats
     beats0 = sum((last_event(p, "progress") or {}).get("heartbeats", 0) for p in fleet)

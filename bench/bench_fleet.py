@@ -16,10 +16,13 @@ client submitting tasks with random priorities (bench/_fleet_submit.py). The thr
   scheduler's CPU, round trips and Redis commands per task, and every hand-out checked for
   priority inversions (bench/_fleet_check.py);
 * storm: A agents say hello at the same moment and heartbeat every second;
+* order: the priority check again with 5 agents x 2 slots, so a SubmitBatch call holds more tasks
+  than there are free slots (the submit round must hand out the best of the call, not the first);
 * backlog: submit and hand-out rates at 1,000 and at P pending tasks, and the scheduler's RSS.
 
-`--json-out` keeps the figures; `--compare FILE` puts an earlier run's figures beside them (the
-"before" of docs/benchmarks.md). `--profile FILE` records the scheduler with py-spy during the
+`--json-out` keeps the figures; `--compare FILE` puts an earlier run's figures beside them, by
+default bench/_fleet_baseline.json (the "before" of issue 8); `--render FILE` shows a kept run
+again (and writes the docs from it) without measuring. `--profile FILE` records the scheduler with py-spy during the
 throughput run (raw collapsed stacks; such a run never writes the docs). Prints tables and
 rewrites the `bench_fleet` section of docs/benchmarks.md (not with --quick, --no-docs or --profile).
 """
@@ -43,13 +46,16 @@ from bench._docs import (  # noqa: E402
     machine,
     markdown_table,
     now_utc,
+    python_command,
     text_table,
     update_section,
 )
 from bench._fleet_procs import BenchError, profile_summary  # noqa: E402
 from examples.local_stack import Stack  # noqa: E402
 
-SCENARIOS = ("throughput", "storm", "backlog")
+SCENARIOS = ("throughput", "order", "storm", "backlog")
+BASELINE = ROOT / "bench" / "_fleet_baseline.json"
+"""The "before" run of issue 8 (commit 6a3e61c), shown beside every new run unless --no-baseline."""
 
 
 def _pct(value: float) -> str:
@@ -67,7 +73,7 @@ def throughput_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("SubmitBatch accepted tasks/s during the run", f"{res['submit_rate']:.0f}"),
         ("scheduler CPU per task", f"{res['sched_cpu_ms_per_task']:.2f} ms"),
         ("scheduler CPU, % of one core", _pct(res["sched_cpu_percent"])),
-        ("scheduler round trips per task", f"{res['round_trips_per_task']:.1f}"),
+        ("scheduler round trips per task", f"{res['round_trips_per_task']:.2f}"),
         ("Redis commands per task (scripts' inner commands included)", f"{res['redis_commands_per_task']:.1f}"),
         ("priority inversions (same-call ones) / FIFO inversions; hand-outs checked",
          f"{order['priority_inversions']} ({order.get('same_call_inversions', '-')}) / {order['fifo_inversions']};"
@@ -78,6 +84,18 @@ def throughput_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
         ("stale claims / worker-side Redis errors", f"{res['work']['stale']} / {res['work']['errors']}"),
         ("agents refused at their first hello (then retried)", str(sum(res["hello"]["refused"].values()))),
         ("scheduler RSS after the run", f"{res['rss_mib']:.0f} MiB"),
+    ]
+
+
+def order_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
+    order = res["order"]
+    return [
+        ("simulated agents x slots; tasks in SubmitBatch calls of", f"{res['agents']} x {res['slots']}; "
+         f"{res['tasks']} in calls of {res['batch']}"),
+        ("priority inversions (same-call ones) / FIFO inversions; hand-outs checked",
+         f"{order['priority_inversions']} ({order.get('same_call_inversions', '-')}) / {order['fifo_inversions']};"
+         f" {order['checked']}"),
+        ("tasks/s, start -> last success recorded", f"{res['rate']:.0f}"),
     ]
 
 
@@ -125,9 +143,12 @@ def verdicts(run: dict[str, Any]) -> list[str]:
         res = run["throughput"]
         check(res["rate"] >= 2000, f">= 2,000 tasks/s through one scheduler: {res['rate']:.0f} tasks/s "
               f"({res['agents']} agents x {res['slots']} slots)")
-        order = res["order"]
-        check(order["priority_inversions"] == 0, f"no priority inversion: {order['priority_inversions']} "
-              f"in {order['checked']} hand-outs")
+    for name in ("throughput", "order"):
+        if name in run:
+            res = run[name]
+            order = res["order"]
+            check(order["priority_inversions"] == 0, f"no priority inversion ({res['agents']} x {res['slots']} slots): "
+                  f"{order['priority_inversions']} in {order['checked']} hand-outs")
     if "storm" in run:
         res = run["storm"]
         check(res["hello"]["welcomed"] == res["agents"], f"{res['agents']} agents connecting at once all welcomed: "
@@ -147,10 +168,11 @@ def verdicts(run: dict[str, Any]) -> list[str]:
 
 
 ROWS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
-    "throughput": throughput_rows, "storm": storm_rows, "backlog": backlog_rows,
+    "throughput": throughput_rows, "order": order_rows, "storm": storm_rows, "backlog": backlog_rows,
 }
 TITLES = {
     "throughput": "Throughput and priority order",
+    "order": "Priority order with fewer free slots than a SubmitBatch call holds",
     "storm": "1,000 agents connecting at once, heartbeating at 1 Hz",
     "backlog": "Rates and memory with a large backlog",
 }
@@ -167,13 +189,16 @@ def table(name: str, runs: list[dict[str, Any]], render: Callable[..., str]) -> 
 
 def measure(options: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"label": options.label, "code": code_version(), "when": now_utc(),
-                              "machine": machine()}
+                              "machine": machine(), "command": command_line(options)}
     for name in options.scenarios:
         stack = Stack(prefix=f"switchyard-fleet-{name}-", error=BenchError)
         try:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             if name == "throughput":
                 result[name] = scenarios.throughput(stack, options, options.profile)
+            elif name == "order":
+                small = argparse.Namespace(**{**vars(options), "agents": 5, "slots": 2, "tasks": 3000, "prefill": 0})
+                result[name] = scenarios.throughput(stack, small)
             else:
                 result[name] = getattr(scenarios, name)(stack, options)
         except BenchError:
@@ -189,9 +214,10 @@ def write_docs(options: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
     facts = latest["machine"]
     parts = [f"""## Fleet simulator: the scheduler's own capacity
 
-Command: `make bench-fleet` (= `.venv/bin/python bench/bench_fleet.py{command_flags(options)}`).
+Command: `{latest.get('command', 'make bench-fleet')}`{" (= `make bench-fleet`)" if latest.get('command', '').endswith("bench_fleet.py") else ""}; the "before" column comes from
+[`bench/_fleet_baseline.json`](../bench/_fleet_baseline.json), measured the same way on that commit.
 Measured {latest['when']} on {facts.get('nproc')} CPUs ({facts.get('cpu', '?')}), Python {facts.get('python')},
-redis-server {facts.get('redis', '?')}; the machine is shared and noisy. Columns: {", ".join(f"{r['label']} = {r['code']} ({r['when']})" for r in runs)}.
+redis-server {facts.get('redis', '?')}; the machine is shared and noisy. Columns: {"; ".join(f"{r['label']} = {r['code']}, measured {r['when']}" for r in runs)}.
 
 One `switchyard-scheduler` process on a private `redis-server` (no persistence), configured with one
 queue and aging off, so every simulated worker can run every task and the effective priority is the
@@ -217,9 +243,18 @@ Other pending tasks are not counted, so the count errs low, never high."""]
     update_section("bench_fleet", "\n\n".join(parts))
 
 
-def command_flags(options: argparse.Namespace) -> str:
-    flags = [flag for flag in options.given_flags if not flag.startswith(("--json-out", "--compare", "--label"))]
-    return (" " + " ".join(flags)) if flags else ""
+def command_line(options: argparse.Namespace) -> str:
+    """How this run was started, without the flags that only name files or columns."""
+    skip = ("--json-out", "--compare", "--label", "--no-docs", "--no-baseline", "--render")
+    flags, given = [], list(options.given_flags)
+    while given:
+        flag = given.pop(0)
+        if flag.startswith(skip):
+            if "=" not in flag and given and not given[0].startswith("--") and flag not in ("--no-docs", "--no-baseline"):
+                given.pop(0)
+            continue
+        flags.append(flag)
+    return " ".join([python_command("bench/bench_fleet.py"), *flags])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -233,7 +268,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=100, help="tasks per SubmitBatch")
     parser.add_argument("--in-flight", type=int, default=4, help="SubmitBatch calls in flight")
     parser.add_argument("--consumers", type=int, default=4, help="queue-consumer threads per fleet process")
-    parser.add_argument("--fleet-processes", type=int, default=1, help="processes the simulated agents are split over")
+    parser.add_argument("--fleet-processes", type=int, default=2,
+                        help="processes the simulated agents are split over (the storm always uses one)")
     parser.add_argument("--storm-agents", type=int, default=1000)
     parser.add_argument("--storm-seconds", type=float, default=20.0, help="heartbeat window measured")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="the large pending level")
@@ -241,13 +277,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=10000, help="tasks timed at each pending level")
     parser.add_argument("--label", default="now", help="this run's column name")
     parser.add_argument("--json-out", type=Path, help="write this run's figures here")
-    parser.add_argument("--compare", type=Path, action="append", default=[], help="an earlier --json-out to show beside")
+    parser.add_argument("--compare", type=Path, action="append", default=[],
+                        help=f"an earlier --json-out to show beside (default: {BASELINE.relative_to(ROOT)})")
+    parser.add_argument("--no-baseline", action="store_true", help="do not show the stored baseline")
+    parser.add_argument("--render", type=Path, help="measure nothing: show (and write to the docs) this --json-out")
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the scheduler during throughput")
     parser.add_argument("--profile-seconds", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="small sizes; no docs")
     parser.add_argument("--no-docs", action="store_true")
     options = parser.parse_args(argv)
     options.given_flags = list(argv if argv is not None else sys.argv[1:])
+    if not options.compare and not options.no_baseline and BASELINE.exists():
+        options.compare = [BASELINE]
     unknown = set(options.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
@@ -261,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse(argv)
 
     def body() -> int:
-        result = measure(options)
+        result = json.loads(options.render.read_text(encoding="utf-8")) if options.render else measure(options)
         if options.json_out:
             options.json_out.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
         runs = [json.loads(path.read_text(encoding="utf-8")) for path in options.compare] + [result]

@@ -21,6 +21,11 @@ Inputs are rebuilt for every round outside the timed region (fresh seed per roun
 
 Rounds per case stop at --rounds or when the case has used --case-budget seconds (at least 3
 rounds, unless one round alone took longer than the budget: then 1).
+
+Side by side, on the same inputs and in the same run, each case also times the worker-by-worker
+scan `plan` used before the shape index (`scheduler.core.placement.reference.plan_reference`
+with the default `max_scored_workers=64`; --scan-rounds rounds at most, 0 to skip), and the
+table quotes the figures the script measured at commit BEFORE_COMMIT, before the shape index.
 Rewrites the `bench_placement` section of docs/benchmarks.md (not with --quick or --no-docs).
 """
 
@@ -58,6 +63,7 @@ from scheduler.core.model import (  # noqa: E402
     WorkerView,
 )
 from scheduler.core.placement import plan  # noqa: E402
+from scheduler.core.placement.reference import plan_reference  # noqa: E402
 
 ZONES = ("eu", "us", "ap")
 GPU_MEMORY_MB = (16384, 24576, 40960, 81920)
@@ -67,6 +73,17 @@ NEED_OF = {TaskClass.GPU_INTENSIVE: GpuNeed.REQUIRED, TaskClass.MIXED: GpuNeed.P
            TaskClass.CPU: GpuNeed.NONE, TaskClass.IO: GpuNeed.NONE}
 CLASS_MIX = ((TaskClass.CPU, 45), (TaskClass.GPU_INTENSIVE, 30), (TaskClass.MIXED, 15), (TaskClass.IO, 10))
 PRIORITY_MIX = ((10, 2), (8, 15), (5, 55), (3, 18), (1, 10))
+
+BEFORE_COMMIT = "6a3e61c"
+BEFORE = {  # (case, workers) -> (p50 ms, assignments), from this script's defaults at BEFORE_COMMIT
+    ("few-free", 10): (0.212, 1), ("all-free", 10): (3.1, 43), ("full", 10): (0.080, 0),
+    ("blocked-head-5k", 10): (6.9, 13), ("blocked-head-20k", 10): (22.6, 13),
+    ("few-free", 100): (1.2, 9), ("all-free", 100): (156, 439), ("full", 100): (0.165, 0),
+    ("blocked-head-5k", 100): (46.5, 136), ("blocked-head-20k", 100): (62.8, 137),
+    ("few-free", 1000): (32.9, 102), ("all-free", 1000): (331, 512), ("full", 1000): (0.615, 0),
+    ("blocked-head-5k", 1000): (320, 512), ("blocked-head-20k", 1000): (335, 512),
+}
+"""What the script measured before the shape index (worker-by-worker scan), on the same 2-CPU machine."""
 
 
 # --- inputs -------------------------------------------------------------------------------
@@ -150,11 +167,25 @@ class Outcome:
     assignments: list[int]
     waiting: list[int]
     free_slots: list[int]
+    scan_times: list[float]
+    """The same rounds' inputs through the worker-by-worker scan (the first --scan-rounds)."""
+    scan_assignments: list[int]
 
 
-def measure(case: Case, workers: int, pending: int, rounds: int, budget: float, seed: int,
+def timed(planner: Callable[..., Plan], backlog: list[PendingTask], fleet: list[WorkerView]) -> tuple[float, Plan]:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        result = planner(backlog, fleet)
+        return time.perf_counter() - t0, result
+    finally:
+        gc.enable()
+
+
+def measure(case: Case, workers: int, pending: int, rounds: int, budget: float, seed: int, scan_rounds: int,
             progress: Callable[[str], None]) -> Outcome:
-    outcome = Outcome(case, workers, pending, [], [], [], [])
+    outcome = Outcome(case, workers, pending, [], [], [], [], [], [])
     spent = 0.0
     round_no = 0
     # At least 3 rounds, unless a single round already took more than the whole budget.
@@ -163,22 +194,20 @@ def measure(case: Case, workers: int, pending: int, rounds: int, budget: float, 
         started = time.perf_counter()
         fleet = make_fleet(rng, workers, case.occupancy)
         backlog = make_backlog(rng, pending, case.blocked_head)
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            result: Plan = plan(backlog, fleet)
-            elapsed = time.perf_counter() - t0
-        finally:
-            gc.enable()
+        elapsed, result = timed(plan, backlog, fleet)
         outcome.times.append(elapsed)
         outcome.assignments.append(len(result.assignments))
         outcome.waiting.append(len(result.waiting))
         outcome.free_slots.append(sum(max(0, w.slots - w.in_flight) for w in fleet if w.accepting))
         spent += time.perf_counter() - started
+        if round_no < scan_rounds:
+            elapsed, result = timed(plan_reference, backlog, fleet)
+            outcome.scan_times.append(elapsed)
+            outcome.scan_assignments.append(len(result.assignments))
         round_no += 1
+    scan = f"; scan p50 {ms(percentile(outcome.scan_times, 50))} ms" if outcome.scan_times else ""
     progress(f"  {case.name:<17} {workers:>5} workers: p50 {ms(percentile(outcome.times, 50))} ms "
-             f"over {len(outcome.times)} rounds, {outcome.assignments[0]} assignments")
+             f"over {len(outcome.times)} rounds, {outcome.assignments[0]} assignments{scan}")
     return outcome
 
 
@@ -190,22 +219,36 @@ def ms(seconds: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def rows(outcomes: Sequence[Outcome]) -> list[list[str]]:
+def median(values: Sequence[int]) -> int:
+    return sorted(values)[len(values) // 2]
+
+
+def per_assignment(p50: float, assigned: int) -> str:
+    return f"{p50 / assigned * 1e6:.0f}" if assigned else "-"
+
+
+def rows(outcomes: Sequence[Outcome], with_before: bool) -> list[list[str]]:
+    """Table rows; the BEFORE figures only when the run used the inputs they were measured on."""
     out = []
     for o in outcomes:
-        assigned = sorted(o.assignments)[len(o.assignments) // 2]
-        per = percentile(o.times, 50) / assigned * 1e6 if assigned else None
+        assigned, p50 = median(o.assignments), percentile(o.times, 50)
+        scan = ["-", "-"]
+        if o.scan_times:
+            scan_p50 = percentile(o.scan_times, 50)
+            scan = [ms(scan_p50), per_assignment(scan_p50, median(o.scan_assignments))]
+        before = BEFORE.get((o.case.name, o.workers)) if with_before else None
         out.append([
-            o.case.name, str(o.workers), str(sorted(o.free_slots)[len(o.free_slots) // 2]),
-            str(len(o.times)), ms(percentile(o.times, 50)), ms(percentile(o.times, 99)),
-            str(assigned), str(sorted(o.waiting)[len(o.waiting) // 2]),
-            f"{per:.0f}" if per is not None else "-",
+            o.case.name, str(o.workers), str(median(o.free_slots)),
+            str(len(o.times)), ms(p50), ms(percentile(o.times, 99)),
+            str(assigned), str(median(o.waiting)), per_assignment(p50, assigned), *scan,
+            f"{before[0]:g}" if before else "-", per_assignment(before[0] / 1000, before[1]) if before else "-",
         ])
     return out
 
 
 HEADERS = ["case", "workers", "free slots", "rounds", "p50 ms", "p99 ms", "assignments",
-           "waiting (examined, unplaced)", "us per assignment"]
+           "waiting (examined, unplaced)", "µs per assignment", "scan p50 ms", "scan µs per assignment",
+           f"before p50 ms ({BEFORE_COMMIT})", f"before µs per assignment ({BEFORE_COMMIT})"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,12 +259,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--case-budget", type=float, default=15.0, metavar="S",
                         help="seconds per case (inputs included) after which rounds stop (default 15)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--scan-rounds", type=int, default=5, metavar="N",
+                        help="rounds per case also timed through the worker-by-worker scan (default 5; 0 = none)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10,100 workers, 10000 pending, 3 rounds; "
                         "implies --no-docs")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     options = parser.parse_args(argv)
     if options.quick:
         options.workers, options.pending, options.rounds, options.no_docs = "10,100", 10_000, 3, True
+        options.scan_rounds = min(options.scan_rounds, 1)
     sizes = [int(x) for x in options.workers.split(",") if x.strip()]
     facts = machine()
     print(f"Switchyard placement benchmark  ({facts['nproc']} CPUs, Python {facts['python']}); "
@@ -230,8 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for size in sizes:
         for case in CASES:
             outcomes.append(measure(case, size, options.pending, options.rounds, options.case_budget,
-                                    options.seed, lambda line: print(line, flush=True)))
-    table = rows(outcomes)
+                                    options.seed, options.scan_rounds, lambda line: print(line, flush=True)))
+    table = rows(outcomes, with_before=(options.pending, options.seed) == (100_000, 42))
     print()
     print(text_table(HEADERS, table))
     if options.no_docs:
@@ -244,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def write_docs(options: argparse.Namespace, facts: dict[str, str], outcomes: Sequence[Outcome],
                table: list[list[str]]) -> None:
-    defaults = {"workers": "10,100,1000", "pending": 100_000, "rounds": 30, "case_budget": 15.0, "seed": 42}
+    defaults = {"workers": "10,100,1000", "pending": 100_000, "rounds": 30, "case_budget": 15.0, "seed": 42,
+                "scan_rounds": 5}
     flags = [f"--{k.replace('_', '-')} {getattr(options, k)}" for k, v in defaults.items() if getattr(options, k) != v]
     command = " ".join([".venv/bin/python bench/bench_placement.py", *flags])
 
@@ -259,36 +306,51 @@ def write_docs(options: argparse.Namespace, facts: dict[str, str], outcomes: Seq
                      f"{ms(percentile(full.times, 50))} ms p50 at {biggest} workers, whatever the backlog.")
     few, allfree = find("few-free", biggest), find("all-free", biggest)
     if few and allfree:
+        assigned = median(allfree.assignments)
+        per = percentile(allfree.times, 50) / assigned * 1e6 if assigned else float("nan")
+        scan = ""
+        if allfree.scan_times and median(allfree.scan_assignments):
+            scan_per = percentile(allfree.scan_times, 50) / median(allfree.scan_assignments) * 1e6
+            scan = (f"; the worker-by-worker scan it replaces took {ms(percentile(allfree.scan_times, 50))} ms "
+                    f"({scan_per:.0f} µs per assignment) for the same rounds, {scan_per / per:.0f}x as long")
+        before = BEFORE.get(("all-free", biggest))
+        before_text = (f" ({before[0]:g} ms at commit {BEFORE_COMMIT}, before the index)" if before else "")
         notes.append(
-            f"* **Free slots**: the cost grows with assignments x workers looked at: each assignment filters "
-            f"the workers that still have a free slot until `max_scored_workers` (64) eligible ones were "
-            f"scored, and a round hands out at most 512 tasks (`max_assignments`; the engine starts the "
-            f"next round after yielding to other work). At {biggest} workers: {ms(percentile(few.times, 50))} ms for "
-            f"{sorted(few.assignments)[len(few.assignments) // 2]} assignments (a few slots free, the steady "
-            f"state) and {ms(percentile(allfree.times, 50))} ms for "
-            f"{sorted(allfree.assignments)[len(allfree.assignments) // 2]} (every slot free, capped by the round "
-            "budget). The scheduler runs `plan` on its one asyncio loop, so a round delays gRPC replies and "
-            "lifecycle events by its length; about 1 ms per assignment at 1,000 workers is the figure to "
-            "improve next (a per-worker-shape index instead of filtering worker by worker).")
+            f"* **Free slots**: `plan` finds each task's worker through the shape index "
+            f"(`scheduler/core/placement/shapes.py`): a task's kind (its memo key and preferred labels) is "
+            f"judged once per worker shape, and each shape keeps its workers in a heap by their own part of "
+            f"the score, so an assignment costs a look at a few heap tops plus the booking, not a pass over "
+            f"the fleet. At {biggest} workers with every slot free, a round of {assigned} assignments (the "
+            f"`max_assignments` budget) took {ms(percentile(allfree.times, 50))} ms p50, **{per:.0f} µs per "
+            f"assignment**{scan}{before_text}. With a few slots free (the steady state) it took "
+            f"{ms(percentile(few.times, 50))} ms for {median(few.assignments)} assignments; there the fixed "
+            f"cost of a round (indexing the workers with a free slot) and the wait sentences of kinds no free "
+            f"worker takes weigh more than the assignments.")
     b5, b20 = find("blocked-head-5k", biggest), find("blocked-head-20k", biggest)
     if b5:
         notes.append(
-            f"* **Unplaceable head, 5,000 GPU-required tasks, only CPU workers free**: the signature memo "
-            f"makes the 5,000 blocked tasks one rejection scan per distinct task shape (the 20k case "
-            f"below shows the blocked part alone is cheap), and the round still places "
-            f"{sorted(b5.assignments)[len(b5.assignments) // 2]} CPU tasks from behind the head; its "
-            f"{ms(percentile(b5.times, 50))} ms at {biggest} workers are those assignments at the "
-            f"per-assignment cost above.")
+            f"* **Unplaceable head, 5,000 GPU-required tasks, only CPU workers free**: the memo makes the "
+            f"5,000 blocked tasks one rejection per distinct task kind, and the round still places "
+            f"{median(b5.assignments)} CPU tasks from behind the head, in {ms(percentile(b5.times, 50))} ms "
+            f"at {biggest} workers. Most of that is not the assignments but the wait sentence of each "
+            f"blocked kind (a few dozen here): still a pass over every worker per kind, though each kind "
+            f"of worker (shape, free slot, room for the memory) is judged once instead of every worker.")
     if b20:
-        placed = sorted(b20.assignments)[len(b20.assignments) // 2]
+        placed = median(b20.assignments)
         notes.append(
             f"* **Unplaceable head longer than `max_examined` (20,000 tasks, limit 10,000)**: tasks skipped "
             f"through the memo do not count against the limit, so the round walks past the 20,000 blocked "
-            f"tasks and places {placed} task(s) from behind them ({ms(percentile(b20.times, 50))} ms). "
-            + ("As long as more than 10,000 higher-priority tasks cannot be placed, everything behind them "
-               "starves: a liveness issue to fix in `plan` or in the engine (e.g. skip whole queues or "
-               "signatures that are known unplaceable, or count only placeable tasks against the limit)."
-               if placed == 0 else ""))
+            f"tasks and places {placed} task(s) from behind them ({ms(percentile(b20.times, 50))} ms); the "
+            f"extra cost over the 5k case is the memo lookups of the longer head.")
+    notes.append(
+        "* **Exact**: the shape index makes the choice scoring every eligible worker makes (highest score, "
+        "ties to the smaller worker id, same GPU device, same served queue, same wait sentences): "
+        "`tests/unit/test_core_placement_exact.py` checks `plan` against `plan_reference` with "
+        "`max_scored_workers=0` on random fleets, backlogs and contexts (queue limits, fallback chains, "
+        "rate limits, prefetch, quarantine, both strategies, odd weights). Scores are summed as fixed-point "
+        "integers (1e-9) so the index can add a kind's part to a worker's part exactly. `max_scored_workers` "
+        "no longer bounds `plan` (it never needs to stop early); only the reference scan still honours it, "
+        "and the scan columns above run it with the default 64, as `plan` did before.")
     body = f"""## Placement: one round of the pure core
 
 Command: `{command}`.
@@ -296,7 +358,9 @@ Code: {code_version()}. Measured {now_utc()} on {facts['nproc']} CPUs ({facts.ge
 shared machine, so read p50s.
 
 What is timed: one call of `scheduler.core.placement.plan(pending_in_order, workers)` with the
-default weights and `max_examined=10,000`, over {options.pending:,} pending tasks (classes cpu 45% /
+default weights and `max_examined=10,000` (and, in the "scan" columns, the same inputs through
+`plan_reference`, the worker-by-worker scan `plan` used before, for the first {options.scan_rounds}
+rounds of each case; "before" quotes this script at commit {BEFORE_COMMIT}, before the shape index), over {options.pending:,} pending tasks (classes cpu 45% /
 gpu_intensive 30% / mixed 15% / io 10%; priorities 10/8/5/3/1 at 2/15/55/18/10%; 40% of GPU tasks
 ask for 4-24 GiB of GPU memory; 10% carry a zone label) pre-sorted by `order_key`, and a random
 fleet (cpu 50% / gpu 30% / hybrid 20%; 1-8 slots; 1-8 GPUs of 16-80 GiB with random free memory;

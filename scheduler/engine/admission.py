@@ -115,6 +115,8 @@ class Admission:
                 fresh = [shared.pending_task(n.record, seq=i) for i, n in enumerate(
                     n for s in batch for n in s.new_tasks
                     if not n.record.idempotency_key and n.record.queue not in shared.paused)]
+                # Highest priority first, then first come: the order every placement round uses.
+                fresh.sort(key=lambda task: task.order_key)
                 chosen = self.placement.decide(fresh, now)
             crashpoints.reached("submit:before")
             if chosen:

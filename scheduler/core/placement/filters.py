@@ -17,6 +17,14 @@ Filters registered with `per_queue=True` are judged once per queue the task may 
 (its own, then those its fallback chain reached), with `Trial.queue_class` set to the class of
 work the task counts as there; a worker passes them when some queue passes all of them, and is
 otherwise rejected as the first queue was.
+
+What a check may read of the worker matters to placement's shape index (shapes.py), which judges
+workers a group at a time: a check reads either the worker's *shape* (accepting, quarantined,
+type, whether it has a GPU, labels, and which per-queue limits it has reached), so `judge_shape`
+runs it once for a whole group, or, registered with `capacity=True`, its free capacity (slots,
+GPU memory on a device), which the index checks worker by worker itself. A filter that reads
+anything else needs the index taught about it; the exactness property test
+(tests/unit/test_core_placement_exact.py) is what catches a mismatch.
 """
 
 from __future__ import annotations
@@ -106,16 +114,19 @@ class Filter:
     waiting: Waiting = _waiting_as_rejected
     per_queue: bool = False
     """Judged per candidate queue (see the module docstring)."""
+    capacity: bool = False
+    """Reads the worker's free capacity, which bookings change (see the module docstring)."""
 
 
 _registered: list[Filter] = []
 
 
 def _register(name: str, *, depends_on: tuple[TaskFact, ...] = (), hope: int,
-              waiting: Waiting = _waiting_as_rejected, per_queue: bool = False) -> Callable[[Check], Check]:
+              waiting: Waiting = _waiting_as_rejected, per_queue: bool = False,
+              capacity: bool = False) -> Callable[[Check], Check]:
     """Add the decorated check to the registry, after those defined above it."""
     def add(check: Check) -> Check:
-        _registered.append(Filter(name, check, depends_on, hope, waiting, per_queue))
+        _registered.append(Filter(name, check, depends_on, hope, waiting, per_queue, capacity))
         return check
     return add
 
@@ -170,7 +181,7 @@ def _labels(trial: Trial) -> str | None:
     return None
 
 
-@_register("gpu_memory", depends_on=(GPU_MEMORY,), hope=2)
+@_register("gpu_memory", depends_on=(GPU_MEMORY,), hope=2, capacity=True)
 def _gpu_memory(trial: Trial) -> str | None:
     needed, worker = trial.task.gpu_memory_mb, trial.worker
     if not needed or not worker.has_gpu:
@@ -185,7 +196,7 @@ def _waiting_for_slot(_task: PendingTask, reasons: Sequence[str]) -> str:
     return f"waiting for a free slot on {len(reasons)} capable worker(s)"
 
 
-@_register("slots", hope=0, waiting=_waiting_for_slot)
+@_register("slots", hope=0, waiting=_waiting_for_slot, capacity=True)
 def _slots(trial: Trial) -> str | None:
     worker = trial.worker
     if worker.free_slots(trial.ctx.prefetch) > 0:
@@ -218,19 +229,25 @@ FILTER_NAMES: tuple[str, ...] = tuple(f.name for f in FILTERS)
 Rejection = tuple[str, str]
 """(filter name, reason)."""
 
-_STAGES: tuple[tuple[bool, tuple[Filter, ...]], ...] = tuple(
-    (per_queue, tuple(group)) for per_queue, group in groupby(FILTERS, key=lambda f: f.per_queue)
-)
-"""Runs of consecutive filters judged once, or once per candidate queue."""
+Stages = tuple[tuple[bool, tuple[Filter, ...]], ...]
 
 
-def judge(trial: Trial) -> Rejection | None:
+def _stages(filters: tuple[Filter, ...]) -> Stages:
+    """Runs of consecutive filters judged once, or once per candidate queue."""
+    return tuple((per_queue, tuple(group)) for per_queue, group in groupby(filters, key=lambda f: f.per_queue))
+
+
+_STAGES = _stages(FILTERS)
+_SHAPE_STAGES = _stages(tuple(f for f in FILTERS if not f.capacity))
+
+
+def judge(trial: Trial, stages: Stages = _STAGES) -> Rejection | None:
     """The first filter that rejects the worker, with its reason; None when the worker passes all.
 
     Afterwards `trial.queues[0]` is the queue the task would be served under on this worker.
     """
     # Loops are written out (no helper per filter): this runs for every task and worker examined.
-    for per_queue, filters in _STAGES:
+    for per_queue, filters in stages:
         if per_queue:
             rejected = _judge_per_queue(trial, filters)
             if rejected is not None:
@@ -241,6 +258,11 @@ def judge(trial: Trial) -> Rejection | None:
             if reason is not None:
                 return candidate.name, reason
     return None
+
+
+def judge_shape(trial: Trial) -> Rejection | None:
+    """`judge` without the capacity filters: what every worker of the trial worker's shape gets."""
+    return judge(trial, _SHAPE_STAGES)
 
 
 def _judge_per_queue(trial: Trial, filters: tuple[Filter, ...]) -> Rejection | None:

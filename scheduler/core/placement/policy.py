@@ -57,10 +57,11 @@ class PlacementPolicy:
     quarantine_seconds: float = 300.0
     """How long a quarantined worker gets no new work."""
     max_scored_workers: int = 64
-    """Per task, stop looking once this many eligible workers were scored and take the best of
-    them (0 = score every worker). Bounds a placement round on large fleets, like the Kubernetes
-    scheduler's percentageOfNodesToScore; filters still run until enough eligible ones are found,
-    so a task that fits only one worker still finds it."""
+    """Honoured only by the worker-by-worker scan (reference.py): per task, stop looking once this
+    many eligible workers were scored and take the best of them (0 = score every worker), like
+    the Kubernetes scheduler's percentageOfNodesToScore. `plan` no longer needs such a bound: its
+    shape index finds the best worker of the whole fleet at a cost that does not grow with the
+    fleet the way scoring worker by worker did. Kept so existing configuration stays valid."""
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,17 @@ async def test_a_batch_is_sync_matched_as_far_as_free_slots_go_in_submission_ord
     assert await rig.state.indexes.pending_ids() == [accepted[2].task_id]
 
 
+async def test_a_batch_is_sync_matched_most_urgent_first_when_slots_run_short() -> None:
+    """Found by bench/bench_fleet.py: more tasks than free slots in one call must not hand out the
+    first ones submitted ahead of more urgent ones of the same call."""
+    rig = make_engine()
+    await connect(rig, "w1", slots=2)
+    batch = [TaskInput(Submission("t.job", priority=p), f"[{p}]", "{}") for p in (2, 9, 5, 7)]
+    accepted = await rig.engine.admission.submit(batch)
+    assert [h.args for h in rig.state.take("w1")] == [[9], [7]]
+    assert sorted(await rig.state.indexes.pending_ids()) == sorted([accepted[0].task_id, accepted[2].task_id])
+
+
 async def test_with_a_backlog_a_submission_is_not_sync_matched_and_waits_its_turn() -> None:
     rig = make_engine()
     older = await submit(rig)  # no worker yet: it waits

@@ -1,0 +1,233 @@
+"""The shape index is exact: `plan` makes the same choices as scoring every worker for every task.
+
+`plan_reference` (scheduler/core/placement/reference.py) is the worker-by-worker scan `plan` used
+before the shape index. With `max_scored_workers=0` it scores every eligible worker, and that is
+what "exact" is measured against: for random fleets, backlogs and round contexts, both return
+the same Plan, assignment for assignment (task, worker, GPU device, served queue, reason with the
+score), with the same waits and the same `more`. The draws are small and repetitive on purpose:
+identical workers, equal scores and full devices are where tie-breaking and booking go wrong.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.core.model import (
+    GpuNeed,
+    GpuView,
+    PendingTask,
+    QueueSpec,
+    TaskClass,
+    WorkerType,
+    WorkerView,
+)
+from scheduler.core.placement import (
+    PlacementContext,
+    PlacementPolicy,
+    ScoringWeights,
+    Strategy,
+    plan,
+)
+from scheduler.core.placement.reference import plan_reference
+from scheduler.core.ratelimit import RateLimit
+from scheduler.core.routing import FallbackChain
+
+QUEUES = ("gpu", "mixed", "cpu", "batch")
+QUEUE_CLASS = {"gpu": TaskClass.GPU_INTENSIVE, "mixed": TaskClass.MIXED, "cpu": TaskClass.CPU, "batch": TaskClass.CPU}
+LABELS = st.sampled_from([(), (("zone", "eu"),), (("zone", "us"),), (("zone", "eu"), ("model", "big"))])
+
+gpus_st = st.lists(
+    st.builds(lambda total, free, reserved, util: (total, free, reserved, util),
+              st.sampled_from([16000, 24000]), st.sampled_from([0, 4000, 8000, 16000, 24000]),
+              st.sampled_from([0, 0, 4000]), st.sampled_from([0, 0, 50, 100])),
+    max_size=3,
+)
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> list[WorkerView]:
+    size = draw(st.integers(0, 12))
+    fleet = []
+    for i in draw(st.permutations(range(size))):
+        slots = draw(st.integers(0, 4))
+        gpus = tuple(GpuView(j, total, min(free, total), reserved, util)
+                     for j, (total, free, reserved, util) in enumerate(draw(gpus_st)))
+        fleet.append(WorkerView(
+            f"w{i:02d}", draw(st.sampled_from(list(WorkerType))), slots, draw(st.integers(0, slots + 1)),
+            accepting=draw(st.sampled_from([True, True, True, False])), gpus=gpus,
+            labels=dict(draw(LABELS)),
+            in_flight_by_queue=draw(st.sampled_from([{}, {}, {"cpu": 1}, {"gpu": 1, "batch": 2}])),
+            recent_failures=draw(st.sampled_from([0, 0, 0, 1, 3])),
+            quarantined=draw(st.sampled_from([False, False, False, True])),
+        ))
+    return fleet
+
+
+@st.composite
+def backlogs(draw: st.DrawFn) -> list[PendingTask]:
+    tasks = []
+    for seq in range(draw(st.integers(0, 30))):
+        queue = draw(st.sampled_from(QUEUES))
+        task_class = draw(st.sampled_from([QUEUE_CLASS[queue], *TaskClass]))
+        tasks.append(PendingTask(
+            f"t{seq:02d}", queue, draw(st.integers(1, 10)), seq, task_class,
+            draw(st.sampled_from([GpuNeed.NONE, GpuNeed.PREFERRED, GpuNeed.REQUIRED])),
+            gpu_memory_mb=draw(st.sampled_from([0, 0, 4000, 8000, 20000])),
+            labels=draw(LABELS), submitted_at=draw(st.sampled_from([0.0, 40.0, 90.0])),
+            preferred_labels=draw(st.sampled_from([(), (("zone", "us"),), (("model", "big"), ("zone", "eu"))])),
+            task_name=draw(st.sampled_from(["gen.a", "gen.b", "thumb"])),
+        ))
+    return sorted(tasks, key=lambda t: t.order_key)
+
+
+@st.composite
+def contexts(draw: st.DrawFn) -> PlacementContext:
+    weight = st.sampled_from([0.0, 0.5, 1.0, 2.0, 0.3, 1e-7, -0.5])  # configuration allows negative weights
+    policy = PlacementPolicy(
+        strategy=draw(st.sampled_from(list(Strategy))),
+        weights=ScoringWeights(draw(weight), draw(weight), draw(weight), draw(weight), draw(weight), draw(weight)),
+        preferred_gpu_wait_seconds=draw(st.sampled_from([0.0, 50.0])),
+        quarantine_failures=draw(st.sampled_from([0, 2, 5])),
+        max_scored_workers=0,
+    )
+    limits = draw(st.sampled_from([{}, {"cpu": 1}, {"gpu": 1, "batch": 2}, {"cpu": 2, "mixed": 1}]))
+    queues = {q: QueueSpec(q, QUEUE_CLASS[q], 5, max_tasks_per_worker=limits.get(q, 0)) for q in QUEUES}
+    chains = draw(st.sampled_from([(), (FallbackChain(("gpu", "mixed", "cpu", "batch"), after_seconds=30),)]))
+    rate_limits = draw(st.sampled_from([(), (RateLimit("gen.*", 1.0, burst=2),)]))
+    return PlacementContext(policy=policy, prefetch=draw(st.integers(0, 1)), now=100.0,
+                            queues=draw(st.sampled_from([{}, queues])), chains=chains, rate_limits=rate_limits)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(fleets(), backlogs(), contexts(), st.sampled_from([512, 3]), st.sampled_from([10_000, 4]),
+       st.sampled_from([None, {"gen.*": 1}]))
+def test_plan_equals_the_exhaustive_scan(workers, pending, ctx, max_assignments, max_examined, tokens):
+    budgets = {"max_assignments": max_assignments, "max_examined": max_examined, "rate_tokens": tokens}
+    expected = plan_reference(pending, workers, ctx=ctx, **budgets)
+    assert plan(pending, workers, ctx=ctx, **budgets) == expected
+    # plan never stops scoring early, so the reference's bound must not change what plan does.
+    bounded = replace(ctx, policy=replace(ctx.policy, max_scored_workers=2))
+    assert plan(pending, workers, ctx=bounded, **budgets) == expected
+
+
+def test_ties_go_to_the_smaller_worker_id_across_shapes_and_bookings():
+    # Equal scores everywhere: two shapes (labels differ, no task reads them) of identical workers.
+    fleet = [WorkerView(f"w{i}", WorkerType.CPU, 1, 0, labels={"host": f"h{i % 2}"}) for i in (3, 0, 2, 1)]
+    pending = [PendingTask(f"t{i}", "q", 5, i, TaskClass.CPU, GpuNeed.NONE) for i in range(5)]
+    result = plan(pending, fleet)
+    assert [a.worker_id for a in result.assignments] == ["w0", "w1", "w2", "w3"]
+    assert result == plan_reference(pending, fleet, ctx=PlacementContext(policy=PlacementPolicy(max_scored_workers=0)))
+
+
+def test_a_worker_that_reaches_a_queue_limit_serves_the_fallback_queue_next():
+    queues = {"cpu": QueueSpec("cpu", TaskClass.CPU, 5, max_tasks_per_worker=1),
+              "batch": QueueSpec("batch", TaskClass.CPU, 1)}
+    ctx = PlacementContext(queues=queues, chains=(FallbackChain(("cpu", "batch"), after_seconds=10),), now=100.0,
+                           policy=PlacementPolicy(max_scored_workers=0))
+    fleet = [WorkerView("a", WorkerType.CPU, 3, 0), WorkerView("b", WorkerType.HYBRID, 3, 0)]
+    pending = [PendingTask(f"t{i}", "cpu", 5, i, TaskClass.CPU, GpuNeed.NONE) for i in range(5)]
+    result = plan(pending, fleet, ctx=ctx)
+    assert result == plan_reference(pending, fleet, ctx=ctx)
+    # a (a CPU worker) fits CPU work best: once its cpu count hits the limit it takes more as batch
+    # work, which moves it to another shape mid-round; b gets a cpu task and then batch work too.
+    assert [(a.worker_id, a.served_queue) for a in result.assignments] == [
+        ("a", "cpu"), ("a", "batch"), ("a", "batch"), ("b", "cpu"), ("b", "batch")]
+
+
+@st.composite
+def gpu_fleets(draw: st.DrawFn) -> list[WorkerView]:
+    """GPU workers with devices of different sizes and plenty of slots: GPU memory decides."""
+    fleet = []
+    for i in range(draw(st.integers(2, 5))):
+        devices = draw(st.lists(st.tuples(st.sampled_from([8000, 24000, 80000]), st.integers(0, 8)),
+                                min_size=draw(st.sampled_from([1, 3])), max_size=3))
+        gpus = tuple(GpuView(j, total, total * free // 8) for j, (total, free) in enumerate(devices))
+        fleet.append(WorkerView(f"g{i}", draw(st.sampled_from([WorkerType.GPU, WorkerType.HYBRID])),
+                                draw(st.integers(1, 20)), 0, gpus=gpus))
+    return fleet
+
+
+@settings(max_examples=500, deadline=None)
+@given(gpu_fleets(), st.lists(st.sampled_from([1000, 3000, 6000, 0]), min_size=2, max_size=12),
+       st.sampled_from(list(Strategy)), st.sampled_from([0.01, 0.5]), st.sampled_from([0.0, 0.5, 3.0]))
+def test_plan_equals_the_exhaustive_scan_when_gpu_memory_decides(workers, memories, strategy, load, headroom):
+    pending = [PendingTask(f"t{seq:02d}", "gpu", 5, seq, TaskClass.GPU_INTENSIVE, GpuNeed.REQUIRED, memory)
+               for seq, memory in enumerate(memories)]
+    policy = PlacementPolicy(strategy=strategy, weights=ScoringWeights(load=load, memory_headroom=headroom),
+                             max_scored_workers=0)
+    ctx = PlacementContext(policy=policy)
+    assert plan(pending, workers, ctx=ctx) == plan_reference(pending, workers, ctx=ctx)
+
+
+def test_a_booking_that_makes_another_device_the_roomiest_can_raise_a_score():
+    # g2's roomiest device (index 1, 80 GB) fills up; its next roomiest (index 2, 24 GB) has a far
+    # larger share left, so g2's score for a 1000 MiB task goes up after the booking, not down.
+    g = [(24000, 9000), (8000, 4000), (80000, 10000)], [(24000, 9000)], [(8000, 7000), (80000, 20000), (24000, 15000)]
+    fleet = [WorkerView(f"g{i}", WorkerType.GPU, 20, 0, gpus=tuple(GpuView(j, t, f) for j, (t, f) in enumerate(devices)))
+             for i, devices in enumerate(g)]
+    pending = [PendingTask(f"t{seq}", "gpu", 5, seq, TaskClass.GPU_INTENSIVE, GpuNeed.REQUIRED, memory)
+               for seq, memory in enumerate([1000, 3000, 6000, 1000])]
+    ctx = PlacementContext(policy=PlacementPolicy(weights=ScoringWeights(load=0.01, memory_headroom=3.0),
+                                                  max_scored_workers=0))
+    result = plan(pending, fleet, ctx=ctx)
+    assert result == plan_reference(pending, fleet, ctx=ctx)
+    assert [(a.worker_id, a.gpu_index) for a in result.assignments] == [("g1", 0), ("g2", 1), ("g2", 1), ("g2", 2)]
+
+
+def random_fleet(rng: random.Random, size: int) -> list[WorkerView]:
+    """A fleet like the placement benchmark's: mixed types, 1-8 slots, GPUs of several sizes."""
+    fleet = []
+    for i in range(size):
+        kind = rng.choice(list(WorkerType))
+        slots = rng.randint(1, 8)
+        gpus = () if kind is WorkerType.CPU else tuple(
+            GpuView(j, total, rng.randint(total // 4, total), utilization_percent=rng.randint(0, 100))
+            for j, total in enumerate(rng.choices([16384, 24576, 81920], k=rng.choice([1, 2, 4]))))
+        fleet.append(WorkerView(f"w{i:04d}", kind, slots, rng.randint(0, slots), accepting=rng.random() > 0.05,
+                                gpus=gpus, labels={"zone": rng.choice(["eu", "us"]), "host": f"h{i}"},
+                                recent_failures=rng.choice([0, 0, 0, 1, 2])))
+    return fleet
+
+
+def random_backlog(rng: random.Random, size: int) -> list[PendingTask]:
+    tasks = []
+    for seq in range(size):
+        queue = rng.choice(QUEUES)
+        tasks.append(PendingTask(
+            f"t{seq:05d}", queue, rng.choice([1, 3, 5, 8, 10]), seq, QUEUE_CLASS[queue],
+            GpuNeed.REQUIRED if queue == "gpu" else GpuNeed.NONE,
+            gpu_memory_mb=rng.choice([0, 0, 4096, 8192, 24576]) if queue == "gpu" else 0,
+            labels=(("zone", "eu"),) if rng.random() < 0.1 else (),
+            preferred_labels=(("zone", "us"),) if rng.random() < 0.1 else (),
+        ))
+    return sorted(tasks, key=lambda t: t.order_key)
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_plan_equals_the_exhaustive_scan_on_a_benchmark_like_fleet(strategy, seed):
+    rng = random.Random(seed)
+    workers, pending = random_fleet(rng, 150), random_backlog(rng, 600)
+    ctx = PlacementContext(policy=PlacementPolicy(strategy=strategy, max_scored_workers=0), now=100.0)
+    result = plan(pending, workers, ctx=ctx)
+    assert len(result.assignments) > 100
+    assert result == plan_reference(pending, workers, ctx=ctx)
+
+
+def test_a_negative_load_weight_makes_bookings_raise_scores_and_the_index_keeps_up():
+    # With load weighted -1, spread prefers fuller workers, so every booking raises the booked
+    # worker's score: w1, booked for the mixed task, must win the next CPU task over w0.
+    idle, busy = (GpuView(0, 16000, 16000, utilization_percent=0),), (GpuView(0, 16000, 16000, utilization_percent=100),)
+    fleet = [WorkerView("w0", WorkerType.HYBRID, 2, 0, gpus=busy), WorkerView("w1", WorkerType.HYBRID, 4, 0, gpus=idle),
+             WorkerView("w2", WorkerType.CPU, 3, 2)]
+    pending = [PendingTask(f"t{seq}", "q", 5, seq, task_class, GpuNeed.NONE)
+               for seq, task_class in enumerate([TaskClass.CPU, TaskClass.MIXED, TaskClass.CPU])]
+    ctx = PlacementContext(policy=PlacementPolicy(weights=ScoringWeights(load=-1.0), max_scored_workers=0))
+    result = plan(pending, fleet, ctx=ctx)
+    assert result == plan_reference(pending, fleet, ctx=ctx)
+    assert [a.worker_id for a in result.assignments] == ["w2", "w1", "w1"]
