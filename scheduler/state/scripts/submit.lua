@@ -58,10 +58,12 @@ local function write(items)
       table.insert(out, item.existing or item.same_as.id); table.insert(out, '-1')
     else
       seq = seq + 1
-      local key = task_prefix .. item.id
-      redis.call('HSET', key, 'seq', seq, 'state', 'pending', 'attempt', 0)
-      for first = 1, #item.fields, HSET_CHUNK do
-        redis.call('HSET', key, unpack(item.fields, first, math.min(#item.fields, first + HSET_CHUNK - 1)))
+      local key, fields = task_prefix .. item.id, item.fields
+      table.insert(fields, 'seq'); table.insert(fields, seq)
+      table.insert(fields, 'state'); table.insert(fields, 'pending')
+      table.insert(fields, 'attempt'); table.insert(fields, 0)
+      for first = 1, #fields, HSET_CHUNK do
+        redis.call('HSET', key, unpack(fields, first, math.min(#fields, first + HSET_CHUNK - 1)))
       end
       if item.idem ~= '' then redis.call('SET', idem_prefix .. item.idem, item.id, 'EX', ttl) end
       table.insert(members, seq); table.insert(members, item.id)
