@@ -13,6 +13,7 @@ memory they share (`shared.py`):
     queries       tasks, watch, queues, workers, explain (engine/queries.py)
     recovery      rebuild memory at start (engine/recovery.py)
     gauges        Prometheus gauges (engine/gauges.py)
+    stats         queue counters, written about once a second (engine/stats.py)
 
 `Engine` builds the parts and runs their loops; the gRPC servicers call the parts directly.
 """
