@@ -31,11 +31,16 @@ SERVICE_NAMES = (
 )
 
 
+class StartupError(Exception):
+    """The scheduler cannot start; the message says what to change (printed as one line)."""
+
+
 def split_host_port(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
+    """HOST:PORT (an empty host means every interface; port 0 asks the system for a free one)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
         raise ConfigError(f"address {address!r} must be HOST:PORT")
-    return host.strip("[]"), int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -50,6 +55,9 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC sets SO_REUSEPORT by default: a second scheduler on the same port would start
+        # silently and take half the traffic. Refuse instead.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -81,9 +89,15 @@ async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(settings.listen)
+    try:
+        port = server.add_insecure_port(settings.listen)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise ConfigError(f"cannot listen on {settings.listen}")
+        await engine.stop()
+        await state.close()
+        raise StartupError(f"cannot listen on {settings.listen}: the address is in use or not valid "
+                           "(is another scheduler running? choose another --listen)")
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -93,12 +107,18 @@ async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler
 async def serve(settings: Settings) -> None:
     metrics = Metrics()
     metrics.count_round_trips(lambda: RoundTrips.count)
+    metrics_at = "off"
     if settings.metrics_listen:
         host, port = split_host_port(settings.metrics_listen)
-        metrics.serve(host, port)
+        try:
+            bound = metrics.serve(host, port)
+        except OSError as exc:
+            raise StartupError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror or exc} "
+                               "(choose another --metrics-listen, or '' to turn metrics off)") from None
+        metrics_at = f"{host}:{bound}"
     running = await start(settings, metrics)
     log.info("scheduler serving gRPC on %s (port %d), metrics on %s, state in %s",
-             settings.listen, running.port, settings.metrics_listen or "(off)", settings.redis_url)
+             settings.listen, running.port, metrics_at, running.state.location)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,7 +141,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
     )
     try:
         asyncio.run(serve(settings))
-    except ConfigError as exc:
+    except (ConfigError, StartupError) as exc:
         print(f"switchyard-scheduler: {exc}", file=sys.stderr)
         return 2
     return 0

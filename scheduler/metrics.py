@@ -86,6 +86,7 @@ class Metrics:
             "switchyard_state_round_trips", "Requests (commands, pipelines, scripts) sent to the state store.", read,
         ))
 
-    def serve(self, host: str, port: int) -> None:
-        """Expose /metrics over HTTP on a daemon thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> int:
+        """Expose /metrics over HTTP on a daemon thread; returns the bound port (port 0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

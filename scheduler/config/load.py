@@ -156,7 +156,9 @@ def load_settings(
     """Build Settings from flags, environment and the config file; raise ConfigError on bad values.
 
     Precedence for each scalar setting: flag > SWITCHYARD_* environment variable > file > default.
-    Structured settings (queues, rules, policies ...) come from the file only.
+    A flag given as '' counts (`--metrics-listen ''` turns metrics off); an empty environment
+    variable does not (it reads as unset). Structured settings (queues, rules, policies ...) come
+    from the file only.
     """
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
@@ -171,7 +173,7 @@ def load_settings(
         env_value = environ.get(f"SWITCHYARD_{name.upper()}")
         if env_value not in (None, ""):
             values[name] = _coerce(name, env_value)
-        if args.get(name) not in (None, ""):
+        if args.get(name) is not None and (args[name] != "" or isinstance(_SCALARS[name].default, str)):
             values[name] = _coerce(name, args[name])
     settings = Settings(**values)
     if settings.default_retry_policy not in settings.retry_policies:
