@@ -217,8 +217,9 @@ class WorkerVerdict:
     eligible: bool
     """True when the worker passed every filter."""
     rejected_by: str
-    """First filter that rejected it (``capability``, ``slots``, ``queue_limit``, ``draining``,
-    ``health``, ``labels``, ``gpu_memory``, ``quarantine``, ``fallback_wait``); "" when eligible."""
+    """First filter that rejected it, in the order they run (``draining``, ``quarantine``,
+    ``capability``, ``fallback_wait``, ``labels``, ``gpu_memory``, ``slots``, ``queue_limit``);
+    "" when eligible."""
     rejection_reason: str
     """The rejection in words."""
     score: float
