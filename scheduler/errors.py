@@ -9,6 +9,8 @@ Hierarchy::
     ├── PayloadTooLarge            args/kwargs over the configured limit
     ├── FailedPrecondition         valid request, wrong moment (e.g. cancel a finished task)
     └── StateUnavailable           the state store (Redis) cannot be reached; retry later
+        ├── LeadershipLost         this scheduler stopped leading mid-request; retry on the leader
+        └── NotLeader              this scheduler is a standby; `leader` says who leads
 
 This module knows nothing of gRPC: `scheduler/api/status.py` maps each class to the status code
 a client receives, in one table. Messages say what was wrong and what to do.
@@ -43,3 +45,15 @@ class FailedPrecondition(SchedulerError):
 
 class StateUnavailable(SchedulerError):
     """The state store cannot be reached; the request may be retried."""
+
+
+class LeadershipLost(StateUnavailable):
+    """This scheduler lost the leader lease (deposed, or unable to renew it); nothing was written."""
+
+
+class NotLeader(StateUnavailable):
+    """This scheduler does not lead; `leader` is the leader's address ('' when none is known)."""
+
+    def __init__(self, message: str, leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader

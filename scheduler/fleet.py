@@ -7,7 +7,7 @@ from a change (re-queueing a lost worker's tasks, for instance).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -43,6 +43,11 @@ class InFlight:
     gpu_memory_mb: int = 0
     served_queue: str = ""
     """Queue whose per-worker limit it counts against ("" = its own)."""
+    started: bool = False
+    """Known to have started (its claim succeeded); until then the start deadline applies."""
+    waiting_since: float | None = None
+    """Monotonic time from which its start deadline counts: when liveness first saw it, or last
+    saw every slot of its worker busy with started work (its turn had not come)."""
 
 
 @dataclass
@@ -55,6 +60,8 @@ class Worker:
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[Gpu] = field(default_factory=list)
     gpu_simulated: bool = False
+    registered_tasks: frozenset[str] = frozenset()
+    """Task names its Celery app registers, as its agent reported them; empty when not known."""
     capabilities: Any = None
     """The last WorkerCapabilities message (kept for ListWorkers)."""
     load: Any = None
@@ -136,6 +143,7 @@ class Worker:
             in_flight_by_queue=by_queue,
             recent_failures=sum(1 for t in self.failures if now - t <= window_seconds),
             quarantined=now < self.quarantined_until,
+            registered_tasks=self.registered_tasks,
         )
 
 
@@ -144,6 +152,16 @@ class Fleet:
 
     def __init__(self) -> None:
         self._workers: dict[str, Worker] = {}
+        self._task_sets: dict[frozenset[str], frozenset[str]] = {}
+
+    def task_set(self, names: Iterable[str]) -> frozenset[str]:
+        """`names` as a set shared by every worker that registers the same names.
+
+        Workers running one Celery app report the same list; sharing one object lets placement
+        group them by it at the cost of an identity check rather than a comparison of names.
+        """
+        names = frozenset(names)
+        return self._task_sets.setdefault(names, names)
 
     def __iter__(self) -> Iterator[Worker]:
         return iter(list(self._workers.values()))

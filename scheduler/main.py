@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -18,6 +19,7 @@ from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
 from scheduler.config import ConfigError, load_settings
 from scheduler.dispatch import CeleryMessages
 from scheduler.engine import Engine
+from scheduler.leadership import Leadership, advertised
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
 from scheduler.state.connection import RoundTrips
@@ -63,45 +65,90 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 @dataclass
 class Scheduler:
-    """A running scheduler: engine plus gRPC server."""
+    """A running scheduler: gRPC server plus its side of the leader lease (and, while it leads,
+    the engine)."""
 
-    engine: Engine
+    leadership: Leadership
     state: RedisState
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer  # type: ignore[name-defined]
+    lease_loop: asyncio.Task[None]
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine of the current term (None while this scheduler does not lead)."""
+        return self.leadership.engine
+
+    async def wait_serving(self, timeout: float) -> None:
+        """Wait until this scheduler leads and serves; StartupError after `timeout` seconds."""
+        async def serving() -> None:
+            while not self.leadership.serving:
+                await self.leadership.wait_changed()
+        try:
+            await asyncio.wait_for(serving(), timeout)
+        except TimeoutError:
+            raise StartupError(f"not serving after {timeout:.0f}s ({self.leadership.role}; "
+                               f"state in {self.state.location})") from None
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Stop serving first, hand the lease back (a standby takes over at once), then close."""
+        await self.leadership.resign()
+        self.lease_loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.lease_loop
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        await self.engine.stop()
         await self.state.close()
 
 
-async def start(settings: Settings, metrics: Metrics | None = None) -> Scheduler:
-    """Build everything and start serving; the returned port is the bound one (listen on :0 works)."""
+async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serving: float | None = 30.0) -> Scheduler:
+    """Start serving gRPC at once (NOT_SERVING until this scheduler leads), then take part in the
+    leader election. With `wait_serving`, return only once leading (tests, a lone scheduler);
+    the returned port is the bound one (listen on :0 works)."""
+    metrics = metrics or Metrics()
     state = RedisState(settings.redis_url, settings.key_prefix)
-    engine = Engine(settings, state, CeleryMessages(), metrics)
-    await engine.start()
     server = grpc.aio.server(options=server_options(settings))
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(engine), server)  # type: ignore[no-untyped-call]
-    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(engine), server)  # type: ignore[no-untyped-call]
-    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = server.add_insecure_port(settings.listen)
     except RuntimeError:
         port = 0
     if port == 0:
-        await engine.stop()
         await state.close()
         raise StartupError(f"cannot listen on {settings.listen}: the address is in use or not valid "
                            "(is another scheduler running? choose another --listen)")
-    await server.start()
+    address = settings.advertise_address or advertised(settings.listen, port)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_updates: set[asyncio.Task[None]] = set()
+
+    def on_serving(serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        metrics.leader.set(1 if serving else 0)
+        for name in ("", *SERVICE_NAMES):
+            update = asyncio.create_task(health_servicer.set(name, status))
+            health_updates.add(update)
+            update.add_done_callback(health_updates.discard)
+
+    leadership = Leadership(
+        state, lambda: Engine(settings, state, CeleryMessages(), metrics), address,
+        settings.leader_lease_seconds, on_serving,
+    )
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), server)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Scheduler(engine, state, server, port, health_servicer)
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    running = Scheduler(leadership, state, server, port, health_servicer,
+                        asyncio.create_task(leadership.run(), name="leadership"))
+    if wait_serving is not None:
+        try:
+            await running.wait_serving(wait_serving)
+        except StartupError:
+            await running.stop(0)
+            raise
+    return running
 
 
 async def serve(settings: Settings) -> None:
@@ -116,16 +163,17 @@ async def serve(settings: Settings) -> None:
             raise StartupError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror or exc} "
                                "(choose another --metrics-listen, or '' to turn metrics off)") from None
         metrics_at = f"{host}:{bound}"
-    running = await start(settings, metrics)
-    log.info("scheduler serving gRPC on %s (port %d), metrics on %s, state in %s",
-             settings.listen, running.port, metrics_at, running.state.location)
+    running = await start(settings, metrics, wait_serving=None)
+    log.info("scheduler serving gRPC on %s (port %d, advertised as %s), metrics on %s, state in %s",
+             settings.listen, running.port, running.leadership.address, metrics_at, running.state.location)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down: not serving, handing the leader lease back")
     await running.stop()
+    log.info("stopped")
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

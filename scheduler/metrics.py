@@ -75,6 +75,10 @@ class Metrics:
             "switchyard_placement_rounds", "Placement rounds that considered pending work and free slots.",
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "switchyard_leader", "1 while this scheduler leads (holds the lease and serves), else 0.",
+            registry=self.registry,
+        )
         self.stale_reports = Counter(
             "switchyard_stale_reports", "Worker reports dropped because their attempt was not current.",
             registry=self.registry,

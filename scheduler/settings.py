@@ -15,7 +15,7 @@ from scheduler.core.model import QueueSpec, TaskClass
 from scheduler.core.ordering import AgingPolicy
 from scheduler.core.placement import PlacementPolicy
 from scheduler.core.ratelimit import RateLimit
-from scheduler.core.retry import NO_RETRY, RetryPolicy
+from scheduler.core.retry import BUILTIN_RETRY_POLICIES, DEFAULT_RETRY, RetryPolicy
 from scheduler.core.routing import ClassificationRule, FallbackChain
 
 DEFAULT_QUEUES: tuple[QueueSpec, ...] = (
@@ -45,6 +45,13 @@ class Settings:
     """gRPC address (host:port) for the Scheduler and AgentGateway services."""
     metrics_listen: str = "127.0.0.1:9108"
     """HTTP address (host:port) for Prometheus /metrics; empty disables it."""
+    advertise_address: str = ""
+    """HOST:PORT other schedulers, clients and agents reach this one at (a standby names the
+    leader by it); empty means the listen address with the bound port, the host name standing in
+    for a wildcard host."""
+    leader_lease_seconds: float = 3.0
+    """Time-to-live of the leader lease: a standby takes over about this long after the leader
+    died (renewed every lease/3 seconds; a leader that cannot renew in time stops writing)."""
     key_prefix: str = "sy"
     """Prefix of every Redis key the scheduler owns."""
     heartbeat_interval_seconds: float = 2.0
@@ -53,6 +60,13 @@ class Settings:
     """A worker whose heartbeats stop for this long is declared lost."""
     lost_grace_seconds: float = 15.0
     """A worker whose stream dropped and did not come back within this is declared lost."""
+    start_deadline_seconds: float = 60.0
+    """A task handed out to a worker that has a free slot for it, but not started there within
+    this long, goes back to pending (the worker's slot is taken back; its Celery message, if the
+    worker ever consumes it, is refused by the fenced claim)."""
+    start_deadline_returns: int = 3
+    """Times a task may go back to pending for missing its start deadline; the next miss ends it
+    failed, with a reason (0: the first miss fails it)."""
     max_payload_bytes: int = 16 * 1024 * 1024
     """Largest args_json + kwargs_json accepted; larger gets RESOURCE_EXHAUSTED."""
     inline_payload_bytes: int = 256 * 1024
@@ -77,10 +91,13 @@ class Settings:
     """Content type -> task class."""
     rules: tuple[ClassificationRule, ...] = ()
     """Classification rules, first match wins; an explicit request field still wins over a rule."""
-    retry_policies: Mapping[str, RetryPolicy] = field(default_factory=lambda: {"none": NO_RETRY})
-    """Named retry policies ("none" always exists: no retry, end failed)."""
-    default_retry_policy: str = "none"
-    """Policy of tasks whose submission, rule and queue name none."""
+    retry_policies: Mapping[str, RetryPolicy] = field(
+        default_factory=lambda: dict(BUILTIN_RETRY_POLICIES)
+    )
+    """Named retry policies; the built-in "none" (no retry, end failed) and "default" always exist."""
+    default_retry_policy: str = DEFAULT_RETRY.name
+    """Policy of tasks whose submission, rule and queue name none: out of the box "default"
+    (retries with exponential backoff and jitter, then dead-letters); "none" opts out."""
     fallback_chains: tuple[FallbackChain, ...] = ()
     """Queues a waiting task may spill into (gpu=required work never leaves GPU workers)."""
     aging: AgingPolicy = field(default_factory=AgingPolicy)

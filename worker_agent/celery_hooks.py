@@ -5,16 +5,27 @@ Celery loads the user's app, so the user's code needs no change. What it does:
 
 * `celeryd_init` forces the settings Switchyard relies on: late acks, prefetch 1, no requeue
   when a pool child dies (the scheduler re-dispatches with a new attempt instead), JSON only,
-  and one visibility timeout for the whole fleet.
+  one visibility timeout for the whole fleet, and running tasks that survive a lost broker
+  connection (a Redis restart must not cancel them; fencing makes any redelivery harmless).
 * `worker_init` (main process, after the user's task modules are imported and before the pool
   forks or any tracer is built) replaces every user task's `run` with a fenced wrapper;
-  prefork children inherit it. `worker_process_init` repeats the wrapping idempotently and
+  prefork children inherit it. Under an agent it then reports the registered task names and
+  the broker, and waits for the agent's go-ahead with the state Redis (`worker_agent.handshake`)
+  before Celery consumes anything. `worker_process_init` repeats the wrapping idempotently and
   rebuilds the tracers, for pools whose children import the app afresh (spawn).
 * The wrapper reads the attempt from the `sy_*` headers (`worker_agent.attempts`). A message
   without them runs unchanged, so plain Celery use keeps working. Otherwise it claims the
-  attempt through `worker_agent.state_client`; a stale attempt raises `Ignore` (Celery acks
-  the message, nothing runs). A claimed attempt is recorded as running (pid file), loads a
-  by-reference payload, runs the user's code and reports `succeeded` or `failed`.
+  attempt through `worker_agent.state_client`; a refused attempt (stale, or its task record is
+  gone) raises `Ignore` (Celery acks the message, nothing runs). A claimed attempt is recorded
+  as running (pid file), loads a by-reference payload, runs the user's code and reports
+  `succeeded` or `failed`.
+* `task_unknown` / `task_rejected` (main process): a Switchyard message for a task name the app
+  does not register, or one Celery rejects as invalid, is reported `failed` at once (error type
+  `NotRegistered`, or the rejection's), so it neither hangs in `dispatched` nor holds a slot. No
+  claim is needed: the scheduler accepts a failed report of a dispatched attempt.
+* `worker_process_shutdown` / `worker_shutdown` give reports still buffered (state Redis
+  unreachable) a few seconds to be written.
+* `worker_agent.kombu_fixes` keeps a kombu bug from stopping a busy worker when Redis restarts.
 * `task.update_state(state="PROGRESS", ...)` inside a Switchyard attempt also reports
   progress, as `worker_agent.progress.report` does without a result backend.
 * `task_failure` in the main process reports attempts whose pool child died (hard time
@@ -36,7 +47,7 @@ from celery import signals
 from celery.exceptions import Ignore, Reject
 from switchyard.wire import DEFAULT_VISIBILITY_TIMEOUT_SECONDS
 
-from worker_agent import environment, progress
+from worker_agent import environment, kombu_fixes, progress
 from worker_agent.attempts import (
     Attempt,
     attempt_from_request,
@@ -44,7 +55,8 @@ from worker_agent.attempts import (
     current_attempt,
     running,
 )
-from worker_agent.state_client import state_store
+from worker_agent.handshake import WorkerReport, worker_handshake
+from worker_agent.state_client import Refused, flush_reports, state_store
 
 log = logging.getLogger("switchyard.worker.celery_hooks")
 
@@ -54,6 +66,11 @@ PROGRESS_STATE = "PROGRESS"
 _WRAPPED_MARK = "_switchyard_wrapped"
 _wrapped_in_main: list[str] = []
 
+NAMES_SHOWN = 20
+"""Registered task names quoted in a NotRegistered error; the rest are counted."""
+FLUSH_ON_EXIT_SECONDS = 5.0
+"""How long a process that exits waits for its buffered reports to reach Redis."""
+
 
 def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -61,15 +78,22 @@ def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
     try:
         claimed = store.claim(attempt)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        # State Redis unreachable: put the message back rather than lose the hand-out.
-        log.error("state Redis unreachable; requeueing task %s attempt %d: %s",
+        # Still unreachable after the claim's wait: put the message back rather than run unfenced.
+        log.error("state Redis still unreachable; giving task %s attempt %d back to the broker: %s",
                   attempt.task_id, attempt.attempt, exc)
         raise Reject(f"state Redis unreachable: {exc}", requeue=True) from exc
-    if claimed is None:
-        log.info(
-            "stale attempt %s of task %s (fence moved on or already started); acking without running",
-            attempt.attempt, attempt.task_id,
-        )
+    if isinstance(claimed, Refused):
+        if claimed.task_missing:
+            log.warning(
+                "task %s attempt %d is unknown to the state Redis (its record is gone: Redis lost "
+                "its data, or the record expired); acking its message without running it",
+                attempt.task_id, attempt.attempt,
+            )
+        else:
+            log.info(
+                "stale attempt %s of task %s (fence moved on or already started); acking without running",
+                attempt.attempt, attempt.task_id,
+            )
         raise Ignore()
     with running(attempt):
         try:
@@ -122,15 +146,26 @@ def wrap_task(task: Any) -> bool:
     return True
 
 
+def user_task_names(app: Any) -> list[str]:
+    """The task names `app` registers, Celery's own `celery.*` tasks left out, sorted."""
+    return sorted(name for name in app.tasks if not name.startswith("celery."))
+
+
 def wrap_user_tasks(app: Any) -> list[str]:
     """Wrap every task of `app` except Celery's own built-ins; returns the names newly wrapped."""
     wrapped = []
-    for name, task in list(app.tasks.items()):
-        if name.startswith("celery."):
-            continue
-        if wrap_task(task):
+    for name in user_task_names(app):
+        if wrap_task(app.tasks[name]):
             wrapped.append(name)
     return wrapped
+
+
+def not_registered_text(task_name: str, worker_id: str, registered: list[str]) -> str:
+    """The error of a NotRegistered report: which task, which worker, what it does register."""
+    shown = ", ".join(registered[:NAMES_SHOWN]) or "no tasks"
+    more = f" and {len(registered) - NAMES_SHOWN} more" if len(registered) > NAMES_SHOWN else ""
+    return (f"task {task_name!r} is not registered on worker {worker_id or '?'} "
+            f"(its Celery app registers: {shown}{more})")
 
 
 def force_worker_settings(conf: Any) -> None:
@@ -149,6 +184,9 @@ def force_worker_settings(conf: Any) -> None:
         **dict(conf.broker_transport_options or {}),
         "visibility_timeout": visibility_timeout,
     }
+    # A lost broker connection (a Redis restart) must not cancel running tasks: they finish and
+    # report; their messages, if redelivered, are fenced off by the claim.
+    conf.worker_cancel_long_running_tasks_on_connection_loss = False
 
 
 def _on_celeryd_init(sender: Any = None, conf: Any = None, **_: Any) -> None:
@@ -162,6 +200,67 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         return
     force_worker_settings(app.conf)
     _wrapped_in_main.extend(wrap_user_tasks(app))
+    if not os.environ.get(environment.AGENT_CHANNEL_FD):
+        return  # not started by an agent: nothing to report, nobody to wait for
+    try:
+        report = WorkerReport(
+            registered_tasks=tuple(user_task_names(app)),
+            broker_url=str(app.conf.broker_read_url or app.conf.broker_url or ""),
+            pid=os.getpid(),
+        )
+        # Blocks until the agent is welcomed by the scheduler and lets this worker start.
+        release = worker_handshake(report)
+    except Exception:
+        # Celery would log and carry on, consuming with no state Redis; the agent must see this.
+        log.exception("the start-up handshake with switchyard-agent failed; exiting")
+        os._exit(1)
+    if release is not None:
+        # Set before the pool forks, so every child inherits them.
+        os.environ[environment.STATE_REDIS_URL] = release.state_redis_url
+        if release.key_prefix:
+            os.environ[environment.KEY_PREFIX] = release.key_prefix
+
+
+def _report_turned_away(message: Any, error: BaseException, text: str) -> None:
+    """Report a Switchyard message Celery will not run as a failed attempt (no claim needed)."""
+    attempt = attempt_from_request(message) if message is not None else None
+    if attempt is None:
+        return  # a plain Celery message: Celery's own handling is all there is
+    log.error("%s: reporting task %s attempt %d as failed", text, attempt.task_id, attempt.attempt)
+    state_store().emit_failed(attempt, error, traceback_text="", message=text)
+
+
+def _on_task_unknown(sender: Any = None, message: Any = None, name: str | None = None, **_: Any) -> None:
+    from celery.exceptions import NotRegistered
+
+    try:
+        app = getattr(sender, "app", None)
+        registered = user_task_names(app) if app is not None else []
+        text = not_registered_text(str(name), os.environ.get(environment.WORKER_ID, ""), registered)
+        _report_turned_away(message, NotRegistered(text), text)
+    except Exception:
+        log.exception("could not report the unregistered task %r", name)
+
+
+def _on_task_rejected(sender: Any = None, message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    from celery.exceptions import InvalidTaskError
+
+    headers = getattr(message, "headers", None)
+    name = headers.get("task") if isinstance(headers, dict) else None
+    worker_id = os.environ.get(environment.WORKER_ID) or "?"
+    reason = f"{type(exc).__name__}: {exc}" if exc is not None else "not a task message Celery can read"
+    text = f"Celery worker {worker_id} rejected the message of task {name!r}: {reason}"
+    try:
+        _report_turned_away(message, exc if exc is not None else InvalidTaskError(text), text)
+    except Exception:
+        log.exception("could not report the rejected message of task %r", name)
+
+
+def _on_process_exit(**_: Any) -> None:
+    try:
+        flush_reports(FLUSH_ON_EXIT_SECONDS)
+    except Exception:
+        log.exception("could not flush buffered reports at exit")
 
 
 def _on_task_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
@@ -207,9 +306,16 @@ def _on_worker_process_init(**_: Any) -> None:
         task.__trace__ = build_tracer(name, task, app.loader, getattr(app, "hostname", None), app=app)
 
 
+# A Redis restart must not stop a busy worker (see the module).
+kombu_fixes.install()
+
 # Strong references: these handlers must stay connected for the life of the worker.
 signals.celeryd_init.connect(_on_celeryd_init, weak=False)
 signals.worker_init.connect(_on_worker_init, weak=False)
 signals.worker_process_init.connect(_on_worker_process_init, weak=False)
 signals.worker_ready.connect(_on_worker_ready, weak=False)
 signals.task_failure.connect(_on_task_failure, weak=False)
+signals.task_unknown.connect(_on_task_unknown, weak=False)
+signals.task_rejected.connect(_on_task_rejected, weak=False)
+signals.worker_process_shutdown.connect(_on_process_exit, weak=False)
+signals.worker_shutdown.connect(_on_process_exit, weak=False)

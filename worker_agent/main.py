@@ -1,11 +1,22 @@
 """`switchyard-agent`: the one place that wires probe, scheduler stream and Celery supervisor.
 
-    switchyard-agent --scheduler HOST:PORT --worker-id ID [options] -- celery -A MODULE worker [args]
+    switchyard-agent --scheduler HOST:PORT[,HOST:PORT...] --worker-id ID [options] -- celery -A MODULE worker [args]
 
-Start-up order matters: the agent connects to the scheduler and waits for its first welcome
-(retrying with backoff while the scheduler is unreachable) before it starts Celery, because the
-welcome names the state Redis the worker side fences against; a worker consuming before that
-could not claim anything. It then heartbeats for as long as Celery runs. When the Celery worker
+Start-up order matters:
+
+1. The agent starts the Celery worker, which loads the user's app and reports the task names it
+   registers and its broker, then waits (`worker_agent.handshake`): it consumes nothing yet.
+2. The agent connects to the leading scheduler (`worker_agent.stream`, retrying with backoff and
+   following the leader) with a hello that already names those tasks, so placement never sends
+   this worker a task it cannot run, and waits for the welcome.
+3. The welcome names the state Redis, which is also where the scheduler writes every hand-out's
+   Celery message. If the app's broker is another Redis the agent refuses to start: one error
+   line, the Celery worker stopped before it consumed anything, exit 2
+   (`worker_agent.broker_check`). Otherwise it hands the worker the state Redis, and Celery
+   starts its pool and consumes.
+
+It then heartbeats for as long as Celery runs, reconnecting (to whichever scheduler leads) as
+often as needed; the Celery worker and its running tasks never notice. When the Celery worker
 exits on its own the agent reports `worker_exited` and exits non-zero; on SIGTERM/SIGINT it
 warm-stops Celery (running tasks finish), closes the stream and exits 0.
 """
@@ -36,6 +47,8 @@ from switchyard.wire import (
 
 from worker_agent import __version__, environment
 from worker_agent.attempts import active_attempts
+from worker_agent.broker_check import Verdict, compare_broker, redact
+from worker_agent.handshake import AgentChannel, HandshakeError, WorkerRelease, WorkerReport
 from worker_agent.labels import read_runtime_labels
 from worker_agent.probe import (
     Capabilities,
@@ -45,10 +58,16 @@ from worker_agent.probe import (
     to_capabilities_proto,
     to_load_proto,
 )
-from worker_agent.stream import DEFAULT_MAX_BACKOFF_SECONDS, AgentStream
+from worker_agent.stream import (
+    ADDRESS_FORM,
+    DEFAULT_MAX_BACKOFF_SECONDS,
+    AgentStream,
+    parse_scheduler_addresses,
+)
 from worker_agent.supervise import (
     CeleryWorker,
     CommandError,
+    ExitStatus,
     WorkerCommand,
     cancel_attempt,
     rewrite_worker_command,
@@ -61,8 +80,10 @@ WORKER_TYPES = {
     "gpu": worker_pb2.WORKER_TYPE_GPU,
     "hybrid": worker_pb2.WORKER_TYPE_HYBRID,
 }
-# Exit code when the agent itself cannot start (bad arguments, no state Redis).
+# Exit code when the agent itself cannot start (bad arguments, no state Redis, wrong broker).
 EXIT_USAGE = 2
+# How long a Celery worker told not to start (start-up channel closed) may take to exit.
+REFUSED_WORKER_EXIT_SECONDS = 10.0
 
 
 class ConfigError(ValueError):
@@ -73,8 +94,8 @@ class ConfigError(ValueError):
 class AgentConfig:
     """Everything the agent was told at start, validated."""
 
-    scheduler: str
-    """gRPC target of the scheduler's AgentGateway, HOST:PORT."""
+    schedulers: tuple[str, ...]
+    """AgentGateway addresses (HOST:PORT) of the schedulers sharing one Redis; the agent finds the leader."""
     worker_id: str
     """Stable worker id; names the worker's own Celery queue (`switchyard.wire.worker_queue`)."""
     celery_command: tuple[str, ...]
@@ -126,7 +147,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
         "celery -A myapp worker -c 2",
     )
     parser.add_argument("--scheduler", default=environ.get("SWITCHYARD_SCHEDULER"),
-                        help="scheduler AgentGateway address HOST:PORT [SWITCHYARD_SCHEDULER]")
+                        help=f"scheduler address(es) {ADDRESS_FORM}; with several (a leader and "
+                        "standbys) the agent follows the leader [SWITCHYARD_SCHEDULER]")
     parser.add_argument("--worker-id", default=environ.get(environment.WORKER_ID),
                         help=f"unique, stable worker id [{environment.WORKER_ID}]")
     parser.add_argument("--type", dest="worker_type", choices=sorted(WORKER_TYPES),
@@ -137,14 +159,19 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
     parser.add_argument("--labels", default=environ.get("SWITCHYARD_LABELS", ""),
                         help="labels k=v,k2=v2 that tasks may require [SWITCHYARD_LABELS]")
     parser.add_argument("--state-redis-url", default=None,
-                        help="override the state Redis URL the scheduler sends")
+                        help="the scheduler's Redis as this worker reaches it, when that differs from the "
+                        "URL the scheduler sends; the Celery app's broker must be this Redis")
     parser.add_argument("--reconnect-max-seconds", type=float, default=DEFAULT_MAX_BACKOFF_SECONDS,
                         help="longest wait between reconnect attempts (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     parsed = parser.parse_args(own_args)
 
-    if not parsed.scheduler or ":" not in parsed.scheduler:
-        raise ConfigError("--scheduler HOST:PORT is required (or set SWITCHYARD_SCHEDULER)")
+    if not parsed.scheduler:
+        raise ConfigError(f"--scheduler {ADDRESS_FORM} is required (or set SWITCHYARD_SCHEDULER)")
+    try:
+        schedulers = parse_scheduler_addresses(parsed.scheduler)
+    except ValueError as exc:
+        raise ConfigError(f"--scheduler: {exc}") from None
     if not parsed.worker_id:
         raise ConfigError(f"--worker-id is required (or set {environment.WORKER_ID})")
     if worker_id_problem(parsed.worker_id) is not None:
@@ -156,7 +183,7 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
     if parsed.reconnect_max_seconds <= 0:
         raise ConfigError("--reconnect-max-seconds must be positive")
     return AgentConfig(
-        scheduler=parsed.scheduler,
+        schedulers=schedulers,
         worker_id=parsed.worker_id,
         celery_command=tuple(celery_command),
         worker_type=parsed.worker_type,
@@ -186,18 +213,21 @@ class Agent:
         self.worker_type = resolve_worker_type(config.worker_type, self.capabilities)
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"sy-agent-{config.worker_id}-"))
         self.worker: CeleryWorker | None = None
+        self.registered_tasks: tuple[str, ...] = ()
+        """Task names the Celery worker's app registers, as it reported them at start."""
         self.stop_requested = asyncio.Event()
         self.stream = AgentStream(
-            config.scheduler,
+            config.schedulers,
             build_hello=self.build_hello,
             sample_load=self.sample_load,
             on_cancel=self.cancel,
             reconnect_max_seconds=config.reconnect_max_seconds,
             current_labels=self.current_labels,
         )
+        self._stream_task: asyncio.Task[None] | None = None
 
     def build_hello(self) -> agent_pb2.AgentHello:
-        """The hello for a (re)connect, carrying the current Celery pid."""
+        """The hello for a (re)connect: the Celery pid and the task names its app registers."""
         return agent_pb2.AgentHello(
             worker_id=self.config.worker_id,
             worker_type=self.worker_type,
@@ -207,6 +237,7 @@ class Agent:
             celery_queue=self.command.queue,
             agent_version=__version__,
             celery_pid=self.worker.pid if self.worker is not None else 0,
+            registered_tasks=self.registered_tasks,
         )
 
     def current_labels(self) -> dict[str, str]:
@@ -222,61 +253,134 @@ class Agent:
         await cancel_attempt(self.run_dir, task_id, attempt)
 
     async def run(self) -> int:
-        """Connect, start Celery after the first welcome, supervise; returns the exit code."""
+        """Start Celery, connect, check the broker, release Celery, supervise; returns the exit code."""
         gpus = ", ".join(f"{g.name} {g.memory_total_mb} MiB" for g in self.capabilities.gpus) or "none"
         log.info(
-            "agent %s for worker %s: type %s, %d CPUs, GPUs: %s, %d slots, queue %s",
+            "agent %s for worker %s: type %s, %d CPUs, GPUs: %s, %d slots, queue %s, scheduler(s) %s",
             __version__, self.config.worker_id, worker_pb2.WorkerType.Name(self.worker_type),
             self.capabilities.cpu_count, gpus, self.command.slots, self.command.queue,
+            ",".join(self.config.schedulers),
         )
-        stream_task = asyncio.create_task(self.stream.run(), name="agent-stream")
+        channel = AgentChannel()
         try:
-            return await self._supervise()
+            return await self._supervise(channel)
         finally:
+            channel.close()
             await self.stream.close()
-            stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await stream_task
+            if self._stream_task is not None:
+                self._stream_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._stream_task
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    async def _supervise(self) -> int:
-        welcomed = asyncio.create_task(self.stream.first_welcome.wait())
+    async def _supervise(self, channel: AgentChannel) -> int:
+        env = dict(os.environ)
+        # The state Redis and key prefix come later, through the channel, once the scheduler
+        # has named them; a value inherited from the agent's own environment must not leak in.
+        env.pop(environment.STATE_REDIS_URL, None)
+        env.pop(environment.KEY_PREFIX, None)
+        env.update({
+            environment.WORKER_ID: self.config.worker_id,
+            environment.RUN_DIR: str(self.run_dir),
+            environment.AGENT_PID: str(os.getpid()),
+            environment.AGENT_CHANNEL_FD: str(channel.worker_fd),
+        })
+        worker = self.worker = CeleryWorker(self.command, env, pass_fds=(channel.worker_fd,))
+        worker.start()
+        channel.worker_started()
+        exited = asyncio.create_task(worker.wait())
         stopped = asyncio.create_task(self.stop_requested.wait())
-        await asyncio.wait({welcomed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if self.stop_requested.is_set():
-            welcomed.cancel()
-            log.info("stopped before the scheduler welcomed this agent")
+        try:
+            # 1. The worker loads the app and says what it registers.
+            reporting = asyncio.create_task(channel.read_report())
+            await asyncio.wait({reporting, exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not reporting.done():
+                reporting.cancel()
+                return await self._ended_before_start(exited, channel)
+            try:
+                report = reporting.result()
+            except HandshakeError as exc:
+                log.error("the Celery worker's start-up report is unreadable (%s); stopping", exc)
+                return await self._refuse(channel, exited, None)
+            if report is None:
+                # The worker closed its end without a report: it is exiting (an import error, say).
+                await asyncio.wait({exited}, timeout=REFUSED_WORKER_EXIT_SECONDS)
+                if exited.done():
+                    return _worker_ended(exited.result())
+                log.error("the Celery worker closed its start-up channel without reporting its tasks; stopping it")
+                return await self._refuse(channel, exited, None)
+            self.registered_tasks = report.registered_tasks
+            log.info("Celery worker %d loaded its app: %d task(s) registered (%s); connecting to the scheduler",
+                     worker.pid, len(report.registered_tasks), _names(report.registered_tasks))
+
+            # 2. Connect; the hello names those tasks.
+            self._stream_task = asyncio.create_task(self.stream.run(), name="agent-stream")
+            welcomed = asyncio.create_task(self.stream.first_welcome.wait())
+            await asyncio.wait({welcomed, exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not welcomed.done():
+                welcomed.cancel()
+                return await self._ended_before_start(exited, channel)
+
+            # 3. Check the broker, then let Celery consume.
+            release = await self._release_for(report)
+            if isinstance(release, str):
+                log.error("refusing to start: %s", release)
+                return await self._refuse(channel, exited, f"refused to start: {release}")
+            try:
+                await channel.release(release)
+            except OSError as exc:
+                log.warning("could not release the Celery worker (%s); it is probably exiting", exc)
+            await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if exited.done():
+                status = exited.result()
+                await self.stream.send_worker_exited(status.exit_code, status.reason)
+                return _worker_ended(status, "reported it to the scheduler; exiting")
+
+            log.info("stopping: warm shutdown of the Celery worker (running tasks finish)")
+            status = await worker.stop(self.config.stop_grace_seconds)
+            await self.stream.send_worker_exited(status.exit_code, f"agent stopped: {status.reason}")
             return 0
+        finally:
+            stopped.cancel()
+            exited.cancel()
+
+    async def _release_for(self, report: WorkerReport) -> WorkerRelease | str:
+        """The release for the worker, or why the agent must not start it (one line)."""
         welcome = self.stream.welcome
         assert welcome is not None  # first_welcome is set only with a welcome recorded
         state_redis_url = self.config.state_redis_url or welcome.state_redis_url
         if not state_redis_url:
-            log.error("the scheduler sent no state Redis URL; pass --state-redis-url")
-            return EXIT_USAGE
-        env = dict(os.environ)
-        env.update({
-            environment.WORKER_ID: self.config.worker_id,
-            environment.STATE_REDIS_URL: state_redis_url,
-            environment.KEY_PREFIX: welcome.key_prefix or DEFAULT_KEY_PREFIX,
-            environment.RUN_DIR: str(self.run_dir),
-            environment.AGENT_PID: str(os.getpid()),
-        })
-        self.worker = CeleryWorker(self.command, env)
-        self.worker.start()
+            return "the scheduler sent no state Redis URL; pass --state-redis-url"
+        # Host names may need resolving: keep the event loop (and heartbeats) going meanwhile.
+        verdict, explanation = await asyncio.to_thread(compare_broker, report.broker_url, state_redis_url)
+        if verdict is Verdict.DIFFERENT:
+            return explanation
+        if verdict is Verdict.UNKNOWN:
+            log.warning("%s", explanation)
+        log.info("releasing the Celery worker: state Redis %s", redact(state_redis_url))
+        return WorkerRelease(state_redis_url, welcome.key_prefix or DEFAULT_KEY_PREFIX)
 
-        exited = asyncio.create_task(self.worker.wait())
-        await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    async def _refuse(self, channel: AgentChannel, exited: asyncio.Task[ExitStatus], reason: str | None) -> int:
+        """Stop a worker that has not consumed anything (it exits when the channel closes)."""
+        channel.close()
+        assert self.worker is not None
+        await asyncio.wait({exited}, timeout=REFUSED_WORKER_EXIT_SECONDS)
+        status = exited.result() if exited.done() else await self.worker.stop(REFUSED_WORKER_EXIT_SECONDS)
+        if reason is not None:
+            # The scheduler welcomed this worker: tell it at once that it is gone.
+            await self.stream.send_worker_exited(status.exit_code, f"agent {reason}")
+        return EXIT_USAGE
+
+    async def _ended_before_start(self, exited: asyncio.Task[ExitStatus], channel: AgentChannel) -> int:
+        """The worker exited, or a stop was asked for, before the worker was released."""
         if exited.done():
-            stopped.cancel()
-            status = exited.result()
-            log.error("%s; reporting it to the scheduler and exiting", status.reason)
-            await self.stream.send_worker_exited(status.exit_code, status.reason)
-            # Mirror a shell: 128+N for a signal; never 0, since the worker was not asked to stop.
-            return 128 - status.exit_code if status.exit_code < 0 else (status.exit_code or 1)
-
-        log.info("stopping: warm shutdown of the Celery worker (running tasks finish)")
-        status = await self.worker.stop(self.config.stop_grace_seconds)
-        await self.stream.send_worker_exited(status.exit_code, f"agent stopped: {status.reason}")
+            return _worker_ended(exited.result())
+        log.info("stopped before the Celery worker started consuming")
+        # It may still be importing the app, or wait on the channel: closing the channel ends
+        # the wait, SIGTERM the import (no task has started, nothing is lost either way).
+        channel.close()
+        assert self.worker is not None
+        await self.worker.stop(self.config.stop_grace_seconds)
         return 0
 
     def request_stop(self, signum: int) -> None:
@@ -284,6 +388,18 @@ class Agent:
         if not self.stop_requested.is_set():
             log.info("received %s; stopping gracefully", signal.Signals(signum).name)
             self.stop_requested.set()
+
+
+def _worker_ended(status: ExitStatus, then: str = "exiting") -> int:
+    """Log how the worker ended unasked; the agent's exit code mirrors a shell's, never 0."""
+    log.error("%s; %s", status.reason, then)
+    return 128 - status.exit_code if status.exit_code < 0 else (status.exit_code or 1)
+
+
+def _names(names: Sequence[str], shown: int = 10) -> str:
+    """Up to `shown` names, then a count of the rest."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (", ".join(names[:shown]) or "none") + more
 
 
 async def run_agent(config: AgentConfig) -> int:

@@ -5,6 +5,19 @@ Everything the worker side writes or reads in the state Redis goes through `Stat
 key layout, event types and the claim script are the shared ones of `switchyard.wire`. One
 store per process, created lazily after any fork (a Redis connection must never be shared
 across a fork), from the environment the agent gave the worker.
+
+While the state Redis cannot be reached:
+
+* reports are kept in memory, in order, and written when it answers again
+  (`worker_agent.report_buffer`); the task that made them is never blocked or failed by it;
+* a claim waits for it, retrying with a capped backoff, for up to `CLAIM_WAIT_SECONDS` (or less,
+  when the task's own hard time limit kills it first). The claim is the fence — without it an
+  attempt could run twice — so an attempt never runs unclaimed; after the wait the message is
+  rejected back to the broker and the scheduler's start deadline takes the hand-out back.
+
+When Redis comes back without its data, a claim finds no task record and refuses
+(`Refused.task_missing`): the message is acknowledged and nothing runs. Reports of attempts whose
+task is unknown are written all the same; the scheduler drops them as stale.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +48,20 @@ from switchyard.wire import (
 
 from worker_agent import environment
 from worker_agent.attempts import Attempt
+from worker_agent.report_buffer import DEFAULT_LIMIT, Report, ReportBuffer
 
 log = logging.getLogger("switchyard.worker.state_client")
 
-# With the backoff below (0.05 s doubling, capped at 1 s) this waits about 30 s for Redis.
+# Payload reads ride out a short Redis restart (0.05 s doubling, capped at 1 s: about 30 s).
 REDIS_RETRIES = 35
+CLAIM_WAIT_SECONDS = 300.0
+"""How long a claim waits for an unreachable state Redis before the message goes back."""
+CLAIM_RETRY_MAX_SECONDS = 2.0
+# A report write tries briefly (a dropped idle connection reconnects), then the buffer takes over.
+REPORT_RETRIES = 2
+CONNECT_TIMEOUT_SECONDS = 5.0
+"""A silently unreachable Redis (a cut network) fails a connect in seconds, not minutes."""
+SOCKET_TIMEOUT_SECONDS = 15.0
 
 
 class PayloadMissingError(RuntimeError):
@@ -47,6 +70,15 @@ class PayloadMissingError(RuntimeError):
 
 class SwitchyardEnvironmentError(RuntimeError):
     """A Switchyard message reached a worker that the agent did not start (no state Redis URL)."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The fence did not admit the attempt: it must not run here."""
+
+    task_missing: bool
+    """True when the task's record is gone (Redis lost its data, or the record expired); False
+    when the fence names another attempt, or this one already started."""
 
 
 @dataclass(frozen=True)
@@ -82,58 +114,73 @@ class StateStore:
     (NOSCRIPT) heals itself on the next call.
     """
 
-    def __init__(self, redis_url: str, key_prefix: str) -> None:
-        # Retries ride out a Redis restart or failover (~30 s) instead of failing the task:
-        # a lost `succeeded` report would leave the task running forever in the scheduler's view.
+    def __init__(self, redis_url: str, key_prefix: str, report_buffer_limit: int = DEFAULT_LIMIT) -> None:
+        timeouts: dict[str, Any] = {
+            "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS, "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        }
         self.client: redis.Redis = redis.Redis.from_url(
             redis_url,
             decode_responses=True,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            **timeouts,
         )
         # The claim gets its own client without automatic retries: a silent re-run of the
         # script after a lost reply would read our own claim as someone else's (see claim()).
         self._claim_client: redis.Redis = redis.Redis.from_url(
-            redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0)
+            redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0), **timeouts
+        )
+        self._reports_client: redis.Redis = redis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), REPORT_RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            **timeouts,
         )
         self.keys = Keys(key_prefix)
         self._claim = self._claim_client.register_script(claim_script())
+        # Any Redis error buffers: a report must outlive a restart, a failover (READONLY) or a
+        # Redis still loading its data after a restart (LOADING).
+        self.reports = ReportBuffer(self._write_reports, (redis.RedisError,), limit=report_buffer_limit)
 
-    def claim(self, attempt: Attempt) -> Claimed | None:
-        """Atomically move the fence to `<attempt>:started`, recording the start; None if stale.
+    def claim(self, attempt: Attempt, wait_seconds: float = CLAIM_WAIT_SECONDS) -> Claimed | Refused:
+        """Atomically move the fence to `<attempt>:started`, recording the start; Refused if stale.
 
-        If the connection broke while the script ran, it may have claimed without our seeing
-        the answer; the retry then finds `<attempt>:started`, which is ours in that case.
+        While Redis cannot be reached the claim retries (backoff capped at 2 s) for up to
+        `wait_seconds`, then raises the connection error. If the connection broke while the script
+        ran, it may have claimed without our seeing the answer; a later try then finds
+        `<attempt>:started`, which is ours in that case.
         """
         task_key = self.keys.task(attempt.task_id)
         by_reference = attempt.payload_by_reference
         interrupted = False
-        for delay in [*(min(1.0, 0.05 * 2**n) for n in range(REDIS_RETRIES)), None]:
+        deadline = time.monotonic() + wait_seconds
+        delay = 0.05
+        while True:
             try:
                 args = [str(attempt.attempt), attempt.worker_id, attempt.task_id, _now(), "1" if by_reference else "0"]
                 reply = self._claim(keys=[task_key, self.keys.notify], args=args)
                 if reply != 0:
                     return Claimed(task_key, (_text(reply[1][0]), _text(reply[1][1]))) if by_reference else Claimed(task_key)
-                if not interrupted:
-                    return None
                 # Our interrupted call may be the one that claimed it.
-                if self._claim_client.hget(task_key, FENCE_FIELD) != fence_started(attempt.attempt):
-                    return None
-                if not by_reference:
-                    return Claimed(task_key)
-                args_json, kwargs_json = self.client.hmget(task_key, list(PAYLOAD_FIELDS))
-                return Claimed(task_key, (_text(args_json), _text(kwargs_json)))
+                if interrupted and self._claim_client.hget(task_key, FENCE_FIELD) == fence_started(attempt.attempt):
+                    if not by_reference:
+                        return Claimed(task_key)
+                    args_json, kwargs_json = self.client.hmget(task_key, list(PAYLOAD_FIELDS))
+                    return Claimed(task_key, (_text(args_json), _text(kwargs_json)))
+                return Refused(task_missing=not self._claim_client.exists(task_key))
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if delay is None:
+                if time.monotonic() + delay > deadline:
                     raise
+                if not interrupted:
+                    log.warning("state Redis unreachable: the claim of task %s attempt %d waits for it "
+                                "(up to %.0f s): %s", attempt.task_id, attempt.attempt, wait_seconds, exc)
                 interrupted = True
-                log.warning("claim of task %s attempt %d failed (%s); retrying in %.2f s",
-                            attempt.task_id, attempt.attempt, exc, delay)
                 time.sleep(delay)
-        return None
+                delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
 
     def emit(self, event_type: str, attempt: Attempt, **fields: str) -> None:
-        """Append one lifecycle event for `attempt` to the events stream."""
+        """Append one lifecycle event for `attempt` to the events stream (buffered while Redis is away)."""
         entry: dict[str, str] = {
             "type": event_type,
             "task_id": attempt.task_id,
@@ -142,22 +189,39 @@ class StateStore:
             "ts": _now(),
             **fields,
         }
+        self.reports.send(entry)
+
+    def _write_reports(self, reports: Sequence[Report]) -> None:
         # No MAXLEN: trimming is the reader's call; an unread report must never be dropped here.
-        self.client.xadd(self.keys.events, entry)  # type: ignore[arg-type,unused-ignore]
+        if len(reports) == 1:
+            self._reports_client.xadd(self.keys.events, dict(reports[0]))  # type: ignore[arg-type,unused-ignore]
+            return
+        pipeline = self._reports_client.pipeline(transaction=False)
+        for report in reports:
+            pipeline.xadd(self.keys.events, dict(report))  # type: ignore[arg-type,unused-ignore]
+        pipeline.execute()
 
     def emit_succeeded(self, attempt: Attempt, result: Any) -> None:
         """Report that user code returned `result`."""
         self.emit(EVENT_SUCCEEDED, attempt, result_json=_result_json(result))
 
-    def emit_failed(self, attempt: Attempt, error: BaseException, traceback_text: str) -> None:
-        """Report that the attempt failed with `error` (`traceback_text` empty when unknown)."""
+    def emit_failed(self, attempt: Attempt, error: BaseException, traceback_text: str,
+                    message: str | None = None) -> None:
+        """Report that the attempt failed with `error` (`traceback_text` empty when unknown);
+        `message` replaces the error's own text after its type name."""
         self.emit(
             EVENT_FAILED, attempt,
             error_type=type(error).__name__,
             error_qualname=_qualified_name(type(error)),
-            error=f"{type(error).__name__}: {error}",
+            error=f"{type(error).__name__}: {error if message is None else message}",
             traceback=traceback_text,
         )
+
+    def close(self) -> None:
+        """Stop the report writer and drop the connections (tests; a worker just exits)."""
+        self.reports.close()
+        for client in (self.client, self._claim_client, self._reports_client):
+            client.close()
 
 
 _store: StateStore | None = None
@@ -179,6 +243,21 @@ def state_store() -> StateStore:
             _store = StateStore(redis_url, os.environ.get(environment.KEY_PREFIX) or DEFAULT_KEY_PREFIX)
             _store_pid = os.getpid()
         return _store
+
+
+def flush_reports(timeout: float) -> bool:
+    """Give this process's buffered reports up to `timeout` seconds to reach Redis; True when none
+    are left. For process exit: what is still buffered then is lost."""
+    with _store_lock:
+        store = _store if _store_pid == os.getpid() else None
+    if store is None or not store.reports.pending:
+        return True
+    log.warning("waiting up to %.0f s for %d buffered report(s) to reach the state Redis",
+                timeout, store.reports.pending)
+    if store.reports.flush(timeout):
+        return True
+    log.error("%d lifecycle report(s) could not be written before exit and are lost", store.reports.pending)
+    return False
 
 
 def _result_json(value: Any) -> str:

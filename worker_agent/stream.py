@@ -1,11 +1,21 @@
-"""The agent's side of `AgentGateway.Connect`: one long-lived bidirectional gRPC stream.
+"""The agent's side of `AgentGateway.Connect`: one long-lived bidirectional gRPC stream to the leader.
 
 Each stream opens with `hello`, waits for the scheduler's `welcome`, then heartbeats every
 `welcome.heartbeat_interval_seconds` with a sequence starting at 1 and the current load,
 while a reader handles `drain` and `cancel`. Any failure — scheduler down, stream reset, a
-half-open TCP connection caught by keepalive — ends the stream and a new one is opened after
-an exponential backoff with jitter, forever, until the agent stops. Reconnecting with the
-same worker id within the scheduler's grace period keeps the worker's in-flight tasks.
+half-open TCP connection caught by keepalive, leadership moving elsewhere — ends the stream and
+a new one is opened, forever, until the agent stops. Reconnecting with the same worker id within
+the scheduler's grace period keeps the worker's in-flight tasks; the Celery worker and its
+running tasks are never touched by any of this.
+
+Several schedulers may share one Redis, one of them leading (`--scheduler a:1,b:2`). A standby
+answers UNAVAILABLE with the leader's address in the `switchyard-leader` trailing metadata
+(`switchyard.wire.LEADER_METADATA_KEY`); so does a leader that hands over, when it closes the
+stream. Which address to try next, and how long to wait first, is `LeaderFinder`'s call: a named
+leader is tried at once, then the configured addresses in turn, and after a whole round of
+failures the wait grows exponentially with jitter up to a cap (5 s by default). The log gets one
+line per change — "lost the scheduler at X: ...; reconnecting", "connected to leader Y", and a
+failure only when it is new in the current outage — not one per attempt.
 
 The stream knows nothing about Celery: the agent passes in how to build a hello, how to
 sample load, and what to do on cancel.
@@ -17,12 +27,13 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, worker_pb2
+from switchyard.wire import LEADER_METADATA_KEY
 
 log = logging.getLogger("switchyard.agent.stream")
 
@@ -44,6 +55,10 @@ DEFAULT_MAX_BACKOFF_SECONDS = 5.0
 DEFAULT_HEARTBEAT_INTERVAL_SECONDS = 5.0
 # How long a final worker_exited report may take before the agent gives up on it.
 WORKER_EXITED_SEND_TIMEOUT_SECONDS = 3.0
+OPEN_TIMEOUT_SECONDS = 10.0
+"""Longest wait from hello to welcome: an address that black-holes packets is given up on."""
+
+ADDRESS_FORM = "HOST:PORT[,HOST:PORT...]"
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,38 @@ class WelcomeMissingError(RuntimeError):
     """The scheduler's first answer on a stream was not a welcome."""
 
 
-def backoff_delays(initial: float, maximum: float, rng: random.Random | None = None) -> Any:
+def address_problem(address: str) -> str | None:
+    """Why `address` is not HOST:PORT (an IPv6 host in brackets), or None when it is."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return "expected HOST:PORT"
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        return "write an IPv6 host in brackets, e.g. [::1]:50051"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
+
+
+def parse_scheduler_addresses(text: str) -> tuple[str, ...]:
+    """`host:port,host:port` as addresses in the order given, duplicates dropped.
+
+    Raises ValueError naming the bad address; an empty list is an error too.
+    """
+    addresses: list[str] = []
+    for address in (part.strip() for part in text.split(",")):
+        if not address:
+            continue
+        problem = address_problem(address)
+        if problem is not None:
+            raise ValueError(f"invalid scheduler address {address!r}: {problem} (give {ADDRESS_FORM})")
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise ValueError(f"no scheduler address given (give {ADDRESS_FORM})")
+    return tuple(addresses)
+
+
+def backoff_delays(initial: float, maximum: float, rng: random.Random | None = None) -> Iterator[float]:
     """Endless reconnect delays: doubling from `initial` up to `maximum`, each jittered.
 
     Jitter takes each delay uniformly from [half, full] so a fleet of agents cut off by the
@@ -72,12 +118,101 @@ def backoff_delays(initial: float, maximum: float, rng: random.Random | None = N
         ceiling = min(maximum, ceiling * 2)
 
 
+class LeaderFinder:
+    """Which scheduler address to try next, and how long to wait before trying it.
+
+    * A leader named by a refusal (or by a stream closed on hand-over) is tried next, at once —
+      but only once per wait, so two schedulers that name each other cannot make a tight loop.
+    * Otherwise the addresses are tried in turn, starting with the last one that welcomed the
+      agent; moving on to the next untried address costs no wait.
+    * After every address failed in a round, each new round waits the next backoff delay
+      (doubling, jittered, capped); a welcome resets the backoff.
+    * After an accepted stream ends, the same scheduler is tried first, after the shortest wait.
+    """
+
+    def __init__(self, addresses: Sequence[str], initial_seconds: float = INITIAL_BACKOFF_SECONDS,
+                 max_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS, rng: random.Random | None = None) -> None:
+        if not addresses:
+            raise ValueError("at least one scheduler address is needed")
+        self.addresses = tuple(addresses)
+        self._initial, self._max, self._rng = initial_seconds, max_seconds, rng
+        self._delays = backoff_delays(initial_seconds, max_seconds, rng)
+        self._preferred = self.addresses[0]
+        self._tried: set[str] = set()
+        self._next: str | None = None
+        """An address to try before the round goes on (a named leader, or the one just lost)."""
+        self._next_waits = False
+        self._free_hint = True
+        self._started = False
+
+    def _round(self) -> list[str]:
+        return [self._preferred, *(a for a in self.addresses if a != self._preferred)]
+
+    def next_attempt(self) -> tuple[str, float]:
+        """The address to try now and the seconds to wait before trying it."""
+        if self._next is not None:
+            address, waits = self._next, self._next_waits
+            self._next, self._next_waits = None, False
+            return address, self._wait() if waits else 0.0
+        untried = [a for a in self._round() if a not in self._tried]
+        if not untried:
+            # A whole round failed: start the next one after the backoff.
+            self._tried.clear()
+            return self._round()[0], self._wait()
+        first_ever = not self._started
+        self._started = True
+        return untried[0], 0.0 if first_ever or self._tried else self._wait()
+
+    def _wait(self) -> float:
+        self._free_hint = True
+        return next(self._delays)
+
+    def failed(self, address: str, leader: str | None = None) -> None:
+        """`address` could not be reached or refused; `leader` is the address it named, if any."""
+        self._started = True
+        self._tried.add(address)
+        if leader is not None and leader != address:
+            self._next = leader
+            # A second named leader in a row waits: schedulers that disagree must not spin us.
+            self._next_waits = not self._free_hint
+            self._free_hint = False
+
+    def connected(self, address: str) -> None:
+        """`address` welcomed the agent: it is the leader; start afresh from it next time."""
+        self._preferred = address
+        self._tried.clear()
+        self._next, self._next_waits, self._free_hint = None, False, True
+        self._delays = backoff_delays(self._initial, self._max, self._rng)
+
+    def lost(self, address: str, leader: str | None = None) -> None:
+        """An accepted stream to `address` ended; `leader` is the new leader it named, if any."""
+        self.connected(address)
+        if leader is not None and leader != address:
+            self._next, self._next_waits = leader, False
+        else:
+            # Most losses are a restart or a blip of that same scheduler: retry it, briefly later.
+            self._next, self._next_waits = address, True
+
+
+def leader_named_by(exc: BaseException) -> str | None:
+    """The leader's address in an UNAVAILABLE answer's trailing metadata, if a valid one is there."""
+    if not isinstance(exc, grpc.aio.AioRpcError) or exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return None
+    # grpc.aio hands back a Metadata object, typed as a tuple of pairs; both iterate as pairs.
+    pairs: Any = exc.trailing_metadata() or ()
+    for key, value in pairs:
+        if key == LEADER_METADATA_KEY:
+            address = value.decode() if isinstance(value, bytes) else str(value)
+            return address if address_problem(address) is None else None
+    return None
+
+
 class AgentStream:
-    """Keeps one Connect stream open to the scheduler for the life of the agent."""
+    """Keeps one Connect stream open to the leading scheduler for the life of the agent."""
 
     def __init__(
         self,
-        target: str,
+        addresses: Sequence[str],
         build_hello: Callable[[], agent_pb2.AgentHello],
         sample_load: Callable[[], worker_pb2.WorkerLoad],
         on_cancel: Callable[[str, int], Coroutine[Any, Any, None]],
@@ -85,14 +220,14 @@ class AgentStream:
         reconnect_initial_seconds: float = INITIAL_BACKOFF_SECONDS,
         current_labels: Callable[[], dict[str, str]] | None = None,
     ) -> None:
-        self.target = target
+        self.finder = LeaderFinder(addresses, reconnect_initial_seconds, reconnect_max_seconds)
+        self.target = self.finder.addresses[0]
+        """The address tried or connected to most recently."""
         self.build_hello = build_hello
         self.sample_load = sample_load
         self.on_cancel = on_cancel
         self.current_labels = current_labels
         """Labels now (static + runtime); a change is sent with the next heartbeat."""
-        self.reconnect_max_seconds = reconnect_max_seconds
-        self.reconnect_initial_seconds = reconnect_initial_seconds
         self.welcome: Welcome | None = None
         """The latest welcome; None until the first stream is accepted."""
         self.first_welcome = asyncio.Event()
@@ -101,67 +236,94 @@ class AgentStream:
         self._stopping = False
         self._stream_welcomed = False
         self._cancel_tasks: set[asyncio.Task[None]] = set()
+        self._failures_logged: set[tuple[str, str]] = set()
+        """(address, failure) pairs already logged in the current outage."""
 
     async def run(self) -> None:
         """Connect, and reconnect after every failure, until `close` is called."""
-        delays = backoff_delays(self.reconnect_initial_seconds, self.reconnect_max_seconds)
         while not self._stopping:
+            address, delay = self.finder.next_attempt()
+            if delay > 0:
+                log.debug("next try: scheduler at %s in %.2f s", address, delay)
+                await asyncio.sleep(delay)
+                if self._stopping:
+                    break
+            self.target = address
             self._stream_welcomed = False
+            failure: BaseException | None = None
             try:
-                async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+                async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
                     stub = agent_pb2_grpc.AgentGatewayStub(channel)  # type: ignore[no-untyped-call]
-                    await self._run_stream(stub)
-                if not self._stopping:
-                    log.warning("scheduler %s closed the stream; reconnecting", self.target)
+                    await self._run_stream(stub, address)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self._stopping:
-                    break
-                reason = _describe(exc)
-                if self._stream_welcomed:
-                    log.warning("stream to scheduler %s lost (%s); reconnecting", self.target, reason)
-                else:
-                    log.warning("cannot reach scheduler %s (%s)", self.target, reason)
+                failure = exc
             finally:
                 self._call = None
             if self._stopping:
                 break
-            if self._stream_welcomed:
-                # A stream that was accepted earns a fast reconnect: start the backoff afresh.
-                delays = backoff_delays(self.reconnect_initial_seconds, self.reconnect_max_seconds)
-            delay = next(delays)
-            log.info("reconnecting to scheduler %s in %.2f s", self.target, delay)
-            await asyncio.sleep(delay)
+            self._after_stream(address, failure)
 
-    async def _run_stream(self, stub: Any) -> None:
+    def _after_stream(self, address: str, failure: BaseException | None) -> None:
+        """Log what happened to the attempt at `address` (once per change) and plan the next."""
+        leader = leader_named_by(failure) if failure is not None else None
+        reason = _describe(failure) if failure is not None else "it ended the stream"
+        follow = f"; the leader is at {leader}" if leader is not None and leader != address else ""
+        if self._stream_welcomed:
+            log.warning("lost the scheduler at %s: %s%s; reconnecting", address, reason, follow)
+            self.finder.lost(address, leader)
+            return
+        self.finder.failed(address, leader)
+        key = (address, f"{_failure_kind(failure)} {leader or ''}")
+        if key in self._failures_logged:
+            log.debug("still cannot reach scheduler at %s: %s%s", address, reason, follow)
+            return
+        self._failures_logged.add(key)
+        if leader is not None:
+            log.info("scheduler at %s is not the leader (%s); trying the leader at %s", address, reason, leader)
+        else:
+            log.warning("cannot reach scheduler at %s (%s); retrying with backoff", address, reason)
+
+    async def _run_stream(self, stub: Any, address: str) -> None:
         """One stream from hello to its end; returns when the scheduler ends it, raises on failure."""
         call = stub.Connect()
-        await call.write(agent_pb2.ConnectRequest(hello=self.build_hello()))
-        first = await call.read()
-        if first is _EOF:
-            raise ConnectionError("scheduler ended the stream before welcoming the agent")
-        if first.WhichOneof("message") != "welcome":
-            raise WelcomeMissingError(
-                f"scheduler answered hello with {first.WhichOneof('message')!r}, expected welcome"
-            )
-        self._accept_welcome(first.welcome)
-        self._stream_welcomed = True
-        self._call = call
-        heartbeats = asyncio.create_task(self._heartbeat(call), name="agent-heartbeat")
         try:
-            while True:
-                response = await call.read()
-                if response is _EOF:
-                    return
-                self._handle(response)
+            async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):
+                await call.write(agent_pb2.ConnectRequest(hello=self.build_hello()))
+                first = await call.read()
+            if first is _EOF:
+                raise ConnectionError("scheduler ended the stream before welcoming the agent")
+            if first.WhichOneof("message") != "welcome":
+                raise WelcomeMissingError(
+                    f"scheduler answered hello with {first.WhichOneof('message')!r}, expected welcome"
+                )
+            self._accept_welcome(first.welcome, address)
+            self._stream_welcomed = True
+            self._call = call
+            heartbeats = asyncio.create_task(self._heartbeat(call), name="agent-heartbeat")
+            reader = asyncio.create_task(self._read_all(call), name="agent-reader")
+            try:
+                # Whichever ends first ends the stream: a failed heartbeat write as much as a read.
+                done, _ = await asyncio.wait({heartbeats, reader}, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    finished.result()
+            finally:
+                for task in (heartbeats, reader):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         finally:
-            heartbeats.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await heartbeats
             call.cancel()
 
-    def _accept_welcome(self, welcome: agent_pb2.AgentWelcome) -> None:
+    async def _read_all(self, call: Any) -> None:
+        while True:
+            response = await call.read()
+            if response is _EOF:
+                return
+            self._handle(response)
+
+    def _accept_welcome(self, welcome: agent_pb2.AgentWelcome, address: str) -> None:
         previous = self.welcome
         self.welcome = Welcome(
             heartbeat_interval_seconds=welcome.heartbeat_interval_seconds
@@ -169,17 +331,16 @@ class AgentStream:
             state_redis_url=welcome.state_redis_url,
             key_prefix=welcome.key_prefix,
         )
-        log.info(
-            "welcomed by scheduler %s (heartbeat every %.2f s)",
-            self.target, self.welcome.heartbeat_interval_seconds,
-        )
+        self.finder.connected(address)
+        self._failures_logged.clear()
+        log.info("connected to leader %s (heartbeat every %.2f s)", address, self.welcome.heartbeat_interval_seconds)
         if welcome.rejoined_after_loss:
             log.warning("the scheduler had declared this worker lost; it rejoins with no tasks")
         if previous is not None and (
             previous.state_redis_url != self.welcome.state_redis_url
             or previous.key_prefix != self.welcome.key_prefix
         ):
-            # The Celery worker's environment is fixed at start; it keeps the first values.
+            # The Celery worker's state Redis is fixed at its start; it keeps the first values.
             log.warning(
                 "scheduler now names state Redis %r prefix %r; the running worker keeps %r %r",
                 self.welcome.state_redis_url, self.welcome.key_prefix,
@@ -217,7 +378,7 @@ class AgentStream:
             self._cancel_tasks.add(cancel)
             cancel.add_done_callback(self._cancel_tasks.discard)
         elif kind == "welcome":
-            self._accept_welcome(response.welcome)
+            self._accept_welcome(response.welcome, self.target)
         else:
             log.warning("ignoring unknown message %r from the scheduler", kind)
 
@@ -250,7 +411,18 @@ class AgentStream:
             call.cancel()
 
 
-def _describe(exc: BaseException) -> str:
+def _failure_kind(exc: BaseException | None) -> str:
+    """What kind of failure `exc` is, for "have we said this already?" (details vary per try)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code().name
+    return type(exc).__name__
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no error"
     if isinstance(exc, grpc.aio.AioRpcError):
         return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, TimeoutError):
+        return f"no welcome within {OPEN_TIMEOUT_SECONDS:g} s"
     return f"{type(exc).__name__}: {exc}"

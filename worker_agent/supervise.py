@@ -175,9 +175,11 @@ class CeleryWorker:
     event loop at once — no polling delay between the worker dying and the agent knowing.
     """
 
-    def __init__(self, command: WorkerCommand, env: dict[str, str]) -> None:
+    def __init__(self, command: WorkerCommand, env: dict[str, str], pass_fds: Sequence[int] = ()) -> None:
         self.command = command
         self.env = env
+        self.pass_fds = tuple(pass_fds)
+        """Descriptors the worker inherits (the start-up channel to the agent)."""
         self.process: subprocess.Popen[bytes] | None = None
         self._exited: asyncio.Future[ExitStatus] | None = None
 
@@ -192,7 +194,7 @@ class CeleryWorker:
         self._exited = loop.create_future()
         log.info("starting Celery worker: %s", " ".join(self.command.argv))
         # Same process group as the agent (no start_new_session): see the module docstring.
-        self.process = subprocess.Popen(list(self.command.argv), env=self.env)
+        self.process = subprocess.Popen(list(self.command.argv), env=self.env, pass_fds=self.pass_fds)
         process, exited = self.process, self._exited
 
         def wait_for_exit() -> None:

@@ -209,6 +209,7 @@ def registration(hello: agent_pb2.AgentHello) -> WorkerRegistration:
         gpus=gpus_from(caps.gpus),
         gpu_simulated=caps.gpu_simulated,
         capabilities=caps,
+        registered_tasks=list(hello.registered_tasks),
     )
 
 

@@ -11,26 +11,62 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from switchyard.wire import LEADER_METADATA_KEY
 
 from scheduler.api import convert
 from scheduler.api.status import status_of
 from scheduler.engine import Engine
+from scheduler.engine.agents import Agents
+from scheduler.errors import NotLeader
 
 log = logging.getLogger("switchyard.scheduler.api")
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+class EngineSource(Protocol):
+    """Where a servicer gets the engine for each call (scheduler/leadership.py): the current
+    term's, or an error saying who leads instead."""
+
+    def current(self) -> Engine: ...
+
+
 async def _abort_for(exc: Exception, context: Context) -> None:
-    """Abort the call with the status `exc` maps to; re-raise what is a bug."""
+    """Abort the call with the status `exc` maps to; re-raise what is a bug. A standby's answer
+    names the leader in trailing metadata too, for clients and agents to follow."""
     status = status_of(exc)
     if status is None:
         raise exc
+    if isinstance(exc, NotLeader) and exc.leader:
+        context.set_trailing_metadata(((LEADER_METADATA_KEY, exc.leader),))
     await context.abort(*status)
+
+
+async def _until_stopped(engine: Engine, items: AsyncIterator[R]) -> AsyncIterator[R]:
+    """`items` until they end or `engine` stops (its leadership term ended: the client resumes
+    on the leader, told so by the NotLeader this raises)."""
+    stopped = asyncio.ensure_future(engine.stopped.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(items))
+            done, _ = await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if following not in done:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                raise NotLeader("this scheduler's leadership term ended; watch again on the leader")
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
+        if hasattr(items, "aclose"):
+            await items.aclose()
 
 
 def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
@@ -50,8 +86,13 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """The public Scheduler service."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engines: EngineSource) -> None:
+        self._engines = engines
+
+    @property
+    def engine(self) -> Engine:
+        """This call's engine (raises NotLeader or StateUnavailable, mapped like any error)."""
+        return self._engines.current()
 
     @_rpc
     async def SubmitTask(self, request: scheduler_pb2.SubmitTaskRequest, context: Context) -> scheduler_pb2.SubmitTaskResponse:
@@ -69,7 +110,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def WatchTask(self, request: scheduler_pb2.WatchTaskRequest, context: Context) -> AsyncIterator[scheduler_pb2.WatchTaskResponse]:
         try:
-            async for view in self.engine.queries.watch(request.task_id):
+            engine = self.engine
+            async for view in _until_stopped(engine, engine.queries.watch(request.task_id)):
                 yield scheduler_pb2.WatchTaskResponse(task=convert.task_message(view))
         except Exception as exc:
             await _abort_for(exc, context)
@@ -125,16 +167,22 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
     """The stream every worker agent keeps open."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.agents = engine.agents
+    def __init__(self, engines: EngineSource) -> None:
+        self._engines = engines
 
     async def Connect(self, request_iterator: AsyncIterator[agent_pb2.ConnectRequest], context: Context) -> AsyncIterator[agent_pb2.ConnectResponse]:
+        try:
+            engine = self._engines.current()
+        except Exception as exc:
+            await _abort_for(exc, context)
+            return
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("hello"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on Connect must be hello")
             return
+        agents = engine.agents
         try:
-            worker, welcome = await self.agents.hello(convert.registration(first.hello))
+            worker, welcome = await agents.hello(convert.registration(first.hello))
         except Exception as exc:
             await _abort_for(exc, context)
             return
@@ -145,11 +193,12 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
             key_prefix=welcome.key_prefix,
             rejoined_after_loss=welcome.rejoined_after_loss,
         ))
-        reader = asyncio.create_task(self._read(worker_id, session, request_iterator))
+        reader = asyncio.create_task(self._read(agents, worker_id, session, request_iterator))
+        term_over = asyncio.ensure_future(engine.stopped.wait())
         try:
-            while not reader.done():
+            while not reader.done() and not term_over.done():
                 getter = asyncio.ensure_future(outbox.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({getter, reader, term_over}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
                     break
@@ -158,22 +207,32 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                     continue
                 yield convert.command_message(command)
         finally:
+            term_over.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            self.agents.stream_closed(worker_id, session)
+            agents.stream_closed(worker_id, session)
+        if engine.stopped.is_set():
+            # This scheduler stopped leading: send the agent to whoever leads now.
+            try:
+                self._engines.current()
+                leader_moved: Exception = NotLeader("this scheduler's leadership term ended; reconnect")
+            except Exception as exc:
+                leader_moved = exc
+            await _abort_for(leader_moved, context)
 
-    async def _read(self, worker_id: str, session: int, request_iterator: AsyncIterator[agent_pb2.ConnectRequest]) -> None:
+    async def _read(self, agents: Agents, worker_id: str, session: int,
+                    request_iterator: AsyncIterator[agent_pb2.ConnectRequest]) -> None:
         async for message in request_iterator:
             kind = message.WhichOneof("message")
             if kind == "heartbeat":
                 beat = message.heartbeat
-                self.agents.heartbeat(
+                agents.heartbeat(
                     worker_id, session, beat.load, convert.gpus_from(beat.load.gpus),
                     dict(beat.labels), beat.labels_replaced,
                 )
             elif kind == "worker_exited":
-                await self.agents.worker_exited(
+                await agents.worker_exited(
                     worker_id, session, message.worker_exited.exit_code, message.worker_exited.reason
                 )
             elif kind == "hello":

@@ -25,7 +25,7 @@ from scheduler.config.queues import parse_queues
 from scheduler.config.retry import parse_retry_policies
 from scheduler.config.rules import parse_class_queues, parse_content_types, parse_rules
 from scheduler.config.yaml_lines import FileReader, LineMap, read_yaml, unknown_policy
-from scheduler.core.retry import NO_RETRY
+from scheduler.core.retry import BUILTIN_RETRY_POLICIES
 from scheduler.settings import DEFAULT_QUEUES, Settings
 
 _STRUCTURED = (
@@ -104,7 +104,7 @@ def _file_overrides(path: str) -> dict[str, Any]:
     policies = (
         parse_retry_policies(r, *at("retry_policies"))
         if "retry_policies" in data
-        else {"none": NO_RETRY}
+        else dict(BUILTIN_RETRY_POLICIES)
     )
     overrides["retry_policies"] = policies
     if "default_retry_policy" in data:

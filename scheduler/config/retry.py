@@ -1,4 +1,9 @@
-"""The `retry_policies` section: named backoff policies ("none" is built in and cannot change)."""
+"""The `retry_policies` section: named backoff policies.
+
+Two are built in (scheduler.core.retry.BUILTIN_RETRY_POLICIES): "none" (no retry, end failed),
+which cannot change, and "default" (the policy tasks get out of the box), which a file may
+redefine; the keys such a redefinition leaves out keep the built-in default's values.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 from scheduler.config.queues import QUEUE_NAME_PATTERN
 from scheduler.config.yaml_lines import FileReader, join_path, kind
-from scheduler.core.retry import NO_RETRY, Backoff, RetryPolicy
+from scheduler.core.retry import BUILTIN_RETRY_POLICIES, NO_RETRY, Backoff, RetryPolicy
 
 _EXCEPTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -24,22 +29,23 @@ _POLICY_KEYS = (
 
 
 def parse_retry_policies(r: FileReader, raw: Any, line: int) -> dict[str, RetryPolicy]:
-    """Read `retry_policies` (at `line`); the result always holds "none" as well."""
+    """Read `retry_policies` (at `line`); the result always holds the built-in policies too."""
     section = r.mapping(raw, line, "retry_policies", "a mapping of policy name -> settings")
-    policies: dict[str, RetryPolicy] = {"none": NO_RETRY}
+    policies: dict[str, RetryPolicy] = dict(BUILTIN_RETRY_POLICIES)
     for name, body in section.items():
         key_line = section.key_lines[name]
         path = f"retry_policies.{name}"
         # Policy names follow the queue-name rule: both are short identifiers users type.
         if not isinstance(name, str) or not QUEUE_NAME_PATTERN.match(name):
             raise r.error(key_line, "retry_policies", f"{name!r} is not a valid policy name")
-        if name == "none":
+        if name == NO_RETRY.name:
             raise r.error(
                 key_line, path, "'none' is built in (no retry, end failed) and cannot be redefined"
             )
         m = r.mapping(body, key_line, path)
         r.keys(m, path, _POLICY_KEYS)
-        base = RetryPolicy(name)
+        # Redefining "default" tunes the out-of-the-box policy: what it leaves out stays built in.
+        base = BUILTIN_RETRY_POLICIES.get(name) or RetryPolicy(name)
         backoff = r.choice(m, "backoff", path, [b.value for b in Backoff])
         base_delay = r.number(m, "base_delay_seconds", path, base.base_delay_seconds)
         max_delay = r.number(m, "max_delay_seconds", path, max(base.max_delay_seconds, base_delay))

@@ -189,6 +189,8 @@ class WorkerView:
     """Failed attempts on this worker within the failure window."""
     quarantined: bool = False
     """Kept from new work because it keeps failing tasks."""
+    registered_tasks: frozenset[str] = frozenset()
+    """Task names its Celery app registers; empty when not known (then any name may go there)."""
 
     @property
     def has_gpu(self) -> bool:
@@ -198,6 +200,10 @@ class WorkerView:
     def free_slots(self, prefetch: int = 0) -> int:
         """Slots the worker can still be handed work for (prefetch lets a queue run slightly ahead)."""
         return max(0, self.slots + prefetch - self.in_flight)
+
+    def may_run(self, task_name: str) -> bool:
+        """Whether its Celery app may run `task_name`: it registers it, or its registry is unknown."""
+        return not self.registered_tasks or task_name in self.registered_tasks
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ over it. Nothing here draws randomness: the jitter's number in [0, 1) is passed 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class Backoff(StrEnum):
@@ -51,9 +53,13 @@ class RetryPolicy:
         return min(raw, self.max_delay_seconds)
 
     def delay_bounds(self, retry_number: int) -> tuple[float, float]:
-        """Smallest and largest delay jitter can produce for that retry."""
+        """Smallest and largest delay jitter can produce for that retry.
+
+        Jitter spreads the nominal delay both ways, but never past `max_delay_seconds`: the cap
+        is a promise about every single wait, so a capped retry waits within [nominal*(1-j), cap].
+        """
         nominal = self.nominal_delay(retry_number)
-        return nominal * (1 - self.jitter), nominal * (1 + self.jitter)
+        return nominal * (1 - self.jitter), min(nominal * (1 + self.jitter), self.max_delay_seconds)
 
     def delay(self, retry_number: int, unit_random: float) -> float:
         """Delay with jitter; `unit_random` is a number in [0, 1)."""
@@ -62,7 +68,26 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy("none", max_retries=0, dead_letter=False)
-"""The built-in default: a failure is final and the task ends `failed`."""
+"""Built in, for opting out: a failure is final and the task ends `failed`."""
+
+DEFAULT_RETRY = RetryPolicy(
+    "default",
+    max_retries=2,
+    backoff=Backoff.EXPONENTIAL,
+    base_delay_seconds=2.0,
+    multiplier=2.0,
+    max_delay_seconds=60.0,
+    jitter=0.5,
+    dead_letter=True,
+)
+"""Built in, and the policy tasks get out of the box: three attempts in all, the retries after
+about 2 s and 4 s (each spread +-50 % so failures that struck together do not retry together,
+never over 60 s), then the task is dead-lettered, kept for inspection and replay."""
+
+BUILTIN_RETRY_POLICIES: Mapping[str, RetryPolicy] = MappingProxyType(
+    {NO_RETRY.name: NO_RETRY, DEFAULT_RETRY.name: DEFAULT_RETRY}
+)
+"""The policies every configuration holds; a config file may redefine `default`, never `none`."""
 
 
 class RetryAction(StrEnum):
@@ -102,3 +127,13 @@ def decide_retry(policy: RetryPolicy, failures: int, error_type: str, unit_rando
         RetryAction.RETRY, delay,
         f"retry {failures} of {policy.max_retries} under policy {policy.name} in {delay:.1f}s",
     )
+
+
+NOT_REGISTERED = "NotRegistered"
+"""`error_type` of a failed report from a worker whose Celery app does not register the task's
+name (its `task_unknown` / `task_rejected` signals fired). No retry policy applies: another
+attempt would fail the same way, so the task ends failed at once."""
+
+NOT_STARTED = "NotStarted"
+"""`error_type` of a task that ended failed because its hand-outs kept missing the start deadline
+(`start_deadline_seconds`, `start_deadline_returns`); set by the scheduler, never by a worker."""

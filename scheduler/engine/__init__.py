@@ -72,6 +72,8 @@ class Engine:
         self.controls = Controls(self.shared, self.queries)
         self.gauges = Gauges(self.shared, self.queries)
         self._loops: list[asyncio.Task[None]] = []
+        self.stopped = asyncio.Event()
+        """Set once `stop` is called: agent streams of this engine end (leadership moved)."""
 
     async def start(self) -> None:
         """Recover durable state, then start every loop."""
@@ -89,6 +91,7 @@ class Engine:
 
     async def stop(self) -> None:
         """Stop the loops and write out the queue counters kept in memory."""
+        self.stopped.set()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)

@@ -111,10 +111,10 @@ class Admission:
         try:
             chosen = []
             if sync and self.placement.has_free_slot(now):
-                # Tasks with an idempotency key may turn out to be duplicates: they take the normal path.
+                # A task with an idempotency key may turn out to be a duplicate: its fresh id is then
+                # never written, so the store refuses its hand-out and the re-read finds nothing.
                 fresh = [shared.pending_task(n.record, seq=i) for i, n in enumerate(
-                    n for s in batch for n in s.new_tasks
-                    if not n.record.idempotency_key and n.record.queue not in shared.paused)]
+                    n for s in batch for n in s.new_tasks if n.record.queue not in shared.paused)]
                 # Highest priority first, then first come: the order every placement round uses.
                 fresh.sort(key=lambda task: task.order_key)
                 chosen = self.placement.decide(fresh, now)
@@ -131,6 +131,7 @@ class Admission:
             placed = {task.task_id for (task, _r), ok in zip(chosen, handed, strict=True) if ok}
             for submission, result in zip(batch, results, strict=True):
                 await self._answer(submission, result, placed)
+            crashpoints.reached("submit:answered")
             if chosen:
                 await self.placement.follow(chosen, handed, now)
         finally:

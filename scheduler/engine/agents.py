@@ -97,6 +97,7 @@ class Agents:
         worker.gpus = list(hello.gpus)
         worker.gpu_simulated = hello.gpu_simulated
         worker.capabilities = hello.capabilities
+        worker.registered_tasks = shared.fleet.task_set(hello.registered_tasks)
         worker.connected = True
         worker.disconnected_at = None
         worker.session += 1
@@ -105,9 +106,12 @@ class Agents:
         await self.registrations.remember(
             WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels))
         )
-        log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s)%s", worker.worker_id,
+        log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s, %s)%s", worker.worker_id,
                  worker_type.value, hello.slots, len(hello.gpus),
-                 ", simulated" if hello.gpu_simulated else "", " after being lost" if rejoined else "")
+                 ", simulated" if hello.gpu_simulated else "",
+                 f"{len(worker.registered_tasks)} registered task name(s)" if worker.registered_tasks
+                 else "registered task names not reported",
+                 " after being lost" if rejoined else "")
         shared.kick.set()
         settings = shared.settings
         return worker, Welcome(

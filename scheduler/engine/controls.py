@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from scheduler import crashpoints
 from scheduler.core.model import IN_FLIGHT_STATES, TaskState
 from scheduler.engine.queries import Queries
 from scheduler.engine.shared import Shared
@@ -29,8 +30,10 @@ class Controls:
         if not task_id:
             raise InvalidArgument("task_id is empty")
         shared = self.shared
+        crashpoints.reached("cancel:before")
         outcome = await shared.state.tasks.cancel(task_id, shared.clock(), "cancelled by client",
                                                   shared.settings.result_ttl_seconds)
+        crashpoints.reached("cancel:after")
         if outcome.status is CancelStatus.MISSING or outcome.task is None or outcome.previous_state is None:
             raise NotFound(f"task {task_id!r} does not exist (or its result expired)")
         previous = outcome.previous_state

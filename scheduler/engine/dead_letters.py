@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from scheduler import crashpoints
 from scheduler.core.model import TaskState
 from scheduler.engine.shared import Shared
 from scheduler.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -61,7 +62,9 @@ class DeadLetters:
             raise NotFound(f"task {task_id!r} does not exist (or its dead letter expired)")
         if record.state is not TaskState.DEAD_LETTERED:
             raise FailedPrecondition(f"task {task_id} is {record.state}, not dead-lettered")
+        crashpoints.reached("deadletter:replay:before")
         promoted = await shared.state.tasks.promote(task_id, TaskState.DEAD_LETTERED, "replayed from dead letters")
+        crashpoints.reached("deadletter:replay:after")
         if promoted is None:
             raise FailedPrecondition(f"task {task_id} changed state; try again")
         shared.dead.pop(task_id, None)
@@ -76,4 +79,5 @@ class DeadLetters:
         chosen = list(task_ids) or [tid for tid, q in shared.dead.items() if purge_all or q == queue]
         for task_id in chosen:
             shared.dead.pop(task_id, None)
+        crashpoints.reached("deadletter:purge:before")
         return await shared.state.indexes.purge_dead_letters(chosen)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from scheduler import crashpoints
 from scheduler.core.model import TERMINAL_STATES, TaskState
-from scheduler.core.retry import RetryAction, decide_retry
+from scheduler.core.retry import NOT_REGISTERED, RetryAction, decide_retry
 from scheduler.engine.placement import Placement
 from scheduler.engine.shared import Shared
 from scheduler.fleet import InFlight
@@ -52,6 +52,8 @@ class Lifecycle:
             if backlog and not events:
                 backlog = False
                 continue
+            if events:
+                crashpoints.reached("report:read")
             await self.apply(events)
 
     async def watch_starts(self) -> None:
@@ -93,6 +95,7 @@ class Lifecycle:
                 crashpoints.reached("dispatch:after")
             for event, result in zip(events, applied, strict=True):
                 self._follow(event, result)
+            crashpoints.reached("report:followed")
             if chosen:
                 await placement.follow(chosen, handed, now)
         await shared.notify_watchers(e.task_id for e, result in zip(events, applied, strict=True) if result)
@@ -115,6 +118,10 @@ class Lifecycle:
         """What the retry policy makes of this failed report (None when the report is stale)."""
         if current is None or current.attempt != event.attempt:
             return None
+        if event.fields.get("error_type", "") == NOT_REGISTERED:
+            return FailureOutcome(FailureAction.FAIL, 0.0, (
+                f"task {current.name!r} is not registered on worker {event.worker_id} (its Celery app "
+                "does not know the name); not retried, it would fail the same way again"))
         settings = self.shared.settings
         policy = settings.retry_policies.get(current.retry_policy) or settings.retry_policies.get(
             settings.default_retry_policy
@@ -175,7 +182,9 @@ class Lifecycle:
         due = await shared.state.indexes.due_retries(shared.clock())
         promoted = 0
         for task_id in due:
+            crashpoints.reached("retry:promote:before")
             record = await shared.state.tasks.promote(task_id, TaskState.RETRYING, "retry due")
+            crashpoints.reached("retry:promote:after")
             shared.retrying.pop(task_id, None)
             if record is not None:
                 shared.back_to_pending(record)

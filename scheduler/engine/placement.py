@@ -164,6 +164,7 @@ class Placement:
             made.append(task.task_id)
         if refused:
             await self._resync(refused)
+        crashpoints.reached("handout:followed")
         await shared.notify_watchers(made)
         return len(made)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from scheduler import crashpoints
 from scheduler.core.model import IN_FLIGHT_STATES, TaskState, WorkerType
 from scheduler.engine.shared import Shared, in_flight_of
 from scheduler.fleet import Worker
@@ -17,6 +18,7 @@ log = logging.getLogger("switchyard.scheduler.engine.recovery")
 async def recover(shared: Shared) -> None:
     """Pending tasks, paused queues, retry and dead-letter indexes, in-flight ledgers."""
     state = shared.state
+    crashpoints.reached("recover:start")
     configured = {q.name for q in shared.settings.queues if q.paused}
     stored = await state.controls.paused_queues()
     shared.paused = stored | configured
@@ -25,6 +27,7 @@ async def recover(shared: Shared) -> None:
     for record in await state.tasks.load(await state.indexes.pending_ids()):
         if record.state is TaskState.PENDING:
             shared.pending.add(shared.pending_task(record))
+    crashpoints.reached("recover:pending")
     for record in await state.tasks.load(await state.indexes.due_retries(float("inf"), limit=1_000_000)):
         if record.state is TaskState.RETRYING:
             shared.retrying[record.task_id] = record.queue
@@ -44,4 +47,5 @@ async def recover(shared: Shared) -> None:
             if record.state in IN_FLIGHT_STATES and record.worker_id == worker_id:
                 worker.in_flight[record.task_id] = in_flight_of(record)
         shared.fleet.add(worker)
+    crashpoints.reached("recover:ledgers")
     log.info("recovered %d pending task(s), %d worker ledger(s)", len(shared.pending), len(shared.fleet))

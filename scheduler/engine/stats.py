@@ -52,6 +52,10 @@ class QueueStats:
         row["run_sum"] += applied.ran_seconds
         row["run_count"] += 1
 
+    def failed_unstarted(self, queue: str) -> None:
+        """Count a task that ended failed without ever starting (it has no wait or run time)."""
+        self._unwritten[queue]["failed"] += 1
+
     def add_unwritten(self, stored: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         """`stored` (from Redis) plus everything counted since."""
         merged = {queue: dict(row) for queue, row in stored.items()}

@@ -44,6 +44,8 @@ class WorkerRegistration:
     gpu_simulated: bool
     capabilities: Any = None
     """The agent's WorkerCapabilities message, kept for ListWorkers."""
+    registered_tasks: Sequence[str] = ()
+    """Task names the worker's Celery app registers; empty when the agent did not say."""
 
 
 @dataclass(frozen=True)

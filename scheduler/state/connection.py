@@ -9,8 +9,10 @@ password), says what to check, and says the request can be retried.
 from __future__ import annotations
 
 import functools
+import math
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -21,7 +23,10 @@ from redis import exceptions as redis_errors
 from redis.commands.core import AsyncScript
 from switchyard.wire import Keys
 
-from scheduler.errors import StateUnavailable
+from scheduler.errors import LeadershipLost, StateUnavailable
+
+FENCED_MARK = "FENCED fencing token"
+"""How fence.lua's refusal starts (a pipeline's error quotes it after the failing command)."""
 
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
@@ -30,24 +35,92 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 """Failures that mean "the state store is not usable right now", not "the request is wrong"."""
 
 
+class Fence:
+    """The fencing token this process writes with, and until when its lease surely holds.
+
+    Every state-changing script carries the token (fence.lua refuses it once another scheduler
+    holds the lease). Before a write leaves the process, `check` also refuses it locally when
+    the lease may have expired by this process's own clock (after a long pause, say), so a
+    deposed leader stops even before Redis tells it. The default — an empty token, valid for
+    ever — is no fencing: the state-store tests and tools that run without a leader.
+    """
+
+    def __init__(self) -> None:
+        self.token = ""
+        self.valid_until = math.inf
+        self.on_lost: Callable[[], None] = lambda: None
+
+    def hold(self, token: str, valid_until: float) -> None:
+        """Write with `token`, which surely holds the lease until monotonic time `valid_until`."""
+        self.token, self.valid_until = token, valid_until
+
+    def drop(self) -> None:
+        """Stop writing: every later write is refused until `hold` is called again."""
+        self.token, self.valid_until = "-", -math.inf
+
+    def check(self) -> None:
+        """Raise LeadershipLost unless a write may go out now."""
+        if time.monotonic() > self.valid_until:
+            self.on_lost()
+            raise LeadershipLost("this scheduler no longer holds the leader lease (it could not renew it in "
+                                 "time); the request can be retried on the leader")
+
+    def refused(self) -> LeadershipLost:
+        """The error for a write Redis refused as fenced (another scheduler leads now)."""
+        self.on_lost()
+        return LeadershipLost("this scheduler was deposed: another scheduler holds the leader lease now; "
+                              "the request can be retried on the leader")
+
+
+class FencedScript:
+    """A registered script whose calls carry the leader lease key and the fencing token."""
+
+    def __init__(self, script: AsyncScript, fence: Fence, lease_key: str) -> None:
+        self._script = script
+        self._fence = fence
+        self._lease_key = lease_key
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    @property
+    def script(self) -> str:
+        return str(self._script.script)
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        self._fence.check()
+        return await self._script(keys=[*keys, self._lease_key], args=[*args, self._fence.token])
+
+    def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Queue a call on a pipeline as a bare EVALSHA. (redis-py's own way sends SCRIPT EXISTS
+        first, one more round trip per pipeline; `_pipelined` reloads on NOSCRIPT instead.)"""
+        self._fence.check()
+        pipe.evalsha(self.sha, len(keys) + 1, *keys, self._lease_key, *args, self._fence.token)
+
+
+def _script_text(name: str) -> str:
+    return resources.files("scheduler.state").joinpath("scripts").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
 @dataclass(frozen=True)
 class Scripts:
-    """The registered Lua scripts, one per atomic operation."""
+    """The registered Lua scripts, one per atomic operation; each starts with fence.lua."""
 
-    submit: AsyncScript
-    dispatch: AsyncScript
-    apply: AsyncScript
-    requeue: AsyncScript
-    cancel: AsyncScript
-    promote: AsyncScript
-    purge_dead: AsyncScript
+    submit: FencedScript
+    dispatch: FencedScript
+    apply: FencedScript
+    requeue: FencedScript
+    cancel: FencedScript
+    promote: FencedScript
+    purge_dead: FencedScript
 
     @classmethod
-    def register(cls, client: aioredis.Redis) -> Scripts:
+    def register(cls, client: aioredis.Redis, fence: Fence, lease_key: str) -> Scripts:
         """Register every `scripts/<operation>.lua` shipped with this package on `client`."""
-        folder = resources.files("scheduler.state").joinpath("scripts")
+        prologue = _script_text("fence")
         return cls(**{
-            name: client.register_script(folder.joinpath(f"{name}.lua").read_text(encoding="utf-8"))
+            name: FencedScript(client.register_script(prologue + _script_text(name)), fence, lease_key)
             for name in cls.__dataclass_fields__
         })
 
@@ -69,6 +142,11 @@ POOL_MAX_CONNECTIONS = 64
 """Redis connections one scheduler process opens at most. Redis runs commands one at a time, so
 more connections add no throughput; they only hold requests that wait (blocking stream reads
 hold one each)."""
+SOCKET_CONNECT_SECONDS = 2.0
+"""How long connecting to Redis may take before it counts as unreachable."""
+SOCKET_SECONDS = 15.0
+"""How long one reply may take (a hung Redis must not hang a request for ever); well above the
+longest blocking read (stream reads block 0.5 s) and a large recovery read."""
 POOL_WAIT_SECONDS = 10.0
 """How long a request waits for a free connection before it fails as StateUnavailable."""
 
@@ -103,11 +181,14 @@ class Connection:
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS,
             decode_responses=True, health_check_interval=10, socket_keepalive=True, retry_on_timeout=True,
+            socket_connect_timeout=SOCKET_CONNECT_SECONDS, socket_timeout=SOCKET_SECONDS,
         )
         pool.connection_class = _counting(pool.connection_class)
         self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self.keys = Keys(prefix)
-        self.scripts = Scripts.register(self.redis)
+        self.fence = Fence()
+        self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader)
+        self.lease_script = self.redis.register_script(_script_text("lease"))
         parts = urlsplit(redis_url)
         self._password = parts.password or ""
         host = parts.hostname or ""
@@ -132,10 +213,9 @@ class Connection:
         return StateUnavailable(f"{problem} ({reason}); {advice} — the request can be retried")
 
 
-def queue_script(pipe: Any, script: AsyncScript, keys: list[str], args: list[Any]) -> None:
-    """Queue a script call on a pipeline as a bare EVALSHA. (redis-py's own way sends SCRIPT
-    EXISTS first, one more round trip per pipeline; `pipelined` reloads on NOSCRIPT instead.)"""
-    pipe.evalsha(script.sha, len(keys), *keys, *args)
+def queue_script(pipe: Any, script: FencedScript, keys: list[str], args: list[Any]) -> None:
+    """Queue a fenced script call on a pipeline (one bare EVALSHA)."""
+    script.queue(pipe, keys, args)
 
 
 class StorePart:
@@ -161,6 +241,7 @@ class StorePart:
                     raise
                 for script in vars(self._scripts).values():
                     await self._redis.script_load(script.script)
+                await self._redis.script_load(self._conn.lease_script.script)
         raise AssertionError("unreachable")
 
 
@@ -180,5 +261,9 @@ def guarded(
             return await method(self, *args, **kwargs)
         except _UNREACHABLE as exc:
             raise self._conn.unavailable(exc) from exc
+        except redis_errors.ResponseError as exc:
+            if FENCED_MARK in str(exc):
+                raise self._conn.fence.refused() from exc
+            raise
 
     return call

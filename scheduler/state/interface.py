@@ -134,6 +134,22 @@ class FailureOutcome:
 
 
 @dataclass(frozen=True)
+class Reclaim:
+    """A hand-out that missed its start deadline, to take back from its worker."""
+
+    task_id: str
+    worker_id: str
+    attempt: int
+    """Taken back only while the task is still dispatched (never started) at this attempt."""
+    reason: str
+    """The task's reason afterwards (and its error, when it ends failed)."""
+    fail_at: float | None = None
+    """End the task failed at this time instead of returning it to pending (its returns are used up)."""
+    error_type: str = ""
+    """The error type of a task it ends failed."""
+
+
+@dataclass(frozen=True)
 class Retention:
     """How long finished tasks are kept."""
 
@@ -192,6 +208,12 @@ class TaskStore(Protocol):
 
     async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
         """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
+        ...
+
+    async def reclaim_unstarted(self, reclaim: Reclaim, result_ttl_seconds: float) -> TaskRecord | None:
+        """Take a hand-out that never started back from its worker: to pending with one more
+        `start_returns` and its fence moved on, or (`fail_at`) ended failed. None when the task is
+        no longer dispatched at that attempt on that worker (it started, or moved on meanwhile)."""
         ...
 
     async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome: ...

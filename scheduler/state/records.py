@@ -70,6 +70,8 @@ class TaskRecord:
     traceback: str = ""
     error_type: str = ""
     next_attempt_at: float = 0.0
+    start_returns: int = 0
+    """Times a hand-out of it missed the start deadline and it went back to pending."""
 
     def pending_task(self, inline_limit: int, seq: int | None = None) -> PendingTask:
         """The core's view of this task while it waits for a worker (payloads larger than
@@ -151,6 +153,7 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
     "traceback": ("traceback", str, str),
     "error_type": ("error_type", str, str),
     "next_attempt_at": ("next_attempt_at", _time, _time_text),
+    "start_returns": ("start_returns", lambda raw: int(raw or 0), str),
 }
 assert {attr for attr, _d, _e in _CODEC.values()} == {f.name for f in fields(TaskRecord)}
 
@@ -160,7 +163,7 @@ RECORD_FIELDS = tuple(_CODEC)
 SUBMIT_FIELDS = tuple(name for name in _CODEC if name not in {
     "seq", "state", "attempt", "dispatched_at", "gpu_index", "served_queue",
     "started_at", "progress", "progress_msg", "finished_at", "result_json", "error", "traceback",
-    "error_type", "next_attempt_at",
+    "error_type", "next_attempt_at", "start_returns",
 })
 """Fields written at submission; the submit script adds seq, state and attempt itself."""
 

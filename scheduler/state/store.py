@@ -29,6 +29,7 @@ from scheduler.state.interface import (
     Started,
     TaskStore,
 )
+from scheduler.state.lease import RedisLease
 from scheduler.state.records import WorkerRecord
 from scheduler.state.tasks import RedisTaskStore
 
@@ -92,6 +93,7 @@ class RedisIndexStore(StorePart):
     @guarded
     async def add_stats(self, deltas: Mapping[str, Mapping[str, float]]) -> None:
         """Add per-queue counter deltas in one round trip."""
+        self._conn.fence.check()
         pipe = self._redis.pipeline(transaction=False)
         for queue, row in deltas.items():
             for name, amount in row.items():
@@ -113,6 +115,7 @@ class RedisControlStore(StorePart):
     @guarded
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause or resume a queue durably."""
+        self._conn.fence.check()
         if paused:
             await self._redis.sadd(self._keys.paused, queue)
         else:
@@ -121,6 +124,7 @@ class RedisControlStore(StorePart):
     @guarded
     async def remember_worker(self, worker: WorkerRecord) -> None:
         """Keep a worker's latest registration (a restart needs it to rebuild that worker's ledger)."""
+        self._conn.fence.check()
         await self._redis.hset(self._keys.workers, worker.worker_id, records.encode_worker(worker))
 
     @guarded
@@ -132,6 +136,7 @@ class RedisControlStore(StorePart):
     @guarded
     async def purge_worker_queue(self, worker_id: str) -> int:
         """Drop what still waits in a lost worker's Celery queue (its attempts are fenced anyway)."""
+        self._conn.fence.check()
         queue = worker_queue(worker_id)
         pipe = self._redis.pipeline(transaction=False)
         pipe.llen(queue)
@@ -243,6 +248,8 @@ class RedisState(StorePart):
         self.indexes: IndexStore = RedisIndexStore(self._conn)
         self.controls: ControlStore = RedisControlStore(self._conn)
         self.events: EventLog = RedisEventLog(self._conn)
+        self.lease = RedisLease(self._conn)
+        self.fence = self._conn.fence
 
     @property
     def location(self) -> str:

@@ -27,6 +27,7 @@ from scheduler.state.interface import (
     HandOutRequest,
     IdempotencyConflict,
     LifecycleEvent,
+    Reclaim,
     Retention,
     SubmitGroup,
     SubmitOutcome,
@@ -204,6 +205,20 @@ class RedisTaskStore(StorePart):
         reply, record = await self._then_record(
             self._scripts.requeue, [keys.task(task_id), keys.inflight(worker_id), keys.pending],
             [task_id, worker_id, reason, FENCE_REQUEUED], task_id,
+        )
+        return record if reply else None
+
+    @guarded
+    async def reclaim_unstarted(self, reclaim: Reclaim, result_ttl_seconds: float) -> TaskRecord | None:
+        """A hand-out that never started back to pending (or ended failed); see `TaskStore`."""
+        keys = self._keys
+        task_id, fail_at = reclaim.task_id, reclaim.fail_at
+        args: list[Any] = [task_id, reclaim.worker_id, reclaim.reason, FENCE_REQUEUED, str(reclaim.attempt)]
+        if fail_at is not None:
+            args += ["fail", repr(fail_at), max(1, int(result_ttl_seconds)), reclaim.error_type]
+        reply, record = await self._then_record(
+            self._scripts.requeue, [keys.task(task_id), keys.inflight(reclaim.worker_id), keys.pending],
+            args, task_id,
         )
         return record if reply else None
 

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from scheduler.core.retry import DEFAULT_RETRY
 from tests.support.redis_server import env_without_switchyard
 from tests.support.stack import VENV_BIN, Stack
 
@@ -61,11 +62,26 @@ def test_cli_submit_wait_queues_and_unknown_id(stack: Stack) -> None:
     assert json.loads(reply["task"]["result_json"]) == {"args": ["json"], "kwargs": {}}
     assert reply["task"]["worker_id"] == "w1"
 
+    # Out of the box a failing task is retried (the built-in "default" policy) and then
+    # dead-lettered; --wait waits through the retries and exits 1.
     failing = _cli(
         stack, "submit", "e2e.fail", "--args", '["boom"]', "--content-type", "text", "--wait"
     )
     assert failing.returncode == 1, (failing.stdout, failing.stderr)
     assert "ValueError" in failing.stdout and "boom" in failing.stdout, failing.stdout
+    # `key  value` lines (a traceback's lines are indented and left out).
+    shown = {
+        key: value.strip()
+        for key, _, value in (line.partition(" ") for line in failing.stdout.splitlines())
+        if key[:1].isalpha()
+    }
+    attempts = str(DEFAULT_RETRY.max_retries + 1)
+    assert (shown["state"], shown["retry_policy"], shown["failures"], shown["attempt"]) == (
+        "dead_lettered",
+        "default",
+        attempts,
+        attempts,
+    ), failing.stdout
 
     queues = _cli(stack, "queues")
     assert queues.returncode == 0, queues.stderr

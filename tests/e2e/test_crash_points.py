@@ -14,7 +14,7 @@ import collections
 import grpc
 import pytest
 
-from scheduler.crashpoints import CRASH_EXIT_STATUS, POINTS
+from scheduler.crashpoints import CRASH_EXIT_STATUS, HOT_PATH_POINTS
 from tests.support.redis_server import wait_until
 from tests.support.stack import S, Stack
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 TASKS = 12
 
 
-@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("point", HOT_PATH_POINTS)
 def test_a_crash_at_each_step_loses_nothing_and_runs_nothing_twice(stack: Stack, point: str) -> None:
     stack.add_worker("w1", "cpu", concurrency=2)
     stack.wait_workers_connected(["w1"])

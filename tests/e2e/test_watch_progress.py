@@ -81,7 +81,7 @@ def test_progress_reported_inside_the_task_is_visible_in_get_task(stack: Stack) 
         task = stack.get(task_id)
         if task.state == S.TASK_STATE_RUNNING and task.progress > 0:
             observed.append((task.progress, task.progress_message))
-        return task.state in {S.TASK_STATE_SUCCEEDED, S.TASK_STATE_FAILED}
+        return task.state in {S.TASK_STATE_SUCCEEDED, S.TASK_STATE_FAILED, S.TASK_STATE_DEAD_LETTERED}
 
     wait_until(progress_seen, timeout=45, interval=0.1, message="progress task to finish")
     final = stack.get(task_id)

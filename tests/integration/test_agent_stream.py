@@ -143,7 +143,10 @@ def celery_children(agent: subprocess.Popen[bytes]) -> list[psutil.Process]:
 
 @pytest.fixture()
 def urls(redis_server: RedisServer) -> tuple[str, str]:
-    return f"redis://127.0.0.1:{redis_server.port}/0", f"redis://127.0.0.1:{redis_server.port}/1"
+    # (broker, state): one Redis, as the agent's start-up broker check demands.
+    redis_server.client().flushall()
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    return url, url
 
 
 @pytest.fixture()
@@ -182,17 +185,21 @@ def test_agent_registers_heartbeats_and_reports_a_dead_worker(
         assert hello.capabilities.gpu_simulated is True
         assert [g.uuid for g in hello.capabilities.gpus] == ["SIM-GPU-0"]
         assert dict(hello.labels) == {"zone": "test"}
+        # The Celery worker started first and named its tasks, so even the first hello has them.
+        assert "agent_app.sleep" in hello.registered_tasks
+        assert not any(name.startswith("celery.") for name in hello.registered_tasks)
+        assert hello.celery_pid == celery_children(agent)[0].pid
 
         heartbeats = wait_until(lambda: len(gateway.gateway.messages("heartbeat")) >= 3 and
                                 gateway.gateway.messages("heartbeat"), timeout=10, message="3 heartbeats")
         assert [h.sequence for h in heartbeats[:3]] == [1, 2, 3]
         assert [g.memory_total_mb for g in heartbeats[0].load.gpus] == [40960]
 
-        # Celery runs only after the welcome, with the welcome's state Redis in its environment.
+        # Celery consumes only after the welcome, which named the state Redis it was handed.
         child = wait_until(lambda: celery_children(agent), timeout=10, message="celery child")[0]
-        assert child.environ()["SWITCHYARD_STATE_REDIS_URL"] == urls[1]
         assert child.environ()["SWITCHYARD_WORKER_ID"] == "agent-t"
         wait_until(lambda: "ready." in agent_log.read_text(errors="replace"), timeout=30, message="celery ready")
+        assert f"releasing the Celery worker: state Redis {urls[1]}" in agent_log.read_text(errors="replace")
 
         child.send_signal(signal.SIGKILL)
         exited = wait_until(lambda: gateway.gateway.messages("worker_exited"), timeout=10,
@@ -207,15 +214,16 @@ def test_agent_registers_heartbeats_and_reports_a_dead_worker(
 def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         urls: tuple[str, str], agent_log: Path) -> None:
     port = free_port()
-    agent = start_agent(port, urls[0], agent_log, worker_id="late")
+    agent = start_agent(port, urls[0], agent_log, worker_id="late", extra=["--log-level", "DEBUG"])
     server: GatewayServer | None = None
     try:
-        # Scheduler unreachable: the agent keeps retrying and does not start Celery. Two failed
-        # connects prove it held across a retry, not just before the first one.
-        wait_until(lambda: agent_log.read_text(errors="replace").count("cannot reach scheduler") >= 2,
+        # Scheduler unreachable: the agent keeps retrying, and its Celery worker, started and
+        # waiting for the welcome, consumes nothing. Two failed connects (the repeat is logged at
+        # DEBUG) prove it held across a retry, not just before the first one.
+        wait_until(lambda: "still cannot reach scheduler" in agent_log.read_text(errors="replace"),
                    timeout=15, message="two failed connects")
         assert agent.poll() is None
-        assert celery_children(agent) == []
+        assert "ready." not in agent_log.read_text(errors="replace")
 
         server = GatewayServer(FakeGateway(urls[1]), port=port)
         wait_until(lambda: server.gateway.messages("hello"), timeout=15, message="hello after scheduler start")
@@ -240,7 +248,7 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         assert state.hget(keys.task("long"), FENCE_FIELD) == fence_started(1)
         assert state.hget(keys.task("long"), "state") == "running"
         # Heartbeats count the running attempt.
-        wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 1,
+        wait_until(lambda: (beats := server.gateway.messages("heartbeat")) and beats[-1].load.active_tasks == 1,
                    timeout=5, message="active_tasks == 1")
 
         state.hset(keys.task("long"), mapping={"state": "cancelled", FENCE_FIELD: "cancelled"})

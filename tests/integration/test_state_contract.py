@@ -26,6 +26,7 @@ from scheduler.state.interface import (
     FailureOutcome,
     IdempotencyConflict,
     NewTask,
+    Reclaim,
     Retention,
     Started,
     SubmitGroup,
@@ -338,6 +339,54 @@ async def requeue_moves_an_attempt_back_and_fences_it(b: Backend) -> None:
     assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
 
 
+async def a_requeue_does_not_count_as_a_failure(b: Backend) -> None:
+    """A lost worker is not the task's fault: the attempt moves on, the failure count does not,
+    so the retry policy (which decides on failures + 1) still grants every remaining retry."""
+    await submitted(b, "a")
+    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
+    await b.report("failed", "a", 1, "w1", T0 + 2, error="ValueError: x", error_type="ValueError")
+    await deliver(b, FailureOutcome(FailureAction.RETRY, T0 + 3, "retry 1 of 2"))
+    assert await b.state.tasks.promote("a", TaskState.RETRYING, "retry due") is not None
+    assert await b.state.tasks.dispatch([hand_out("a", attempt=2)], T0 + 4) == [True]
+    assert await b.claim("a", 2, "w1", T0 + 5)
+    back = await b.state.tasks.requeue("a", "w1", "re-queued: worker w1 was lost")
+    assert back is not None and (back.state, back.attempt, back.failures) == (TaskState.PENDING, 2, 1)
+    assert await b.state.tasks.dispatch([hand_out("a", "w2", attempt=3)], T0 + 6) == [True]
+    again = await record(b, "a")
+    assert (again.state, again.worker_id, again.attempt, again.failures) == (TaskState.DISPATCHED, "w2", 3, 1)
+
+
+async def a_hand_out_that_never_started_is_taken_back_or_failed(b: Backend) -> None:
+    await submitted(b, "a", "b", "c")
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("b"), hand_out("c")], T0 + 1)
+    assert await b.claim("b", 1, "w1", T0 + 2)
+    reclaim = b.state.tasks.reclaim_unstarted
+    assert await reclaim(Reclaim("a", "w2", 1, "not there"), 3600) is None
+    assert await reclaim(Reclaim("a", "w1", 2, "another attempt"), 3600) is None
+    assert await reclaim(Reclaim("b", "w1", 1, "it started"), 3600) is None
+    assert await state_of(b, "b") is TaskState.RUNNING
+    back = await reclaim(Reclaim("a", "w1", 1, "re-queued: not started"), 3600)
+    assert back is not None
+    assert (back.state, back.worker_id, back.attempt, back.start_returns, back.dispatched_at, back.reason) == (
+        TaskState.PENDING, "", 1, 1, 0.0, "re-queued: not started")
+    assert await b.fence("a") == FENCE_REQUEUED
+    assert not await b.claim("a", 1, "w1", T0 + 3)
+    assert await reclaim(Reclaim("a", "w1", 1, "twice"), 3600) is None
+    # The returns add up over hand-outs.
+    assert await b.state.tasks.dispatch([hand_out("a", "w2", attempt=2)], T0 + 4) == [True]
+    again = await reclaim(Reclaim("a", "w2", 2, "re-queued: not started again"), 3600)
+    assert again is not None and (again.state, again.attempt, again.start_returns) == (TaskState.PENDING, 2, 2)
+    failed = await reclaim(Reclaim("c", "w1", 1, "not started within 60s", T0 + 70, "NotStarted"), 3600)
+    assert failed is not None
+    assert (failed.state, failed.worker_id, failed.finished_at, failed.error, failed.error_type, failed.reason,
+            failed.start_returns) == (TaskState.FAILED, "w1", T0 + 70, "not started within 60s", "NotStarted",
+                                      "not started within 60s", 0)
+    assert await b.fence("c") == ""
+    assert not await b.claim("c", 1, "w1", T0 + 71)
+    assert await b.state.indexes.pending_ids() == ["a"]
+    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
+
+
 async def cancel_in_each_state(b: Backend) -> None:
     await submitted(b, "pending", "dispatched", "running", "retrying", "done")
     await b.state.tasks.dispatch([hand_out(t) for t in ("dispatched", "running", "retrying", "done")], T0 + 1)
@@ -476,6 +525,8 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     a_stale_attempt_changes_nothing,
     failures_retry_then_dead_letter_or_fail,
     requeue_moves_an_attempt_back_and_fences_it,
+    a_requeue_does_not_count_as_a_failure,
+    a_hand_out_that_never_started_is_taken_back_or_failed,
     cancel_in_each_state,
     dead_letters_replay_and_purge,
     controls_survive_in_the_store,

@@ -19,11 +19,17 @@ import os
 import time
 from typing import Any
 
+from celery import signals
 from switchyard.wire import HEADER_ATTEMPT
 
 from tests.support.apps import broker_redis, json_app
 
 app = json_app("e2e_app")
+
+GHOST_TASKS_ENV = "E2E_GHOST_TASKS"
+"""Comma-separated task names this app drops from its registry once its worker has reported
+them to its agent: the worker then advertises names its Celery consumer turns away, which is
+how a test makes the scheduler hand a worker a task it does not register."""
 
 RUNS_KEY = "e2e:runs"
 DONE_KEY = "e2e:done"
@@ -111,3 +117,27 @@ def load_model(name: str) -> str:
 
     set_label("model", name)
     return name
+
+
+@app.task(name="e2e.wait_file")
+def wait_file(path: str, timeout: float = 60.0) -> str:
+    """Wait until file `path` exists, then return it; touches no Redis, so it runs on while the
+    test has Redis down."""
+    deadline = time.monotonic() + float(timeout)
+    while time.monotonic() < deadline and not os.path.exists(path):
+        time.sleep(0.05)
+    return path
+
+
+@app.task(name="e2e.ghost")
+def ghost() -> str:
+    """A task a worker started with E2E_GHOST_TASKS=e2e.ghost reports but cannot run."""
+    return "boo"
+
+
+@signals.worker_init.connect(weak=False)
+def _drop_ghost_tasks(sender: Any = None, **_: Any) -> None:
+    # Connected after Switchyard's hooks (imported before this app), so it runs after the worker
+    # reported its task names and before Celery's consumer reads the registry.
+    for name in filter(None, os.environ.get(GHOST_TASKS_ENV, "").split(",")):
+        app.tasks.pop(name, None)

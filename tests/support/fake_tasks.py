@@ -27,6 +27,7 @@ from scheduler.state.interface import (
     IdempotencyConflict,
     LifecycleEvent,
     NewTask,
+    Reclaim,
     Retention,
     Started,
     SubmitGroup,
@@ -111,7 +112,8 @@ def _lua_number(seconds: float) -> float:
 
 
 class FakeTaskStore:
-    """submit.lua, dispatch.lua, apply.lua, requeue.lua, cancel.lua and promote.lua."""
+    """submit.lua, dispatch.lua, apply.lua, requeue.lua (and its start-deadline variant,
+    `reclaim_unstarted`), cancel.lua and promote.lua."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
@@ -285,6 +287,25 @@ class FakeTaskStore:
             return None
         task.update(state="pending", worker="", reason=reason, progress="0", progress_msg="", started_at="",
                     dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
+        t.pending[task_id] = int(task["seq"])
+        return t.record(task_id)
+
+    async def reclaim_unstarted(self, reclaim: Reclaim, result_ttl_seconds: float) -> TaskRecord | None:
+        """requeue.lua for a hand-out that missed its start deadline, then the record read."""
+        t = self.t
+        task_id, worker_id = reclaim.task_id, reclaim.worker_id
+        task = t.hashes.get(task_id, {})
+        if (task.get("state"), task.get("worker"), task.get("attempt")) != ("dispatched", worker_id,
+                                                                            str(reclaim.attempt)):
+            return None
+        t.inflight[worker_id].discard(task_id)
+        if reclaim.fail_at is not None:
+            task.update(state="failed", finished_at=repr(reclaim.fail_at), reason=reclaim.reason,
+                        error=reclaim.reason, error_type=reclaim.error_type, served_queue="", fence="")
+            return t.record(task_id)
+        task["start_returns"] = str(int(task.get("start_returns") or "0") + 1)
+        task.update(state="pending", worker="", reason=reclaim.reason, progress="0", progress_msg="",
+                    started_at="", dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
         t.pending[task_id] = int(task["seq"])
         return t.record(task_id)
 

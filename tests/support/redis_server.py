@@ -28,13 +28,15 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with AOF on, listening on 127.0.0.1:<port>."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = True, appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH; install it (apt-get install redis-server)")
         self.binary = binary
         self.port = port or free_port()
         self.appendonly = appendonly
+        # "always" (no acknowledged write lost) or "everysec" (the chaos suite measures its loss window).
+        self.appendfsync = appendfsync
         self.dir = Path(tempfile.mkdtemp(prefix="sy-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -50,7 +52,7 @@ class RedisServer:
             "--dir", str(self.dir),
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
+            "--appendfsync", self.appendfsync,
             "--logfile", str(self.dir / "redis.log"),
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -429,12 +429,18 @@ class Stack:
         labels: Mapping[str, str] | None = None,
         app: str = "tests.support.e2e_app",
         extra_celery_args: Sequence[str] = (),
+        scheduler_address: str | None = None,
+        redis_url: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> WorkerProc:
         """Start `switchyard-agent` supervising a prefork Celery worker of `app` (the e2e app).
 
         `app` is the Celery `-A` module; `extra_celery_args` are appended to the worker's
         command line. Does not wait: call `wait_workers_connected` (several workers start
-        faster together).
+        faster together). `scheduler_address` and `redis_url` replace the scheduler's address and
+        the Redis the worker uses as broker and state store (the chaos suite routes one worker
+        through a TCP proxy it can cut). `env` overrides variables of the agent's (and so the
+        worker's) environment, e.g. another CELERY_BROKER_URL.
         """
         if type not in WORKER_TYPES:
             raise ValueError(f"worker type must be one of {sorted(WORKER_TYPES)}")
@@ -444,7 +450,7 @@ class Stack:
         args = [
             str(VENV_BIN / "switchyard-agent"),
             "--scheduler",
-            self.address,
+            scheduler_address or self.address,
             "--worker-id",
             worker_id,
             "--type",
@@ -454,6 +460,8 @@ class Stack:
             args += ["--simulate-gpu", simulate_gpu]
         if labels:
             args += ["--labels", ",".join(f"{k}={v}" for k, v in labels.items())]
+        if redis_url:
+            args += ["--state-redis-url", redis_url]
         args += [
             "--",
             str(VENV_BIN / "celery"),
@@ -468,11 +476,13 @@ class Stack:
             "WARNING",
             *extra_celery_args,
         ]
+        extra_env = dict(env or {})
         env = env_without_switchyard()
-        env["CELERY_BROKER_URL"] = self.redis_url
+        env["CELERY_BROKER_URL"] = redis_url or self.redis_url
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}".rstrip(os.pathsep)
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+        env.update(extra_env)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
                 args,

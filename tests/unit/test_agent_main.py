@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from switchyard.v1 import worker_pb2
@@ -19,7 +20,7 @@ def test_full_command_line() -> None:
                          "--simulate-gpu", "1xA100:40960", "--labels", "zone=eu,model=whisper-large",
                          "--state-redis-url", "redis://r:6379/1", "--reconnect-max-seconds", "2",
                          "--log-level", "debug", *CELERY, "-c", "2"], environ={})
-    assert config.scheduler == "sched:50051" and config.worker_id == "gpu-01"
+    assert config.schedulers == ("sched:50051",) and config.worker_id == "gpu-01"
     assert config.worker_type == "hybrid" and config.simulate_gpu == "1xA100:40960"
     assert config.labels == {"zone": "eu", "model": "whisper-large"}
     assert config.state_redis_url == "redis://r:6379/1" and config.reconnect_max_seconds == 2
@@ -32,8 +33,27 @@ def test_environment_supplies_defaults() -> None:
         "SWITCHYARD_SCHEDULER": "s:1", "SWITCHYARD_WORKER_ID": "cpu-7", "SWITCHYARD_WORKER_TYPE": "cpu",
         "SWITCHYARD_SIMULATE_GPU": "2xT4:16384", "SWITCHYARD_LABELS": "rack=r1",
     })
-    assert (config.scheduler, config.worker_id, config.worker_type, config.simulate_gpu, config.labels) == (
-        "s:1", "cpu-7", "cpu", "2xT4:16384", {"rack": "r1"})
+    assert (config.schedulers, config.worker_id, config.worker_type, config.simulate_gpu, config.labels) == (
+        ("s:1",), "cpu-7", "cpu", "2xT4:16384", {"rack": "r1"})
+
+
+def test_several_scheduler_addresses_from_flag_or_environment() -> None:
+    config = parse_args(["--scheduler", " a:1, b:2 ,a:1", "--worker-id", "w", *CELERY], environ={})
+    assert config.schedulers == ("a:1", "b:2")
+    config = parse_args(["--worker-id", "w", *CELERY], environ={"SWITCHYARD_SCHEDULER": "[::1]:50051,c:3"})
+    assert config.schedulers == ("[::1]:50051", "c:3")
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("sched", "invalid scheduler address 'sched': expected HOST:PORT"),
+    ("a:1,b:x", "invalid scheduler address 'b:x': port 'x' is not a number"),
+    ("a:70000", "port '70000' is not a number from 1 to 65535"),
+    ("::1:50051", "IPv6 host in brackets"),
+    (",", "no scheduler address given"),
+])
+def test_bad_scheduler_addresses_named(value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        parse_args(["--scheduler", value, "--worker-id", "w", *CELERY], environ={})
 
 
 @pytest.mark.parametrize("worker_id", ["_leading-underscore", "has space", "a/b", "x" * 129, "ü"])
@@ -45,7 +65,7 @@ def test_bad_worker_ids_rejected(worker_id: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--worker-id", "w", *CELERY], "--scheduler HOST:PORT is required"),
+        (["--worker-id", "w", *CELERY], r"--scheduler HOST:PORT\[,HOST:PORT\.\.\.\] is required"),
         (["--scheduler", "s:1", *CELERY], "--worker-id is required"),
         (["--scheduler", "s:1", "--worker-id", "w"], "after '--'"),
     ],

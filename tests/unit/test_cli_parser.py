@@ -46,6 +46,14 @@ def test_cli_scheduler_defaults_to_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli_parser.build_parser().parse_args(["queues"]).scheduler == "127.0.0.1:50051"
 
 
+def test_cli_takes_several_schedulers_and_a_failover_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = cli_parser.build_parser().parse_args(["--scheduler", "a:1,b:2", "queues", "--failover-timeout", "0"])
+    assert (options.scheduler, options.failover_timeout) == ("a:1,b:2", 0.0)
+    monkeypatch.setenv("SWITCHYARD_SCHEDULER", "a:1, b:2")
+    options = cli_parser.build_parser().parse_args(["queues"])
+    assert (options.scheduler, options.failover_timeout) == ("a:1, b:2", 30.0)
+
+
 def test_cli_submit_and_explain_share_the_new_task_options() -> None:
     extra = [
         "--retry-policy", "media", "--soft-time-limit", "30", "--hard-time-limit", "60",
@@ -106,6 +114,9 @@ def test_cli_explain_task_id_and_dead_letter_commands_parse() -> None:
         ["purge-dead-letters", "--queue", "q", "t-1"],
         ["nosuchcommand"],
         [],
+        ["--scheduler", " , ", "queues"],
+        ["queues", "--failover-timeout", "-1"],
+        ["queues", "--failover-timeout", "nan"],
     ],
 )
 def test_cli_bad_usage_exits_2_before_any_network_call(

@@ -206,6 +206,12 @@ def test_submit_explain_and_batch_send_one_request_for_the_same_options() -> Non
     expected = build_submit_request("media.transcribe_audio", TaskOptions(args=["a.mp3"], kwargs={"language": "de"}, **options))
     assert [name for name, _ in channel.requests] == ["SubmitTask", "ExplainPlacement", "SubmitBatch"]
     (_, submit), (_, explain), (_, batch) = channel.requests
+    # Submissions without a key get one of the client's own (so a retry cannot duplicate them);
+    # a dry run stores nothing and gets none.
+    made_up = [submit.idempotency_key, batch.tasks[0].idempotency_key]
+    assert all(key.startswith("switchyard-auto-") for key in made_up) and len(set(made_up)) == 2
+    submit.ClearField("idempotency_key")
+    batch.tasks[0].ClearField("idempotency_key")
     assert submit == expected
     assert explain.task == expected
     assert list(batch.tasks) == [expected]

@@ -11,7 +11,7 @@ from scheduler.config import ConfigError, load_settings
 from scheduler.core.classify import classify
 from scheduler.core.model import GpuNeed, Submission, TaskClass
 from scheduler.core.placement import Strategy
-from scheduler.core.retry import Backoff
+from scheduler.core.retry import DEFAULT_RETRY, Backoff
 from scheduler.settings import DEFAULT_QUEUES, Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
@@ -244,10 +244,41 @@ def test_every_section_is_read(tmp_path):
     assert s.rate_limits[0].per_second == 5
 
 
-def test_no_file_gives_defaults_and_none_policy():
+def test_no_file_gives_defaults_and_the_default_retry_policy():
     s = load_settings([], {})
     assert s.queues == DEFAULT_QUEUES and s.retry_policies["none"].max_retries == 0
+    assert s.default_retry_policy == "default" and s.retry_policies["default"] is DEFAULT_RETRY
     assert s == Settings()
+
+
+def test_a_file_keeps_the_built_in_policies_and_can_opt_out(tmp_path):
+    own = write(tmp_path, "retry_policies:\n  quick: {max_retries: 1}\n")
+    s = load_settings(["--config", own], {})
+    assert set(s.retry_policies) == {"none", "default", "quick"}
+    assert s.retry_policies["default"] is DEFAULT_RETRY and s.default_retry_policy == "default"
+    opted_out = write(tmp_path, "default_retry_policy: none\n")
+    assert load_settings(["--config", opted_out], {}).default_retry_policy == "none"
+    assert load_settings(["--default-retry-policy", "none"], {}).default_retry_policy == "none"
+    assert load_settings([], {"SWITCHYARD_DEFAULT_RETRY_POLICY": "none"}).default_retry_policy == "none"
+
+
+def test_redefining_default_keeps_the_built_in_values_it_leaves_out(tmp_path):
+    path = write(tmp_path, "retry_policies:\n  default: {max_retries: 5, dead_letter: false}\n")
+    policy = load_settings(["--config", path], {}).retry_policies["default"]
+    assert (policy.max_retries, policy.dead_letter) == (5, False)
+    assert (
+        policy.backoff,
+        policy.base_delay_seconds,
+        policy.multiplier,
+        policy.max_delay_seconds,
+        policy.jitter,
+    ) == (
+        DEFAULT_RETRY.backoff,
+        DEFAULT_RETRY.base_delay_seconds,
+        DEFAULT_RETRY.multiplier,
+        DEFAULT_RETRY.max_delay_seconds,
+        DEFAULT_RETRY.jitter,
+    )
 
 
 def test_empty_file_gives_defaults(tmp_path):

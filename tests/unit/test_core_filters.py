@@ -18,7 +18,13 @@ from scheduler.core.model import (
     WorkerType,
     WorkerView,
 )
-from scheduler.core.placement import FILTER_NAMES, PlacementContext, PlacementPolicy, evaluate
+from scheduler.core.placement import (
+    FILTER_NAMES,
+    PlacementContext,
+    PlacementPolicy,
+    evaluate,
+    wait_reason,
+)
 from scheduler.core.placement.filters import memo_key
 from scheduler.core.routing import FallbackChain
 
@@ -50,13 +56,45 @@ def test_filter_names_are_unique():
 
 
 def test_the_memo_key_ignores_what_no_filter_reads():
-    base = PendingTask("a", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, labels=(("zone", "eu"),))
+    base = PendingTask("a", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, labels=(("zone", "eu"),), task_name="t.x")
     same = PendingTask("b", "q", 9, 2, TaskClass.CPU, GpuNeed.NONE, labels=(("zone", "eu"),),
-                       task_name="other", preferred_labels=(("model", "x"),), class_reason="why")
-    other_labels = PendingTask("c", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, labels=(("zone", "us"),))
+                       task_name="t.x", preferred_labels=(("model", "x"),), class_reason="why", attempt=3)
+    other_labels = replace(base, labels=(("zone", "us"),))
+    other_name = replace(base, task_name="t.y")  # the registered filter reads it
     ctx = PlacementContext()
     assert memo_key(base, ctx) == memo_key(same, ctx)
     assert memo_key(base, ctx) != memo_key(other_labels, ctx)
+    assert memo_key(base, ctx) != memo_key(other_name, ctx)
+
+
+def test_a_worker_that_does_not_register_the_task_s_name_is_rejected_with_the_name():
+    task = PendingTask("a", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, task_name="media.transcode")
+    lacking = WorkerView("w1", WorkerType.CPU, 2, 0, registered_tasks=frozenset({"docs.parse", "docs.index"}))
+    verdict = evaluate(task, lacking, PlacementContext())
+    assert (verdict.rejected_by, verdict.reason) == (
+        "registered", "task 'media.transcode' is not registered on this worker")
+    # A worker that is also full says so by its registry first: no slot would ever help.
+    full = replace(lacking, in_flight=2)
+    assert evaluate(task, full, PlacementContext()).rejected_by == "registered"
+
+
+def test_a_worker_that_registers_the_name_or_did_not_say_is_judged_on():
+    task = PendingTask("a", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, task_name="media.transcode")
+    registers = WorkerView("w1", WorkerType.CPU, 2, 0, registered_tasks=frozenset({"media.transcode"}))
+    unknown = WorkerView("w2", WorkerType.CPU, 2, 0)  # the agent reported no list
+    for worker in (registers, unknown):
+        assert evaluate(task, worker, PlacementContext()).eligible
+    assert evaluate(task, replace(unknown, in_flight=2), PlacementContext()).rejected_by == "slots"
+
+
+def test_a_task_no_worker_registers_waits_for_one_that_does():
+    task = PendingTask("a", "q", 5, 1, TaskClass.CPU, GpuNeed.NONE, task_name="media.transcode")
+    fleet = [WorkerView(f"w{i}", WorkerType.CPU, 2, 0, registered_tasks=frozenset({"docs.parse"})) for i in range(3)]
+    assert wait_reason(task, fleet) == (
+        "waiting for a worker whose Celery app registers task 'media.transcode': 3 worker(s) do not")
+    # A draining worker that does register it is nearer: it may come back.
+    draining = WorkerView("w9", WorkerType.CPU, 2, 0, accepting=False, registered_tasks=frozenset({"media.transcode"}))
+    assert wait_reason(task, [*fleet, draining]) == "waiting: not accepting work (draining, unreachable or lost)"
 
 
 QUEUES = {
@@ -76,7 +114,9 @@ FLEET = [
         for by_queue in ({}, {"gpu": 1, "cpu": 2})
     )
 ] + [WorkerView("draining", WorkerType.HYBRID, 2, 0, accepting=False),
-     WorkerView("quarantined", WorkerType.HYBRID, 2, 0, quarantined=True)]
+     WorkerView("quarantined", WorkerType.HYBRID, 2, 0, quarantined=True),
+     WorkerView("registers-a", WorkerType.HYBRID, 2, 0, registered_tasks=frozenset({"t.a"})),
+     WorkerView("registers-ab", WorkerType.CPU, 2, 0, registered_tasks=frozenset({"t.a", "t.b"}))]
 tasks_st = st.builds(
     PendingTask,
     task_id=st.just("t1"),
@@ -88,6 +128,7 @@ tasks_st = st.builds(
     gpu_memory_mb=st.sampled_from([0, 4000, 16000]),
     labels=st.sampled_from([(), (("zone", "eu"),)]),
     submitted_at=st.sampled_from([0.0, 50.0, 75.0, 90.0, 100.0]),
+    task_name=st.sampled_from(["t.a", "t.b", "t.c"]),
 )
 # A twin differs from its task in one field: equal memo keys must then mean equal verdicts.
 CHANGES = {
@@ -99,6 +140,7 @@ CHANGES = {
     "labels": st.sampled_from([(), (("zone", "eu"),), (("zone", "us"),)]),
     "submitted_at": st.sampled_from([0.0, 50.0, 75.0, 90.0, 100.0]),
     "preferred_labels": st.sampled_from([(), (("zone", "us"),)]),
+    "task_name": st.sampled_from(["t.a", "t.b", "t.c"]),
 }
 
 

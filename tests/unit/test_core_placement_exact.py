@@ -40,6 +40,10 @@ from scheduler.core.routing import FallbackChain
 QUEUES = ("gpu", "mixed", "cpu", "batch")
 QUEUE_CLASS = {"gpu": TaskClass.GPU_INTENSIVE, "mixed": TaskClass.MIXED, "cpu": TaskClass.CPU, "batch": TaskClass.CPU}
 LABELS = st.sampled_from([(), (("zone", "eu"),), (("zone", "us"),), (("zone", "eu"), ("model", "big"))])
+TASK_NAMES = ("gen.a", "gen.b", "thumb")
+REGISTERED = st.sampled_from([frozenset(), frozenset(), frozenset({"gen.a", "thumb"}), frozenset({"gen.b"}),
+                              frozenset(TASK_NAMES)])
+"""What workers' Celery apps register: unknown (anything goes) most often, some of the names, all."""
 
 gpus_st = st.lists(
     st.builds(lambda total, free, reserved, util: (total, free, reserved, util),
@@ -64,6 +68,7 @@ def fleets(draw: st.DrawFn) -> list[WorkerView]:
             in_flight_by_queue=draw(st.sampled_from([{}, {}, {"cpu": 1}, {"gpu": 1, "batch": 2}])),
             recent_failures=draw(st.sampled_from([0, 0, 0, 1, 3])),
             quarantined=draw(st.sampled_from([False, False, False, True])),
+            registered_tasks=draw(REGISTERED),
         ))
     return fleet
 
@@ -80,7 +85,7 @@ def backlogs(draw: st.DrawFn) -> list[PendingTask]:
             gpu_memory_mb=draw(st.sampled_from([0, 0, 4000, 8000, 20000])),
             labels=draw(LABELS), submitted_at=draw(st.sampled_from([0.0, 40.0, 90.0])),
             preferred_labels=draw(st.sampled_from([(), (("zone", "us"),), (("model", "big"), ("zone", "eu"))])),
-            task_name=draw(st.sampled_from(["gen.a", "gen.b", "thumb"])),
+            task_name=draw(st.sampled_from(TASK_NAMES)),
         ))
     return sorted(tasks, key=lambda t: t.order_key)
 
@@ -188,9 +193,11 @@ def random_fleet(rng: random.Random, size: int) -> list[WorkerView]:
         gpus = () if kind is WorkerType.CPU else tuple(
             GpuView(j, total, rng.randint(total // 4, total), utilization_percent=rng.randint(0, 100))
             for j, total in enumerate(rng.choices([16384, 24576, 81920], k=rng.choice([1, 2, 4]))))
+        # Equal registries as distinct objects (as agents' hellos give them before the fleet interns them).
+        registered = frozenset(rng.choice([(), (), TASK_NAMES, TASK_NAMES[:2], ("thumb",)]))
         fleet.append(WorkerView(f"w{i:04d}", kind, slots, rng.randint(0, slots), accepting=rng.random() > 0.05,
                                 gpus=gpus, labels={"zone": rng.choice(["eu", "us"]), "host": f"h{i}"},
-                                recent_failures=rng.choice([0, 0, 0, 1, 2])))
+                                recent_failures=rng.choice([0, 0, 0, 1, 2]), registered_tasks=registered))
     return fleet
 
 
@@ -204,6 +211,7 @@ def random_backlog(rng: random.Random, size: int) -> list[PendingTask]:
             gpu_memory_mb=rng.choice([0, 0, 4096, 8192, 24576]) if queue == "gpu" else 0,
             labels=(("zone", "eu"),) if rng.random() < 0.1 else (),
             preferred_labels=(("zone", "us"),) if rng.random() < 0.1 else (),
+            task_name=rng.choice(TASK_NAMES),
         ))
     return sorted(tasks, key=lambda t: t.order_key)
 

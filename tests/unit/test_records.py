@@ -65,6 +65,7 @@ TASK_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "traceback": _text,
     "error_type": _text,
     "next_attempt_at": _time,
+    "start_returns": _count,
 }
 task_records = st.builds(TaskRecord, **TASK_FIELDS)
 

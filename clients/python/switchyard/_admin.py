@@ -3,6 +3,12 @@ pause/resume, the worker list and drain, and the dead-letter queue (list, retry,
 
 They are a group of their own so the client class stays readable; callers use them as
 ``client.queues()``, ``client.drain(...)``, ``client.dead_letters()`` like every other call.
+
+Every call follows the leader on ``UNAVAILABLE`` (see :mod:`switchyard._connection`). Reads,
+pause, resume and drain are also retried after ``DEADLINE_EXCEEDED``, as running them twice does
+no harm; ``retry_dead_letter`` and ``purge_dead_letters`` are not (a second run would answer
+differently), and after a connection lost mid-call their retry may report the first run's work as
+``FailedPrecondition``/``NotFound`` or as 0 purged.
 """
 
 from __future__ import annotations
@@ -42,21 +48,21 @@ class AdminCalls(Connection):
     def queues(self) -> list[QueueView]:
         """Statistics of every logical queue, in configuration order."""
         response: scheduler_pb2.ListQueuesResponse = self._call(
-            self._stub.ListQueues, scheduler_pb2.ListQueuesRequest()
+            "ListQueues", scheduler_pb2.ListQueuesRequest()
         )
         return [QueueView.from_proto(queue) for queue in response.queues]
 
     def pause(self, queue: str) -> QueueView:
         """Stop handing out the queue's tasks; submissions are still accepted."""
         response: scheduler_pb2.PauseQueueResponse = self._call(
-            self._stub.PauseQueue, scheduler_pb2.PauseQueueRequest(queue=queue)
+            "PauseQueue", scheduler_pb2.PauseQueueRequest(queue=queue)
         )
         return QueueView.from_proto(response.queue)
 
     def resume(self, queue: str) -> QueueView:
         """Hand out a paused queue's tasks again."""
         response: scheduler_pb2.ResumeQueueResponse = self._call(
-            self._stub.ResumeQueue, scheduler_pb2.ResumeQueueRequest(queue=queue)
+            "ResumeQueue", scheduler_pb2.ResumeQueueRequest(queue=queue)
         )
         return QueueView.from_proto(response.queue)
 
@@ -65,14 +71,14 @@ class AdminCalls(Connection):
     def workers(self) -> list[WorkerView]:
         """Workers the scheduler knows: connected, or within their grace period."""
         response: scheduler_pb2.ListWorkersResponse = self._call(
-            self._stub.ListWorkers, scheduler_pb2.ListWorkersRequest()
+            "ListWorkers", scheduler_pb2.ListWorkersRequest()
         )
         return [WorkerView.from_proto(worker) for worker in response.workers]
 
     def drain(self, worker_id: str) -> WorkerView:
         """Give the worker nothing new; it finishes what it has."""
         response: scheduler_pb2.DrainWorkerResponse = self._call(
-            self._stub.DrainWorker, scheduler_pb2.DrainWorkerRequest(worker_id=worker_id)
+            "DrainWorker", scheduler_pb2.DrainWorkerRequest(worker_id=worker_id)
         )
         return WorkerView.from_proto(response.worker)
 
@@ -87,14 +93,14 @@ class AdminCalls(Connection):
         if limit < 0:
             raise InvalidArgument(f"limit must be >= 0; got {limit}")
         response: scheduler_pb2.ListDeadLettersResponse = self._call(
-            self._stub.ListDeadLetters, scheduler_pb2.ListDeadLettersRequest(queue=queue, limit=limit)
+            "ListDeadLetters", scheduler_pb2.ListDeadLettersRequest(queue=queue, limit=limit)
         )
         return [DeadLetterView.from_proto(letter) for letter in response.dead_letters], response.total
 
     def retry_dead_letter(self, task_id: str) -> TaskView:
         """Put a dead-lettered task back to pending with a fresh retry budget; returns it."""
         response: scheduler_pb2.RetryDeadLetterResponse = self._call(
-            self._stub.RetryDeadLetter, scheduler_pb2.RetryDeadLetterRequest(task_id=task_id)
+            "RetryDeadLetter", scheduler_pb2.RetryDeadLetterRequest(task_id=task_id), repeatable=False
         )
         return TaskView.from_proto(response.task)
 
@@ -102,6 +108,6 @@ class AdminCalls(Connection):
         """Delete dead letters: these ``task_ids``, every one of ``queue``, or ``all=True``
         (exactly one of them). Returns how many were deleted."""
         response: scheduler_pb2.PurgeDeadLettersResponse = self._call(
-            self._stub.PurgeDeadLetters, build_purge_request(task_ids, queue, all)
+            "PurgeDeadLetters", build_purge_request(task_ids, queue, all), repeatable=False
         )
         return response.purged

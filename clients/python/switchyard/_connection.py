@@ -1,25 +1,88 @@
-"""The client's gRPC plumbing: the channel (keepalive, message size limits), the stub, deadlines,
-and the mapping of every ``grpc.RpcError`` to a typed :mod:`switchyard.exceptions` error.
+"""The client's gRPC plumbing: the channels (keepalive, message size limits), the stubs,
+deadlines, following the leader among several schedulers, and the mapping of every
+``grpc.RpcError`` to a typed :mod:`switchyard.exceptions` error.
 
 :class:`Connection` is the base the call groups of :class:`~switchyard.client.SchedulerClient`
 build on; nothing else in the package touches a channel.
+
+Several schedulers may share one Redis; one leads, the others are standbys that answer every
+call with ``UNAVAILABLE`` and name the leader in the ``switchyard-leader`` trailing metadata
+(:data:`switchyard.wire.LEADER_METADATA_KEY`). A call that gets ``UNAVAILABLE`` goes to that
+leader when it is one of the client's addresses, else to the next address; after every address
+has failed once it backs off (exponentially, with jitter) and tries again, until
+``failover_timeout`` seconds have passed. The address that last answered is where the next call
+goes first. ``DEADLINE_EXCEEDED`` (a scheduler that hangs) is retried the same way, but only for
+calls that are safe to repeat; no other status is retried.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import grpc
 
-from switchyard.exceptions import from_rpc_error
+from switchyard.exceptions import InvalidArgument, SwitchyardError, from_rpc_error
 from switchyard.v1 import scheduler_pb2_grpc
+from switchyard.wire import LEADER_METADATA_KEY
 
-__all__ = ["DEFAULT_TARGET", "Connection"]
+__all__ = ["DEFAULT_FAILOVER_TIMEOUT", "DEFAULT_TARGET", "Connection", "Failover", "leader_hint", "parse_addresses"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 """Where the scheduler listens unless told otherwise."""
+
+DEFAULT_FAILOVER_TIMEOUT = 30.0
+"""How long, in seconds, a call keeps trying the schedulers after ``UNAVAILABLE``: long enough
+for a standby to take over (5 s by default) or a scheduler to restart."""
+
+RETRY_FIRST_DELAY = 0.1
+"""Backoff after the first round in which every address failed, seconds (before jitter)."""
+RETRY_MAX_DELAY = 2.0
+"""The backoff doubles each round up to this, seconds."""
+
+log = logging.getLogger("switchyard.client")
+
+
+def parse_addresses(target: str | Sequence[str]) -> tuple[str, ...]:
+    """The scheduler addresses in ``target``: ``"HOST:PORT"``, several as
+    ``"HOST:PORT,HOST:PORT"``, or a sequence of such strings. Blanks and repeats are dropped,
+    the order is kept (it is the order in which they are tried)."""
+    parts = [target] if isinstance(target, str) else list(target)
+    addresses: list[str] = []
+    for part in parts:
+        for piece in str(part).split(","):
+            address = piece.strip()
+            if address and address not in addresses:
+                addresses.append(address)
+    if not addresses:
+        raise InvalidArgument(
+            f"no scheduler address in {target!r}: give HOST:PORT, or several as HOST:PORT,HOST:PORT"
+        )
+    return tuple(addresses)
+
+
+def leader_hint(error: grpc.RpcError) -> str | None:
+    """The leader's address a standby named in the error's trailing metadata, if any."""
+    trailing_metadata = getattr(error, "trailing_metadata", None)
+    if not callable(trailing_metadata):
+        return None
+    for key, value in trailing_metadata() or ():
+        if key == LEADER_METADATA_KEY:
+            text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+            return text.strip() or None
+    return None
+
+
+def _retry_delay(round_number: int) -> float:
+    """Backoff before round ``round_number`` (0-based): doubling up to a cap, with "equal jitter"
+    (half fixed, half random) so many clients losing one scheduler do not return in step."""
+    ceiling = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2.0**round_number)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 def _channel_options(max_message_mb: int, keepalive_time_s: float) -> list[tuple[str, int]]:
@@ -38,30 +101,58 @@ def _channel_options(max_message_mb: int, keepalive_time_s: float) -> list[tuple
 
 
 class Connection:
-    """A channel to one scheduler and its ``Scheduler`` stub.
+    """Channels to one or several schedulers, and the leader among them.
 
-    ``target`` is ``HOST:PORT`` (any gRPC target string works). ``timeout`` is the deadline, in
-    seconds, of every unary call; ``max_message_mb`` raises gRPC's send/receive limits so large
-    payloads and results fit. ``channel`` replaces the channel the connection would open (the
-    caller then keeps ownership of it). Use it as a context manager, or call :meth:`close`.
+    ``target`` is ``HOST:PORT``, several schedulers as ``"HOST:PORT,HOST:PORT"`` or a list of
+    addresses (any gRPC target string works as one address). ``timeout`` is the deadline, in
+    seconds, of every unary call (each attempt); ``max_message_mb`` raises gRPC's send/receive
+    limits so large payloads and results fit. ``channel`` replaces the channel the connection
+    would open to the first address (the caller then keeps ownership of it).
+
+    ``failover_timeout`` is how long, in seconds, a call keeps trying after ``UNAVAILABLE``: it
+    follows a standby's pointer to the leader, tries the other addresses, backs off between
+    rounds, and remembers the address that answered for later calls. With 0 it tries each
+    address once and never waits. Until the client has reached a scheduler once, a call also
+    tries each address only once, so a wrong address or a scheduler that is not running is
+    reported at once instead of waited for.
+    ``auto_idempotency_keys`` makes ``submit`` give a task without an idempotency key one of its
+    own, so that retrying it cannot create a duplicate.
+
+    Use it as a context manager, or call :meth:`close`.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         timeout: float = 10.0,
         max_message_mb: int = 16,
         keepalive_time_s: float = 60.0,
         channel: grpc.Channel | None = None,
+        failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
+        auto_idempotency_keys: bool = True,
     ) -> None:
-        self.target = target
+        if failover_timeout < 0:
+            raise InvalidArgument(f"failover_timeout must be >= 0 seconds; got {failover_timeout!r}")
+        self.addresses: tuple[str, ...] = parse_addresses(target)
+        """Every scheduler address given, in the order they are tried."""
+        self.target = ",".join(self.addresses)
+        """The addresses as one comma-separated string (one address: just it)."""
         self.timeout = timeout
-        self._owns_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            target, options=_channel_options(max_message_mb, keepalive_time_s)
-        )
-        self._stub = scheduler_pb2_grpc.SchedulerStub(self._channel)  # type: ignore[no-untyped-call]
+        self.failover_timeout = failover_timeout
+        self.auto_idempotency_keys = auto_idempotency_keys
+        self._options = _channel_options(max_message_mb, keepalive_time_s)
+        self._lock = threading.Lock()
+        self._given_channel = channel
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, scheduler_pb2_grpc.SchedulerStub] = {}
+        self._current = self.addresses[0]
+        self._reached = False
+
+    @property
+    def current_address(self) -> str:
+        """Where the next call goes first: the address that answered last (the leader)."""
+        return self._current
 
     def __enter__(self) -> Self:
         return self
@@ -75,13 +166,154 @@ class Connection:
         self.close()
 
     def close(self) -> None:
-        """Close the channel (a channel passed in by the caller stays open)."""
-        if self._owns_channel:
-            self._channel.close()
+        """Close the channels the connection opened (a channel passed in stays open)."""
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+            self._stubs.clear()
+        for channel in channels:
+            channel.close()
 
-    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None = None) -> Any:
-        """One unary call with the connection's deadline; a failure raises a typed error."""
-        try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+    # --- plumbing for the call groups ---------------------------------------------------
+
+    def _stub_for(self, address: str) -> scheduler_pb2_grpc.SchedulerStub:
+        """The stub for ``address``; its channel opens on first use."""
+        with self._lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                if self._given_channel is not None and address == self.addresses[0]:
+                    channel = self._given_channel
+                else:
+                    channel = self._channels[address] = grpc.insecure_channel(address, options=self._options)
+                stub = self._stubs[address] = scheduler_pb2_grpc.SchedulerStub(channel)  # type: ignore[no-untyped-call]
+            return stub
+
+    def _answered(self, address: str) -> None:
+        """``address`` served a call: it leads, so later calls start there."""
+        self._current = address
+        self._reached = True
+
+    def _failover(self, *, announce_at_once: bool = False) -> Failover:
+        """A fresh :class:`Failover` for one logical call that has just failed."""
+        return Failover(self, announce_at_once=announce_at_once)
+
+    def _call(self, rpc: str, request: Any, timeout: float | None = None, *, repeatable: bool = True) -> Any:
+        """One unary call of the ``Scheduler`` method named ``rpc``, following the leader.
+
+        Each attempt has the connection's deadline (or ``timeout``). ``UNAVAILABLE`` is retried
+        as :class:`Failover` says; ``DEADLINE_EXCEEDED`` only when ``repeatable`` (the call has
+        the same effect however often it runs). Any other failure raises its typed error at once.
+        """
+        per_attempt = self.timeout if timeout is None else timeout
+        address = self._current
+        failover: Failover | None = None
+        while True:
+            method: Callable[..., Any] = getattr(self._stub_for(address), rpc)
+            try:
+                response = method(request, timeout=per_attempt)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+                if not _retryable(error, repeatable):
+                    self._reached = True  # a scheduler answered, even if with an error
+                    raise error from None
+                failover = failover or self._failover()
+                address = failover.next_address(address, error, leader_hint(exc))
+                continue
+            self._answered(address)
+            if failover is not None:
+                failover.recovered(address)
+            return response
+
+
+def _retryable(error: SwitchyardError, repeatable: bool) -> bool:
+    if error.status_code is grpc.StatusCode.UNAVAILABLE:
+        return True
+    return repeatable and error.status_code is grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Failover:
+    """One logical call's way through the scheduler addresses after a failure.
+
+    :meth:`next_address` says where to try next: the leader a standby named (when it is one of
+    the client's addresses), else the next address not yet tried in this round; a leader outside
+    the list comes last. When every address of a round has failed it sleeps (exponential backoff
+    with jitter) and starts a new round, until the connection's ``failover_timeout`` has passed
+    since the failure; then it raises. A client that never reached a scheduler gets one round.
+    """
+
+    def __init__(self, connection: Connection, *, announce_at_once: bool = False) -> None:
+        self.connection = connection
+        self.deadline = time.monotonic() + connection.failover_timeout
+        self.announce_at_once = announce_at_once
+        self.tried: list[str] = []
+        """Addresses tried in the current round."""
+        self.ever_tried: list[str] = []
+        self.rounds = 0
+        self.attempts = 0
+        self.announced = False
+
+    def next_address(self, failed: str, error: SwitchyardError, hint: str | None) -> str:
+        """Where to try after ``failed`` answered ``error`` (naming ``hint`` as the leader).
+
+        May sleep between rounds. Raises when the time is up: ``error`` itself after a single
+        attempt, otherwise an error of the same kind that names every address tried.
+        """
+        self.attempts += 1
+        for address in (failed, hint):
+            if address and address not in self.ever_tried:
+                self.ever_tried.append(address)
+        if failed not in self.tried:
+            self.tried.append(failed)
+        if hint:
+            self.connection._reached = True  # a standby answered: the schedulers are there
+        log.debug("scheduler at %s: %s%s", failed, error, f" (leader: {hint})" if hint else "")
+        if self.announce_at_once and not self.announced:
+            self._announce(failed, error)
+        patient = self.connection._reached and self.connection.failover_timeout > 0
+        address = self._untried(failed, hint)
+        if address is not None and (time.monotonic() < self.deadline or not patient):
+            return address
+        # Every address failed in this round (or the time is up).
+        remaining = self.deadline - time.monotonic()
+        if not patient or remaining <= 0:
+            raise self._gave_up(failed, error, patient)
+        if not self.announced:
+            self._announce(failed, error)
+        time.sleep(min(_retry_delay(self.rounds), remaining))
+        self.rounds += 1
+        self.tried.clear()
+        next_round = self._untried(failed, hint)
+        assert next_round is not None  # with nothing tried, some address is untried
+        return next_round
+
+    def recovered(self, address: str) -> None:
+        """``address`` answered after the failure; say so if the failure was announced."""
+        if self.announced:
+            log.info("reconnected to %s", address)
+
+    def _announce(self, address: str, error: SwitchyardError) -> None:
+        self.announced = True
+        log.warning("lost the scheduler at %s (%s); reconnecting...", address, error)
+
+    def _untried(self, failed: str, hint: str | None) -> str | None:
+        addresses = self.connection.addresses
+        if hint in addresses and hint not in self.tried:
+            return hint
+        start = addresses.index(failed) + 1 if failed in addresses else 0
+        for offset in range(len(addresses)):
+            address = addresses[(start + offset) % len(addresses)]
+            if address not in self.tried:
+                return address
+        # A leader the client was not told about: maybe an address only its peers can reach.
+        if hint and hint not in self.tried:
+            return hint
+        return None
+
+    def _gave_up(self, failed: str, error: SwitchyardError, patient: bool) -> SwitchyardError:
+        if self.attempts == 1:
+            return error
+        within = f" within {self.connection.failover_timeout:g} s" if patient else ""
+        message = (
+            f"no scheduler at {', '.join(self.ever_tried)} could serve the call{within}; "
+            f"the last, {failed}, answered: {error.message}"
+        )
+        return type(error)(message, status_code=error.status_code)

@@ -40,6 +40,10 @@ HEADER_PAYLOAD_REF = "sy_payload_ref"
 """`1` when args/kwargs are not in the message but stored once in the task's hash; the claim
 returns them."""
 
+LEADER_METADATA_KEY = "switchyard-leader"
+"""Trailing metadata of an UNAVAILABLE answer from a scheduler that does not lead: the leader's
+address (HOST:PORT), absent when no leader is known. Clients and agents follow it."""
+
 EVENTS_GROUP = "scheduler"
 """Consumer group the scheduler reads the lifecycle stream with."""
 
@@ -107,6 +111,10 @@ class Keys:
     P:retry                 zset    retrying task ids, scored by when they are due
     P:dlq                   zset    dead-lettered task ids, scored by when
     P:stats:<queue>         hash    completed/failed/cancelled counters, wait/run sums
+    P:leader                string  the leader lease "<token> <holder> <address>" (expires)
+    P:leader:epoch          string  last fencing token handed out (only ever grows)
+    P:instance              string  id of this state store's data set; a new one means the
+                                    data was lost (Redis came back empty)
     ======================  ======  =====================================================
     """
 
@@ -161,6 +169,18 @@ class Keys:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}:dlq"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:leader"
+
+    @property
+    def leader_epoch(self) -> str:
+        return f"{self.prefix}:leader:epoch"
+
+    @property
+    def instance(self) -> str:
+        return f"{self.prefix}:instance"
 
 
 def claim_script() -> str:

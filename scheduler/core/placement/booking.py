@@ -76,11 +76,12 @@ class Bookings:
         self.blocked: list[tuple[str, ...]] = [()] * n
         self.booked: set[int] = set()
         self._units: dict[tuple[int, int, int], int] = {}
-        self.traits: dict[int, tuple[WorkerType, bool, bool]] = {}
-        """The live workers' shape, labels aside: type, whether it has a GPU, quarantined."""
+        self.traits: dict[int, tuple[WorkerType, bool, bool, frozenset[str]]] = {}
+        """The live workers' shape, labels aside: type, whether it has a GPU, quarantined, the task
+        names it registers (workers of one Celery app share the set: the fleet interns it)."""
         for i in self.live:
             w = workers[i]
-            self.traits[i] = (w.worker_type, w.has_gpu, w.quarantined)
+            self.traits[i] = (w.worker_type, w.has_gpu, w.quarantined, w.registered_tasks)
             self.open[i] = True
             self.ids[i], self.in_flight[i], self.gpus[i], self.by_queue[i] = (
                 w.worker_id, w.in_flight, w.gpus, w.in_flight_by_queue)

@@ -20,11 +20,12 @@ otherwise rejected as the first queue was.
 
 What a check may read of the worker matters to placement's shape index (shapes.py), which judges
 workers a group at a time: a check reads either the worker's *shape* (accepting, quarantined,
-type, whether it has a GPU, labels, and which per-queue limits it has reached), so `judge_shape`
-runs it once for a whole group, or, registered with `capacity=True`, its free capacity (slots,
-GPU memory on a device), which the index checks worker by worker itself. A filter that reads
-anything else needs the index taught about it; the exactness property test
-(tests/unit/test_core_placement_exact.py) is what catches a mismatch.
+the task names it registers, type, whether it has a GPU, labels, and which per-queue limits it
+has reached), so `judge_shape` runs it once for a whole group, or, registered with
+`capacity=True`, its free capacity (slots, GPU memory on a device), which the index checks
+worker by worker itself. A filter that reads anything else needs the index taught about it;
+the exactness property test (tests/unit/test_core_placement_exact.py) is what catches a
+mismatch.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ TASK_CLASS = TaskFact("task_class")
 GPU_NEED = TaskFact("gpu")
 GPU_MEMORY = TaskFact("gpu_memory_mb")
 REQUIRED_LABELS = TaskFact("labels")
+TASK_NAME = TaskFact("task_name")
 CANDIDATE_QUEUES = TaskFact("candidate_queues", PlacementContext.candidate_queues)
 PREFERRED_GPU_WAIT_OVER = TaskFact("preferred_gpu_wait_over", _preferred_gpu_wait_over)
 
@@ -143,6 +145,21 @@ def _quarantine(trial: Trial) -> str | None:
     if not trial.worker.quarantined:
         return None
     return f"quarantined after {trial.worker.recent_failures} recent failure(s)"
+
+
+def _waiting_for_registration(task: PendingTask, reasons: Sequence[str]) -> str:
+    return (f"waiting for a worker whose Celery app registers task {task.task_name!r}: "
+            f"{len(reasons)} worker(s) do not")
+
+
+@_register("registered", depends_on=(TASK_NAME,), hope=8, waiting=_waiting_for_registration)
+def _registered_name(trial: Trial) -> str | None:
+    # A worker that does not register the name would drop the message ("Received unregistered
+    # task") and the task would fail there; an empty list is an agent that did not say.
+    name = trial.task.task_name
+    if trial.worker.may_run(name):
+        return None
+    return f"task {name!r} is not registered on this worker"
 
 
 def _waiting_for_capability(task: PendingTask, _reasons: Sequence[str]) -> str:

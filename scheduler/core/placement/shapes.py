@@ -1,13 +1,14 @@
 """The shape index: placement's picker, which finds the best worker without scoring every one.
 
-Workers of one *shape* (type, whether they have a GPU, quarantine, the labels a task asks about,
-and which per-queue limits they have reached) get the same verdict from every filter except the
-capacity ones (free slots, GPU memory; filters.py), so a task's kind is judged once per shape,
-not once per worker. Within a shape, what sets workers apart in the score is their own part of
-it (load, idle GPU share, memory headroom, failures): a heap per shape keeps them in that order,
-so the best worker of a shape is the top of its heap, and a task's best worker is the best of
-the few shape tops that passed. Scores are integers of fixed-point units (scoring.py), so a
-shape's part plus a worker's part is exactly the total `evaluate` gives.
+Workers of one *shape* (type, whether they have a GPU, quarantine, the task names their Celery
+app registers, the labels a task asks about, and which per-queue limits they have reached) get
+the same verdict from every filter except the capacity ones (free slots, GPU memory;
+filters.py), so a task's kind is judged once per shape, not once per worker. Within a shape,
+what sets workers apart in the score is their own part of it (load, idle GPU share, memory
+headroom, failures): a heap per shape keeps them in that order, so the best worker of a shape
+is the top of its heap, and a task's best worker is the best of the few shape tops that passed.
+Scores are integers of fixed-point units (scoring.py), so a shape's part plus a worker's part is
+exactly the total `evaluate` gives.
 
 The pieces:
 
@@ -54,8 +55,8 @@ from scheduler.core.placement.scoring import (
 )
 from scheduler.core.placement.verdicts import rejected_by_shape, wait_sentence
 
-Shape = tuple[WorkerType, bool, bool, tuple[str | None, ...]]
-"""(type, has a GPU, quarantined, its values of the partition's label keys)."""
+Shape = tuple[WorkerType, bool, bool, frozenset[str], tuple[str | None, ...]]
+"""(type, has a GPU, quarantined, registered task names, its values of the partition's label keys)."""
 
 
 class _Heap:

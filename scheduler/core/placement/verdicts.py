@@ -104,17 +104,18 @@ def rejected_by_shape(task: PendingTask, ctx: PlacementContext) -> Callable[[Wor
     """`evaluate(task, worker, ctx).rejected_by`, worked out once per kind of worker.
 
     Which filter rejects a worker first depends only on what the filters read of it (filters.py):
-    its shape, which per-queue limits it has reached, and whether it has a free slot and a device
-    with room for the task's GPU memory; workers alike in all of these share the answer.
+    its shape, whether it may run the task's name, which per-queue limits it has reached, and
+    whether it has a free slot and a device with room for the task's GPU memory; workers alike
+    in all of these share the answer.
     """
     keys = tuple(k for k, _ in task.labels)
     limits = tuple((q, spec.max_tasks_per_worker) for q, spec in ctx.queues.items() if spec.max_tasks_per_worker)
-    memory, prefetch = task.gpu_memory_mb, ctx.prefetch
+    memory, prefetch, task_name = task.gpu_memory_mb, ctx.prefetch, task.task_name
     seen: dict[Hashable, str] = {}
 
     def rejected_by(worker: WorkerView) -> str:
         labels, counts, gpus = worker.labels, worker.in_flight_by_queue, worker.gpus
-        key = (worker.accepting, worker.quarantined, worker.worker_type, bool(gpus),
+        key = (worker.accepting, worker.quarantined, worker.may_run(task_name), worker.worker_type, bool(gpus),
                tuple([labels.get(k) for k in keys]), tuple([counts.get(q, 0) >= n for q, n in limits]),
                worker.slots + prefetch - worker.in_flight > 0,
                not memory or max((g.available_mb for g in gpus), default=0) >= memory)

@@ -21,9 +21,12 @@ GPU = Gpu(index=0, name="Simulated A100", uuid="GPU-0", memory_total_mb=40_000, 
 
 
 async def connect(rig: EngineRig, worker_id: str, *, slots: int = 1, worker_type: WorkerType = WorkerType.CPU,
-                  gpus: Sequence[Gpu] = (), labels: dict[str, str] | None = None) -> Worker:
-    """An agent says hello; the worker is connected and accepting."""
-    registration = WorkerRegistration(worker_id, worker_type, slots, labels or {}, list(gpus), False)
+                  gpus: Sequence[Gpu] = (), labels: dict[str, str] | None = None,
+                  registered_tasks: Sequence[str] = ()) -> Worker:
+    """An agent says hello; the worker is connected and accepting. `registered_tasks` is what its
+    Celery app registers (empty: the agent did not say)."""
+    registration = WorkerRegistration(worker_id, worker_type, slots, labels or {}, list(gpus), False,
+                                      registered_tasks=registered_tasks)
     worker, _welcome = await rig.engine.agents.hello(registration)
     return worker
 

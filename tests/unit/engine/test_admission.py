@@ -193,12 +193,20 @@ async def test_a_fresh_task_of_a_paused_queue_is_never_sync_matched() -> None:
     assert await rig.state.indexes.pending_ids() == [held]
 
 
-async def test_a_task_with_an_idempotency_key_is_not_sync_matched() -> None:
+async def test_a_keyed_task_is_sync_matched_and_its_duplicate_hands_out_nothing() -> None:
     rig = make_engine()
-    await connect(rig, "w1")
+    await connect(rig, "w1", slots=2)
     keyed = await submit(rig, idempotency_key="order-9")
-    assert rig.state.tables.submits[-1].hand_outs == []
-    assert [h.task_id for h in await place(rig, "w1")] == [keyed]
+    assert [h.task_id for h in rig.state.take("w1")] == [keyed]
+    # The same key again, a slot still free: the answer is the first task; the fresh id chosen for
+    # the slot was never written, so nothing is handed out and nothing phantom waits in memory.
+    (again,) = await rig.engine.admission.submit([item(args_json="[1]", key="order-9")])
+    assert (again.task_id, again.deduplicated) == (keyed, True)
+    assert rig.state.take("w1") == []
+    assert len(rig.engine.shared.pending) == 0
+    assert rig.engine.shared.fleet.get("w1").in_flight.keys() == {keyed}  # type: ignore[union-attr]
+    after = await submit(rig)
+    assert [h.task_id for h in rig.state.take("w1")] == [after]
 
 
 async def test_a_sync_match_of_a_refused_submission_is_not_handed_out_and_frees_the_slot() -> None:

@@ -83,8 +83,8 @@ async def test_a_non_retryable_error_skips_the_retries() -> None:
     assert "not retryable" in dead.reason
 
 
-async def test_without_a_retry_policy_a_failure_is_final() -> None:
-    rig = make_engine()
+async def test_with_retries_opted_out_a_failure_is_final() -> None:
+    rig = make_engine(Settings(default_retry_policy=NO_RETRY.name))
     await connect(rig, "w1")
     task_id = await submit(rig)
     (hand_out,) = await place(rig, "w1")

@@ -31,9 +31,11 @@ async def test_a_submission_kicks_a_round_that_hands_it_to_a_free_worker() -> No
     await connect(rig, "w1")
     loop = asyncio.create_task(rig.engine.placement.run())
     try:
-        # An idempotency key keeps it off the sync match: the pending index and a round place it.
-        task_id = await submit(rig, "t.resize", args_json="[1, 2]", idempotency_key="resize-1")
-        assert rig.state.tables.submits[-1].hand_outs == []
+        # A round in progress (its lock held) keeps it off the sync match: the pending index and
+        # the next round place it.
+        async with rig.engine.placement.lock:
+            task_id = await submit(rig, "t.resize", args_json="[1, 2]", idempotency_key="resize-1")
+            assert rig.state.tables.submits[-1].hand_outs == []
         await until(lambda: bool(rig.state.queued("w1")))
     finally:
         loop.cancel()

@@ -1,11 +1,14 @@
 """``switchyard``: the command line for a Switchyard scheduler.
 
-    switchyard [--scheduler HOST:PORT] [--json] COMMAND ...
+    switchyard [--scheduler HOST:PORT[,HOST:PORT...]] [--failover-timeout S] [--json] COMMAND ...
 
 Commands: submit, explain, get, watch, cancel, queues, workers, pause, resume, drain,
 dead-letters, retry-dead-letter, purge-dead-letters. ``--json`` prints machine-readable JSON (one
 object per line for ``watch``). Failures print
 ``error: <CODE>: <message>`` on stderr and exit 1; bad usage exits 2 before any network call.
+With several schedulers the leader is found and followed; a call, ``watch`` or ``submit --wait``
+that loses the scheduler retries for up to ``--failover-timeout`` seconds and says so on stderr
+(``switchyard: lost the scheduler at ...; reconnecting...``, ``switchyard: reconnected to ...``).
 
 The grammar is in :mod:`switchyard.cli.parser`, what each command does in
 :mod:`switchyard.cli.commands`, and what it prints in :mod:`switchyard.cli.render`.
@@ -14,6 +17,7 @@ The grammar is in :mod:`switchyard.cli.parser`, what each command does in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +28,25 @@ from switchyard.client import SchedulerClient
 from switchyard.exceptions import SwitchyardError, Unavailable
 
 __all__ = ["main"]
+
+
+class _StderrHandler(logging.Handler):
+    """Client log records as ``switchyard: <message>`` lines on whatever ``sys.stderr`` is now
+    (a handler that kept the stream it started with would miss a redirected stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"switchyard: {self.format(record)}", file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _report_reconnects() -> None:
+    """Show the client's reconnect messages (info and up) on stderr; once per process."""
+    logger = logging.getLogger("switchyard.client")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.INFO))
+        logger.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.usage_error(problem)  # prints the sub-command's usage and the problem
         except SystemExit as exc:
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    _report_reconnects()
     try:
-        with SchedulerClient(options.scheduler) as client:
+        with SchedulerClient(options.scheduler, failover_timeout=options.failover_timeout) as client:
             return COMMANDS[options.command](client, options, sys.stdout)
     except Unavailable as exc:
         print(f"error: {exc.code}: {exc.message} (is switchyard-scheduler listening on {options.scheduler}?)", file=sys.stderr)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from switchyard._connection import DEFAULT_TARGET
+from switchyard._connection import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_TARGET, parse_addresses
 from switchyard._options import GPU_REQUIREMENTS
+from switchyard.exceptions import InvalidArgument
 
 __all__ = ["TASK_FLAGS", "build_parser", "task_arguments", "usage_problem"]
 
@@ -93,6 +94,26 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be > 0; got {value}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """A duration that may be 0, such as ``--failover-timeout``."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds; got {text!r}") from exc
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
+def scheduler_addresses(text: str) -> str:
+    """``--scheduler``: ``HOST:PORT`` or several, comma-separated; kept as the text given."""
+    try:
+        parse_addresses(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(exc.message) from exc
+    return text
 
 
 # --- the task options -------------------------------------------------------------------------
@@ -175,11 +196,26 @@ def _add_global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool)
     # works as well as `switchyard --json queues` without one overwriting the other.
     default_scheduler: Any = argparse.SUPPRESS if in_subcommand else os.environ.get("SWITCHYARD_SCHEDULER", DEFAULT_TARGET)
     default_json: Any = argparse.SUPPRESS if in_subcommand else False
+    default_failover: Any = argparse.SUPPRESS if in_subcommand else DEFAULT_FAILOVER_TIMEOUT
     parser.add_argument(
         "--scheduler",
-        metavar="HOST:PORT",
+        type=scheduler_addresses,
+        metavar="HOST:PORT[,HOST:PORT...]",
         default=default_scheduler,
-        help=f"scheduler address (env SWITCHYARD_SCHEDULER, default {DEFAULT_TARGET})",
+        help=(
+            "scheduler address, or several schedulers sharing one Redis (the leader is found and "
+            f"followed) (env SWITCHYARD_SCHEDULER, default {DEFAULT_TARGET})"
+        ),
+    )
+    parser.add_argument(
+        "--failover-timeout",
+        type=non_negative_float,
+        metavar="S",
+        default=default_failover,
+        help=(
+            "how long to keep retrying and reconnecting when the scheduler is unavailable "
+            f"(restart, failover); 0 tries each address once (default {DEFAULT_FAILOVER_TIMEOUT:g})"
+        ),
     )
     parser.add_argument("--json", action="store_true", default=default_json, help="print JSON instead of text")
 
