@@ -80,6 +80,8 @@ class Worker:
     """Monotonic time the worker was declared lost."""
     failures: list[float] = field(default_factory=list)
     """Wall-clock times of recent failed attempts on this worker."""
+    failed_tasks: dict[str, float] = field(default_factory=dict)
+    """Task id -> wall-clock time of its latest recent failure here (quarantine counts these)."""
     quarantined_until: float = 0.0
     """Wall-clock time until which the worker gets no new work."""
     in_flight: dict[str, InFlight] = field(default_factory=dict)
@@ -105,11 +107,17 @@ class Worker:
         return max(0, self.slots - len(self.in_flight))
 
     def record_failure(self, now: float, window_seconds: float, quarantine_after: int,
-                       quarantine_seconds: float) -> bool:
-        """Count a failed attempt; True when it tips the worker into quarantine."""
+                       quarantine_seconds: float, task_id: str = "") -> bool:
+        """Count a failed attempt of `task_id`; True when it tips the worker into quarantine.
+
+        Quarantine counts distinct tasks: one poison task retried by its policy fails the same
+        way wherever it runs and says nothing about this worker, while many different tasks
+        failing here do."""
         self.failures = [t for t in self.failures if now - t <= window_seconds]
         self.failures.append(now)
-        if quarantine_after and len(self.failures) >= quarantine_after and now >= self.quarantined_until:
+        self.failed_tasks = {tid: t for tid, t in self.failed_tasks.items() if now - t <= window_seconds}
+        self.failed_tasks[task_id or f"anonymous-{len(self.failures)}-{now}"] = now
+        if quarantine_after and len(self.failed_tasks) >= quarantine_after and now >= self.quarantined_until:
             self.quarantined_until = now + quarantine_seconds
             return True
         return False

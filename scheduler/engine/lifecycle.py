@@ -157,16 +157,17 @@ class Lifecycle:
             shared.outcomes[applied.queue].append(applied.state is not TaskState.SUCCEEDED)
             shared.metrics.finished.labels(applied.queue, applied.state.value).inc()
         if event.kind == EventKind.FAILED and worker is not None:
-            self._count_failure(worker.worker_id)
+            self._count_failure(worker.worker_id, event.task_id)
 
-    def _count_failure(self, worker_id: str) -> None:
+    def _count_failure(self, worker_id: str, task_id: str) -> None:
         shared = self.shared
         worker = shared.fleet.get(worker_id)
         policy = shared.settings.placement
         if worker is not None and worker.record_failure(
-            shared.clock(), policy.failure_window_seconds, policy.quarantine_failures, policy.quarantine_seconds
+            shared.clock(), policy.failure_window_seconds, policy.quarantine_failures, policy.quarantine_seconds,
+            task_id,
         ):
-            log.warning("worker %s quarantined for %gs after %d failures within %gs",
+            log.warning("worker %s quarantined for %gs after %d tasks failed on it within %gs",
                         worker.worker_id, policy.quarantine_seconds, policy.quarantine_failures,
                         policy.failure_window_seconds)
             asyncio.get_running_loop().call_later(policy.quarantine_seconds, shared.kick.set)

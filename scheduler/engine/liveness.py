@@ -171,7 +171,7 @@ class Liveness:
             return
         if worker.in_flight.get(item.task_id) is item:
             del worker.in_flight[item.task_id]
-        self._count_miss(worker)
+        self._count_miss(worker, item.task_id)
         if back.state is TaskState.PENDING:
             log.warning("task %s (%s) not started within %gs on worker %s: back to pending, return %d of %d",
                         back.task_id, back.name, deadline, worker.worker_id, misses, allowed)
@@ -186,13 +186,13 @@ class Liveness:
         shared.watchers.notify(back)
         shared.kick.set()
 
-    def _count_miss(self, worker: Worker) -> None:
+    def _count_miss(self, worker: Worker, task_id: str) -> None:
         """A missed start counts as a failure on the worker: placement prefers others, and a
         worker that keeps missing is quarantined like one that keeps failing tasks."""
         shared = self.shared
         policy = shared.settings.placement
         if worker.record_failure(shared.clock(), policy.failure_window_seconds, policy.quarantine_failures,
-                                 policy.quarantine_seconds):
+                                 policy.quarantine_seconds, task_id):
             log.warning("worker %s quarantined for %gs after %d failures within %gs (hand-outs it did not start)",
                         worker.worker_id, policy.quarantine_seconds, policy.quarantine_failures,
                         policy.failure_window_seconds)
