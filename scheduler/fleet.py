@@ -50,6 +50,13 @@ class InFlight:
     saw every slot of its worker busy with started work (its turn had not come)."""
 
 
+OPERATOR_STATES = ("ready", "draining", "drained", "quarantined", "lost")
+"""A worker's state as operators see it (`Worker.operator_state`): ready for work; draining (no
+new work, some still running); drained (no new work, idle); quarantined (too many distinct
+tasks failed on it recently: no new work until the quarantine ends); lost (its agent is gone, or
+disconnected and not back yet)."""
+
+
 @dataclass
 class Worker:
     """A worker as the scheduler knows it right now."""
@@ -97,6 +104,17 @@ class Worker:
         if self.draining:
             return Liveness.DRAINING
         return Liveness.CONNECTED
+
+    def operator_state(self, now: float) -> str:
+        """Where the worker stands for an operator (metrics, ListWorkers, `switchyard top`):
+        one of OPERATOR_STATES. `now` is wall-clock time (quarantine is kept in it)."""
+        if self.lost or not self.connected:
+            return "lost"
+        if self.draining:
+            return "drained" if not self.in_flight else "draining"
+        if self.quarantined_until > now:
+            return "quarantined"
+        return "ready"
 
     @property
     def accepting(self) -> bool:
