@@ -40,7 +40,8 @@ GPU_WORKER = "gpu-1"
 CPU_WORKER = "cpu-1"
 CELERY_WORKER = ["celery", "-A", "examples.media_app", "worker", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"]
 
-# The classification the architecture documents for each content type (ARCHITECTURE.md, MoRAG task 1).
+# The class each content type gets, as docs/configuration.md (`content_types`) documents it: the
+# scheduler's defaults, which are the first seed pipeline's (MoRAG task 1).
 EXPECTED_CLASS = {
     "audio": "gpu_intensive",
     "video": "gpu_intensive",

@@ -37,6 +37,14 @@ BIN_DIR = Path(sys.executable).parent
 """The running interpreter's bin directory (the virtualenv's console scripts)."""
 
 
+STOP_GRACE_SECONDS = 15.0
+"""How long ``stop`` lets the children shut down gracefully before it kills them..."""
+REDIS_GONE_GRACE_SECONDS = 1.0
+"""...and how long when the stack's Redis is already gone: agents and Celery workers then spend
+their grace waiting on a Redis that is not coming back (a warm shutdown whose task reports
+cannot be delivered), so waiting longer only delays the kill."""
+
+
 class StackError(Exception):
     """The stack cannot go on; the message says why and where to look."""
 
@@ -107,10 +115,12 @@ class Stack:
                 raise self.error(f"{process.name} exited with status {code}; see {process.log_path}")
 
     def stop(self) -> None:
-        """SIGTERM every group (last started first), SIGKILL what is left after 15s, then clean up."""
+        """SIGTERM every group (last started first), SIGKILL what is left after STOP_GRACE_SECONDS
+        (REDIS_GONE_GRACE_SECONDS when the stack's Redis has exited), then clean up."""
+        redis_gone = any(p.name == "redis" and p.popen.poll() is not None for p in self.processes)
         for process in reversed(self.processes):
             self._signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + (REDIS_GONE_GRACE_SECONDS if redis_gone else STOP_GRACE_SECONDS)
         for process in reversed(self.processes):
             try:
                 process.popen.wait(max(0.1, deadline - time.monotonic()))

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from scheduler.core.model import GpuView, WorkerType, WorkerView
 
@@ -57,6 +57,18 @@ tasks failed on it recently: no new work until the quarantine ends); lost (its a
 disconnected and not back yet)."""
 
 
+class OperatorStatus(NamedTuple):
+    """A worker's state as operators see it, why, and since when (`Worker.operator_status`)."""
+
+    state: str
+    """One of OPERATOR_STATES."""
+    reason: str
+    """Why, in words; empty when ready."""
+    since: float
+    """Wall-clock time it entered the state: exact where the cause has a time (drain, quarantine,
+    loss), else when the scheduler first saw the worker so."""
+
+
 @dataclass
 class Worker:
     """A worker as the scheduler knows it right now."""
@@ -94,6 +106,20 @@ class Worker:
     in_flight: dict[str, InFlight] = field(default_factory=dict)
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     """Commands waiting to be written to the agent's stream."""
+    drained_at: float = 0.0
+    """Wall-clock time an operator drained it (0 while it is not draining)."""
+    quarantined_at: float = 0.0
+    """Wall-clock time its latest quarantine began."""
+    quarantine_reason: str = ""
+    """Why its latest quarantine began, in words."""
+    lost_reason: str = ""
+    """Why it was declared lost, in words (liveness says)."""
+    lost_since: float = 0.0
+    """Wall-clock time it was declared lost."""
+    seen_state: str = field(default="", repr=False)
+    """The operator state `operator_status` last returned, and since when it holds: states whose
+    start has no recorded time (drained, ready) date from when they were first seen."""
+    seen_since: float = field(default=0.0, repr=False)
 
     @property
     def liveness(self) -> Liveness:
@@ -108,13 +134,52 @@ class Worker:
     def operator_state(self, now: float) -> str:
         """Where the worker stands for an operator (metrics, ListWorkers, `switchyard top`):
         one of OPERATOR_STATES. `now` is wall-clock time (quarantine is kept in it)."""
-        if self.lost or not self.connected:
-            return "lost"
-        if self.draining:
-            return "drained" if not self.in_flight else "draining"
-        if self.quarantined_until > now:
-            return "quarantined"
-        return "ready"
+        return self.operator_status(now).state
+
+    def operator_status(self, now: float) -> OperatorStatus:
+        """The operator state with its reason and since when (`now`: wall-clock time).
+
+        Draining, quarantined and lost date from their cause; drained and ready from when they
+        were first seen here (the engine looks every second for its gauges, and at every
+        ListWorkers), unless the change that caused them said when (`note_state`)."""
+        exact: float | None = None
+        if self.lost:
+            state, reason, exact = "lost", self.lost_reason or "declared lost", self.lost_since or None
+        elif not self.connected:
+            state = "lost"
+            if self.last_heartbeat_wall:
+                reason, exact = "stream closed; waiting for the agent to reconnect", self.last_heartbeat_wall
+            else:
+                reason = "not connected since the scheduler started (known from its task ledger)"
+        elif self.draining and self.in_flight:
+            state, exact = "draining", self.drained_at or None
+            reason = f"drained by operator; {len(self.in_flight)} task(s) still running"
+        elif self.draining:
+            state, reason = "drained", "drained by operator; idle"
+        elif self.quarantined_until > now:
+            state, reason, exact = "quarantined", self.quarantine_reason, self.quarantined_at or None
+        else:
+            state, reason = "ready", ""
+            if self.seen_state == "quarantined" and self.quarantined_until:
+                exact = self.quarantined_until  # the quarantine ran out
+        if exact is not None:
+            self.note_state(state, exact)
+        elif state != self.seen_state:
+            self.note_state(state, now)
+        return OperatorStatus(state, reason, self.seen_since)
+
+    def note_state(self, state: str, since: float) -> None:
+        """Record that the worker is in operator state `state` since `since` (wall-clock)."""
+        self.seen_state, self.seen_since = state, since
+
+    def end_quarantine(self, now: float) -> bool:
+        """End the quarantine now and forget recent failures (so the next failure does not
+        quarantine it again at once); True when it was quarantined. `now`: wall-clock time."""
+        was = self.quarantined_until > now
+        self.quarantined_until = 0.0
+        self.failures.clear()
+        self.failed_tasks.clear()
+        return was
 
     @property
     def accepting(self) -> bool:
@@ -137,6 +202,9 @@ class Worker:
         self.failed_tasks[task_id or f"anonymous-{len(self.failures)}-{now}"] = now
         if quarantine_after and len(self.failed_tasks) >= quarantine_after and now >= self.quarantined_until:
             self.quarantined_until = now + quarantine_seconds
+            self.quarantined_at = now
+            self.quarantine_reason = (f"{len(self.failed_tasks)} distinct tasks failed on it within "
+                                      f"{window_seconds:g} s")
             return True
         return False
 

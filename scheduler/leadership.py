@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from enum import StrEnum
 
-from scheduler.engine import Engine
+from scheduler.engine import Engine, cancel_and_wait
 from scheduler.errors import NotLeader, StateUnavailable
 from scheduler.state.lease import LeaseView
 from scheduler.state.store import RedisState
@@ -151,12 +151,20 @@ class Leadership:
                 "check that Redis is running and reachable — the request can be retried"))
         except StateUnavailable as exc:
             return await self._unreachable(exc)
+        reread = False
         if self.outage is not None:
             log.warning("the state store at %s answers again", self.state.location)
             self.outage = None
+            # Writes whose replies were lost, or a replica promoted without the last writes
+            # (Sentinel): memory may no longer match the store. Read it again.
+            reread = self.role in (Role.LEADING, Role.TAKING_OVER)
         self._attempts = 0
         self._notice_instance(view)
-        if view.held and self.role in (Role.LEADING, Role.TAKING_OVER) and view.token == self.state.fence.token:
+        if view.held and reread and view.token == self.state.fence.token:
+            log.info("re-reading state after the outage (same term, fencing token %s)", view.token)
+            await self._end_term()
+            self._take_over(view, sent_at)
+        elif view.held and self.role in (Role.LEADING, Role.TAKING_OVER) and view.token == self.state.fence.token:
             self.state.fence.hold(view.token, sent_at + self._lease_seconds - SAFETY_MARGIN)
         elif view.held:
             if self.role in (Role.LEADING, Role.TAKING_OVER):
@@ -219,10 +227,8 @@ class Leadership:
 
     async def _end_term(self) -> None:
         term, self._term = self._term, None
-        if term is not None and not term.done():
-            term.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await term
+        if term is not None:
+            await cancel_and_wait([term])
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.stop()

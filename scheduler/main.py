@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -15,14 +14,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
+from scheduler.api import keda
+from scheduler.api.grpc_metrics import MetricsInterceptor
+from scheduler.api.http_api import HttpApi
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
 from scheduler.config import ConfigError, load_settings
 from scheduler.dispatch import CeleryMessages
-from scheduler.engine import Engine
+from scheduler.engine import Engine, cancel_and_wait
 from scheduler.leadership import Leadership, advertised
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
-from scheduler.state.connection import RoundTrips
+from scheduler.state.connection import ReplicaWait, RoundTrips
 from scheduler.state.store import RedisState
 
 log = logging.getLogger("switchyard.scheduler.main")
@@ -30,6 +32,7 @@ log = logging.getLogger("switchyard.scheduler.main")
 SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentGateway"].full_name,
+    keda.SERVICE_NAME,
 )
 
 
@@ -94,9 +97,7 @@ class Scheduler:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop serving first, hand the lease back (a standby takes over at once), then close."""
         await self.leadership.resign()
-        self.lease_loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.lease_loop
+        await cancel_and_wait([self.lease_loop])
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.state.close()
@@ -107,8 +108,10 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
     leader election. With `wait_serving`, return only once leading (tests, a lone scheduler);
     the returned port is the bound one (listen on :0 works)."""
     metrics = metrics or Metrics()
-    state = RedisState(settings.redis_url, settings.key_prefix)
-    server = grpc.aio.server(options=server_options(settings))
+    state = RedisState(settings.redis_url, settings.key_prefix,
+                       ReplicaWait(settings.submit_wait_replicas, settings.submit_wait_timeout_seconds))
+    metrics.count_submit_replica_timeouts(lambda: state.replica_timeouts)
+    server = grpc.aio.server(options=server_options(settings), interceptors=[MetricsInterceptor(metrics)])
     try:
         port = server.add_insecure_port(settings.listen)
     except RuntimeError:
@@ -133,8 +136,11 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
         state, lambda: Engine(settings, state, CeleryMessages(), metrics), address,
         settings.leader_lease_seconds, on_serving,
     )
+    # Read at scrape time: up once a lease claim has answered, down while the last one failed.
+    metrics.state_store_up.source = lambda: leadership.outage is None and bool(leadership.instance)
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), server)  # type: ignore[no-untyped-call]
     agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), server)  # type: ignore[no-untyped-call]
+    keda.add_to_server(leadership, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
@@ -155,25 +161,31 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics()
     metrics.count_round_trips(lambda: RoundTrips.count)
     metrics_at = "off"
+    # One HTTP listener serves /metrics and the read-only JSON API (/api/v1/...).
+    http_api = HttpApi(metrics.registry)
     if settings.metrics_listen:
         host, port = split_host_port(settings.metrics_listen)
         try:
-            bound = metrics.serve(host, port)
+            bound = http_api.serve(host, port)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror or exc} "
                                "(choose another --metrics-listen, or '' to turn metrics off)") from None
         metrics_at = f"{host}:{bound}"
-    running = await start(settings, metrics, wait_serving=None)
-    log.info("scheduler serving gRPC on %s (port %d, advertised as %s), metrics on %s, state in %s",
-             settings.listen, running.port, running.leadership.address, metrics_at, running.state.location)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down: not serving, handing the leader lease back")
-    await running.stop()
-    log.info("stopped")
+    try:
+        running = await start(settings, metrics, wait_serving=None)
+        loop = asyncio.get_running_loop()
+        http_api.attach(running.leadership, loop)
+        log.info("scheduler serving gRPC on %s (port %d, advertised as %s), metrics on %s, state in %s",
+                 settings.listen, running.port, running.leadership.address, metrics_at, running.state.location)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down: not serving, handing the leader lease back")
+        await running.stop()
+        log.info("stopped")
+    finally:
+        http_api.close()
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -34,13 +34,26 @@ DEFAULT_CLASS_QUEUES: Mapping[TaskClass, str] = {
 """Queue of each task class unless `class_queues` says otherwise (all among DEFAULT_QUEUES)."""
 
 
+SUBMIT_WAIT_MAX_SECONDS = 5.0
+"""Longest submit_wait_timeout_seconds: a waiting submission holds a Redis connection (whose
+reply timeout is 15 s) and its callers' group commit."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the scheduler process is configured with."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis holding the scheduler's durable state (tasks, ledgers, lifecycle stream). It is also
-    the Celery broker: a hand-out's commit and its Celery message are written by one script."""
+    the Celery broker: a hand-out's commit and its Celery message are written by one script.
+    `redis://`, `rediss://`, `unix://`, or `redis+sentinel://HOST:PORT,.../MASTER_NAME[/DB]` for
+    a Sentinel-managed Redis (`switchyard.redis_urls`)."""
+    submit_wait_replicas: int = 0
+    """Replicas an accepted submission waits for (Redis WAIT) before it is acknowledged, so a
+    failover to one of them keeps it; 0 does not wait. 1 is the choice with one replica or more."""
+    submit_wait_timeout_seconds: float = 1.0
+    """How long a submission waits for those replicas (at most SUBMIT_WAIT_MAX_SECONDS); after
+    it, it is acknowledged all the same, counted and logged as not yet replicated."""
     listen: str = "127.0.0.1:50051"
     """gRPC address (host:port) for the Scheduler and AgentGateway services."""
     metrics_listen: str = "127.0.0.1:9108"

@@ -7,6 +7,8 @@ Celery loads the user's app, so the user's code needs no change. What it does:
   when a pool child dies (the scheduler re-dispatches with a new attempt instead), JSON only,
   one visibility timeout for the whole fleet, and running tasks that survive a lost broker
   connection (a Redis restart must not cancel them; fencing makes any redelivery harmless).
+  It also turns on Celery task events (as `-E` would), so Flower and `celery events` see
+  every task Switchyard hands out, on its worker, with its state.
 * `worker_init` (main process, after the user's task modules are imported and before the pool
   forks or any tracer is built) replaces every user task's `run` with a fenced wrapper;
   prefork children inherit it. Under an agent it then reports the registered task names and
@@ -187,6 +189,11 @@ def force_worker_settings(conf: Any) -> None:
     # A lost broker connection (a Redis restart) must not cancel running tasks: they finish and
     # report; their messages, if redelivered, are fenced off by the claim.
     conf.worker_cancel_long_running_tasks_on_connection_loss = False
+    # Task events (received, started, succeeded, failed) are how Flower learns of tasks: the
+    # scheduler publishes hand-outs from a Lua script, so no Celery client ever sends a
+    # task-sent event; without these a Switchyard task is invisible in Flower. celeryd_init
+    # runs before the worker reads this setting, so it applies with or without -E.
+    conf.worker_send_task_events = True
 
 
 def _on_celeryd_init(sender: Any = None, conf: Any = None, **_: Any) -> None:
@@ -207,6 +214,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
             registered_tasks=tuple(user_task_names(app)),
             broker_url=str(app.conf.broker_read_url or app.conf.broker_url or ""),
             pid=os.getpid(),
+            broker_master_name=str((app.conf.broker_transport_options or {}).get("master_name") or ""),
         )
         # Blocks until the agent is welcomed by the scheduler and lets this worker start.
         release = worker_handshake(report)

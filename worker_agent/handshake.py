@@ -4,7 +4,7 @@ The agent starts the Celery worker before it connects to the scheduler, so that 
 hello can name the tasks the worker's app registers. The worker loads the user's app and, in
 `worker_init` (task modules imported, no pool forked, nothing consumed yet), sends one JSON line:
 
-    {"registered_tasks": ["app.a", ...], "broker_url": "redis://...", "pid": 4242}
+    {"registered_tasks": ["app.a", ...], "broker_url": "redis://...", "broker_master_name": "", "pid": 4242}
 
 and then waits. The agent connects, checks the broker against the state Redis the welcome names
 (`worker_agent.broker_check`) and answers with one JSON line:
@@ -50,10 +50,13 @@ class WorkerReport:
     """The app's broker URL as configured (empty: Celery's default), password included."""
     pid: int
     """The Celery worker's main process."""
+    broker_master_name: str = ""
+    """The `master_name` transport option of a Sentinel broker (`sentinel://...`); else empty."""
 
     def to_line(self) -> bytes:
         """The report as the one line the worker sends."""
-        payload = {"registered_tasks": list(self.registered_tasks), "broker_url": self.broker_url, "pid": self.pid}
+        payload = {"registered_tasks": list(self.registered_tasks), "broker_url": self.broker_url,
+                   "broker_master_name": self.broker_master_name, "pid": self.pid}
         return json.dumps(payload).encode() + b"\n"
 
     @classmethod
@@ -63,7 +66,8 @@ class WorkerReport:
         tasks = data.get("registered_tasks")
         if not isinstance(tasks, list) or not all(isinstance(name, str) for name in tasks):
             raise HandshakeError("the Celery worker's report has no list of task names")
-        return cls(tuple(tasks), str(data.get("broker_url") or ""), int(data.get("pid") or 0))
+        return cls(tuple(tasks), str(data.get("broker_url") or ""), int(data.get("pid") or 0),
+                   str(data.get("broker_master_name") or ""))
 
 
 @dataclass(frozen=True)

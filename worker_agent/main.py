@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from switchyard.redis_urls import RedisUrlError, check_url
 from switchyard.v1 import agent_pb2, worker_pb2
 from switchyard.wire import (
     DEFAULT_KEY_PREFIX,
@@ -147,8 +148,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
         "celery -A myapp worker -c 2",
     )
     parser.add_argument("--scheduler", default=environ.get("SWITCHYARD_SCHEDULER"),
-                        help=f"scheduler address(es) {ADDRESS_FORM}; with several (a leader and "
-                        "standbys) the agent follows the leader [SWITCHYARD_SCHEDULER]")
+                        help=f"scheduler address(es) {ADDRESS_FORM} (a port left out is 50051); with "
+                        "several (a leader and standbys) the agent follows the leader [SWITCHYARD_SCHEDULER]")
     parser.add_argument("--worker-id", default=environ.get(environment.WORKER_ID),
                         help=f"unique, stable worker id [{environment.WORKER_ID}]")
     parser.add_argument("--type", dest="worker_type", choices=sorted(WORKER_TYPES),
@@ -182,6 +183,11 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
         raise ConfigError("give the Celery worker command after '--', e.g. -- celery -A myapp worker")
     if parsed.reconnect_max_seconds <= 0:
         raise ConfigError("--reconnect-max-seconds must be positive")
+    if parsed.state_redis_url:
+        try:
+            check_url(parsed.state_redis_url)
+        except RedisUrlError as exc:
+            raise ConfigError(f"--state-redis-url: {exc}") from None
     return AgentConfig(
         schedulers=schedulers,
         worker_id=parsed.worker_id,
@@ -352,7 +358,9 @@ class Agent:
         if not state_redis_url:
             return "the scheduler sent no state Redis URL; pass --state-redis-url"
         # Host names may need resolving: keep the event loop (and heartbeats) going meanwhile.
-        verdict, explanation = await asyncio.to_thread(compare_broker, report.broker_url, state_redis_url)
+        options = {"master_name": report.broker_master_name} if report.broker_master_name else {}
+        verdict, explanation = await asyncio.to_thread(
+            compare_broker, report.broker_url, state_redis_url, broker_transport_options=options)
         if verdict is Verdict.DIFFERENT:
             return explanation
         if verdict is Verdict.UNKNOWN:

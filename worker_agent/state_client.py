@@ -34,6 +34,7 @@ from typing import Any
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
+from switchyard.redis_urls import close_client, sync_client
 from switchyard.wire import (
     DEFAULT_KEY_PREFIX,
     EVENT_FAILED,
@@ -118,7 +119,8 @@ class StateStore:
         timeouts: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS, "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         }
-        self.client: redis.Redis = redis.Redis.from_url(
+        # redis_url may be redis+sentinel://: every client then follows a failover to the new primary.
+        self.client: redis.Redis = sync_client(
             redis_url,
             decode_responses=True,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_RETRIES),
@@ -127,10 +129,10 @@ class StateStore:
         )
         # The claim gets its own client without automatic retries: a silent re-run of the
         # script after a lost reply would read our own claim as someone else's (see claim()).
-        self._claim_client: redis.Redis = redis.Redis.from_url(
+        self._claim_client: redis.Redis = sync_client(
             redis_url, decode_responses=True, retry=Retry(NoBackoff(), 0), **timeouts
         )
-        self._reports_client: redis.Redis = redis.Redis.from_url(
+        self._reports_client: redis.Redis = sync_client(
             redis_url,
             decode_responses=True,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), REPORT_RETRIES),
@@ -221,7 +223,7 @@ class StateStore:
         """Stop the report writer and drop the connections (tests; a worker just exits)."""
         self.reports.close()
         for client in (self.client, self._claim_client, self._reports_client):
-            client.close()
+            close_client(client)
 
 
 _store: StateStore | None = None

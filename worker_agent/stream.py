@@ -33,7 +33,7 @@ from typing import Any
 
 import grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, worker_pb2
-from switchyard.wire import LEADER_METADATA_KEY
+from switchyard.wire import DEFAULT_SCHEDULER_PORT, LEADER_METADATA_KEY
 
 log = logging.getLogger("switchyard.agent.stream")
 
@@ -59,6 +59,7 @@ OPEN_TIMEOUT_SECONDS = 10.0
 """Longest wait from hello to welcome: an address that black-holes packets is given up on."""
 
 ADDRESS_FORM = "HOST:PORT[,HOST:PORT...]"
+"""How scheduler addresses are written (the port may be left out: it is then 50051)."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,17 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def with_default_port(address: str) -> str:
+    """`address` with the scheduler's port (50051) when it names a host only: `sched` ->
+    `sched:50051`, `[::1]` -> `[::1]:50051` (gRPC itself would dial 443)."""
+    if address.startswith("[") and address.endswith("]"):
+        return f"{address}:{DEFAULT_SCHEDULER_PORT}"
+    return address if ":" in address else f"{address}:{DEFAULT_SCHEDULER_PORT}"
+
+
 def parse_scheduler_addresses(text: str) -> tuple[str, ...]:
-    """`host:port,host:port` as addresses in the order given, duplicates dropped.
+    """`host:port,host:port` as addresses in the order given, duplicates dropped; a host
+    without a port gets the scheduler's default port.
 
     Raises ValueError naming the bad address; an empty list is an error too.
     """
@@ -95,6 +105,7 @@ def parse_scheduler_addresses(text: str) -> tuple[str, ...]:
     for address in (part.strip() for part in text.split(",")):
         if not address:
             continue
+        address = with_default_port(address)
         problem = address_problem(address)
         if problem is not None:
             raise ValueError(f"invalid scheduler address {address!r}: {problem} (give {ADDRESS_FORM})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,8 +11,10 @@ from switchyard.wire import worker_queue
 
 from scheduler.core.model import GpuNeed, Submission, TaskClass, TaskState, WorkerType
 from scheduler.core.validate import TaskInput
+from scheduler.engine.task_list import TaskQuery
 from scheduler.engine.views import Accepted, Explanation, QueueView, TaskView, WorkerRegistration
-from scheduler.fleet import Gpu, Liveness, Worker
+from scheduler.errors import InvalidArgument
+from scheduler.fleet import OPERATOR_STATES, Gpu, Liveness, OperatorStatus, Worker
 from scheduler.state.records import TaskRecord
 
 _GPU_NEED = {
@@ -30,12 +33,16 @@ _TASK_CLASS = {
 _STATE: dict[TaskState, Any] = {
     state: scheduler_pb2.TaskState.Value(f"TASK_STATE_{state.name}") for state in TaskState
 }
+_STATE_PLAIN = {number: state for state, number in _STATE.items()}
 _WORKER_TYPE = {
     WorkerType.CPU: worker_pb2.WORKER_TYPE_CPU,
     WorkerType.GPU: worker_pb2.WORKER_TYPE_GPU,
     WorkerType.HYBRID: worker_pb2.WORKER_TYPE_HYBRID,
 }
 _WORKER_TYPE_PLAIN = {v: k for k, v in _WORKER_TYPE.items()}
+_WORKER_STATE: dict[str, Any] = {
+    state: scheduler_pb2.WorkerState.Value(f"WORKER_STATE_{state.upper()}") for state in OPERATOR_STATES
+}
 _LIVENESS = {
     Liveness.CONNECTED: scheduler_pb2.WORKER_STATUS_CONNECTED,
     Liveness.UNREACHABLE: scheduler_pb2.WORKER_STATUS_UNREACHABLE,
@@ -66,6 +73,7 @@ def task_input(request: scheduler_pb2.SubmitTaskRequest) -> TaskInput:
         idempotency_key=request.idempotency_key,
         soft_time_limit_seconds=request.soft_time_limit_seconds,
         hard_time_limit_seconds=request.hard_time_limit_seconds,
+        allow_unschedulable=request.allow_unschedulable,
     )
 
 
@@ -128,6 +136,27 @@ def task_message(view: TaskView) -> scheduler_pb2.Task:
     return task
 
 
+def task_query(request: scheduler_pb2.ListTasksRequest) -> TaskQuery:
+    """A ListTasksRequest as plain data (an unknown or unspecified state is INVALID_ARGUMENT)."""
+    states = set()
+    for number in request.states:
+        state = _STATE_PLAIN.get(number)
+        if state is None:
+            valid = ", ".join(f"TASK_STATE_{s.name}" for s in _STATE)
+            raise InvalidArgument(f"states holds {number}, which is not a task state; valid: {valid}")
+        states.add(state)
+    return TaskQuery(
+        states=frozenset(states), queue=request.queue, worker_id=request.worker_id,
+        task_name=request.task_name, page_size=request.page_size, page_token=request.page_token,
+    )
+
+
+def task_page(tasks: list[TaskView], next_page_token: str) -> scheduler_pb2.ListTasksResponse:
+    """A page of ListTasks."""
+    return scheduler_pb2.ListTasksResponse(tasks=[task_message(view) for view in tasks],
+                                           next_page_token=next_page_token)
+
+
 def record_message(record: TaskRecord) -> scheduler_pb2.Task:
     """A stored record with no live view (its priority as given)."""
     return task_message(TaskView(record, record.priority))
@@ -151,6 +180,10 @@ def queue_stats(view: QueueView) -> scheduler_pb2.QueueStats:
         error_rate=view.error_rate,
         retrying=view.retrying,
         dead_lettered=view.dead_lettered,
+        wait_p50_seconds=view.wait_p50_seconds,
+        wait_p95_seconds=view.wait_p95_seconds,
+        submitted_per_second=view.submitted_per_second,
+        finished_per_second=view.finished_per_second,
     )
 
 
@@ -213,7 +246,16 @@ def registration(hello: agent_pb2.AgentHello) -> WorkerRegistration:
     )
 
 
-def worker_info(worker: Worker) -> scheduler_pb2.WorkerInfo:
+def worker_state(state: str) -> Any:
+    """An operator state ("ready", "drained", ...) as the proto enum."""
+    return _WORKER_STATE.get(state, scheduler_pb2.WORKER_STATE_UNSPECIFIED)
+
+
+def worker_info(worker: Worker, status: OperatorStatus | None = None) -> scheduler_pb2.WorkerInfo:
+    """A worker as ListWorkers shows it; `status` is its operator status now (the engine's
+    `Queries.operator_status`), computed from the wall clock when not given."""
+    if status is None:
+        status = worker.operator_status(time.time())
     info = scheduler_pb2.WorkerInfo(
         worker_id=worker.worker_id,
         worker_type=_WORKER_TYPE[worker.worker_type],
@@ -223,14 +265,21 @@ def worker_info(worker: Worker) -> scheduler_pb2.WorkerInfo:
         free_slots=worker.free_slots,
         task_ids=sorted(worker.in_flight),
         celery_queue=worker_queue(worker.worker_id),
+        state=worker_state(status.state),
+        state_reason=status.reason,
     )
     if worker.capabilities is not None:
         info.capabilities.CopyFrom(worker.capabilities)
     if worker.load is not None:
         info.load.CopyFrom(worker.load)
-    stamp = _timestamp(worker.last_heartbeat_wall)
-    if stamp is not None:
-        info.last_heartbeat_at.CopyFrom(stamp)
+    for name, seconds in (
+        ("last_heartbeat_at", worker.last_heartbeat_wall),
+        ("state_since", status.since),
+        ("quarantined_until", worker.quarantined_until if status.state == "quarantined" else 0.0),
+    ):
+        stamp = _timestamp(seconds)
+        if stamp is not None:
+            getattr(info, name).CopyFrom(stamp)
     return info
 
 

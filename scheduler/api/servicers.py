@@ -46,10 +46,33 @@ async def _abort_for(exc: Exception, context: Context) -> None:
     await context.abort(*status)
 
 
+def _term_ended(engines: EngineSource) -> Exception:
+    """What a stream ended by a leadership change is told: who leads now, when known."""
+    try:
+        engines.current()
+    except Exception as exc:
+        return exc
+    return NotLeader("this scheduler's leadership term ended; reconnect")
+
+
+async def _cancel_and_wait(*futures: asyncio.Future[Any] | None) -> None:
+    """Cancel those still pending and wait until they are done. A task left pending when its
+    call ends is destroyed with the queue it waits on (an agent's outbox is replaced when it
+    reconnects), and asyncio logs "Task was destroyed but it is pending!"; a generator whose
+    `anext` still runs cannot be closed."""
+    pending = [future for future in futures if future is not None and not future.done()]
+    for future in pending:
+        future.cancel()
+    for future in pending:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await future
+
+
 async def _until_stopped(engine: Engine, items: AsyncIterator[R]) -> AsyncIterator[R]:
     """`items` until they end or `engine` stops (its leadership term ended: the client resumes
     on the leader, told so by the NotLeader this raises)."""
     stopped = asyncio.ensure_future(engine.stopped.wait())
+    following: asyncio.Future[R] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(items))
@@ -64,7 +87,8 @@ async def _until_stopped(engine: Engine, items: AsyncIterator[R]) -> AsyncIterat
             except StopAsyncIteration:
                 return
     finally:
-        stopped.cancel()
+        # The call may end (the client went away) while `following` still runs.
+        await _cancel_and_wait(stopped, following)
         if hasattr(items, "aclose"):
             await items.aclose()
 
@@ -113,6 +137,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             engine = self.engine
             async for view in _until_stopped(engine, engine.queries.watch(request.task_id)):
                 yield scheduler_pb2.WatchTaskResponse(task=convert.task_message(view))
+        except NotLeader:
+            await _abort_for(_term_ended(self._engines), context)
         except Exception as exc:
             await _abort_for(exc, context)
 
@@ -121,6 +147,11 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         record, previous = await self.engine.controls.cancel(request.task_id)
         return scheduler_pb2.CancelTaskResponse(task=convert.record_message(record),
                                                 previous_state=convert.task_state(previous))
+
+    @_rpc
+    async def ListTasks(self, request: scheduler_pb2.ListTasksRequest, context: Context) -> scheduler_pb2.ListTasksResponse:
+        page = await self.engine.task_list.page(convert.task_query(request))
+        return convert.task_page(page.tasks, page.next_page_token)
 
     @_rpc
     async def ListQueues(self, request: scheduler_pb2.ListQueuesRequest, context: Context) -> scheduler_pb2.ListQueuesResponse:
@@ -136,7 +167,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @_rpc
     async def ListWorkers(self, request: scheduler_pb2.ListWorkersRequest, context: Context) -> scheduler_pb2.ListWorkersResponse:
-        return scheduler_pb2.ListWorkersResponse(workers=[convert.worker_info(w) for w in self.engine.queries.workers()])
+        queries = self.engine.queries
+        return scheduler_pb2.ListWorkersResponse(
+            workers=[convert.worker_info(w, queries.operator_status(w)) for w in queries.workers()])
 
     @_rpc
     async def ExplainPlacement(self, request: scheduler_pb2.ExplainPlacementRequest, context: Context) -> scheduler_pb2.ExplainPlacementResponse:
@@ -161,7 +194,26 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @_rpc
     async def DrainWorker(self, request: scheduler_pb2.DrainWorkerRequest, context: Context) -> scheduler_pb2.DrainWorkerResponse:
-        return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(await self.engine.controls.drain(request.worker_id)))
+        engine = self.engine
+        worker = await engine.controls.drain(request.worker_id)
+        return scheduler_pb2.DrainWorkerResponse(worker=convert.worker_info(worker, engine.queries.operator_status(worker)))
+
+    @_rpc
+    async def UndrainWorker(self, request: scheduler_pb2.UndrainWorkerRequest, context: Context) -> scheduler_pb2.UndrainWorkerResponse:
+        engine = self.engine
+        change = await engine.controls.undrain(request.worker_id)
+        return scheduler_pb2.UndrainWorkerResponse(
+            worker=convert.worker_info(change.worker, engine.queries.operator_status(change.worker)),
+            previous_state=convert.worker_state(change.previous.state), changed=change.changed)
+
+    @_rpc
+    async def UnquarantineWorker(self, request: scheduler_pb2.UnquarantineWorkerRequest,
+                                 context: Context) -> scheduler_pb2.UnquarantineWorkerResponse:
+        engine = self.engine
+        change = await engine.controls.unquarantine(request.worker_id)
+        return scheduler_pb2.UnquarantineWorkerResponse(
+            worker=convert.worker_info(change.worker, engine.queries.operator_status(change.worker)),
+            previous_state=convert.worker_state(change.previous.state), changed=change.changed)
 
 
 class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
@@ -195,31 +247,24 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         ))
         reader = asyncio.create_task(self._read(agents, worker_id, session, request_iterator))
         term_over = asyncio.ensure_future(engine.stopped.wait())
+        getter: asyncio.Future[Any] | None = None
         try:
             while not reader.done() and not term_over.done():
                 getter = asyncio.ensure_future(outbox.get())
                 done, _ = await asyncio.wait({getter, reader, term_over}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
-                    getter.cancel()
                     break
                 command = getter.result()
                 if command is None:
                     continue
                 yield convert.command_message(command)
         finally:
-            term_over.cancel()
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            # The stream may end (the agent reconnects) while `getter` still waits on the outbox.
+            await _cancel_and_wait(getter, term_over, reader)
             agents.stream_closed(worker_id, session)
         if engine.stopped.is_set():
             # This scheduler stopped leading: send the agent to whoever leads now.
-            try:
-                self._engines.current()
-                leader_moved: Exception = NotLeader("this scheduler's leadership term ended; reconnect")
-            except Exception as exc:
-                leader_moved = exc
-            await _abort_for(leader_moved, context)
+            await _abort_for(_term_ended(self._engines), context)
 
     async def _read(self, agents: Agents, worker_id: str, session: int,
                     request_iterator: AsyncIterator[agent_pb2.ConnectRequest]) -> None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+from switchyard.redis_urls import RedisUrlError, check_url
+
 from scheduler.config.errors import ConfigError
 from scheduler.config.placement import (
     parse_aging,
@@ -26,7 +28,7 @@ from scheduler.config.retry import parse_retry_policies
 from scheduler.config.rules import parse_class_queues, parse_content_types, parse_rules
 from scheduler.config.yaml_lines import FileReader, LineMap, read_yaml, unknown_policy
 from scheduler.core.retry import BUILTIN_RETRY_POLICIES
-from scheduler.settings import DEFAULT_QUEUES, Settings
+from scheduler.settings import DEFAULT_QUEUES, SUBMIT_WAIT_MAX_SECONDS, Settings
 
 _STRUCTURED = (
     "queues",
@@ -176,6 +178,16 @@ def load_settings(
         if args.get(name) is not None and (args[name] != "" or isinstance(_SCALARS[name].default, str)):
             values[name] = _coerce(name, args[name])
     settings = Settings(**values)
+    for name in ("redis_url", "state_redis_url_for_workers"):
+        url = getattr(settings, name)
+        try:
+            if url:
+                check_url(url)
+        except RedisUrlError as exc:
+            raise ConfigError(f"setting {name}: {exc}") from None
+    if settings.submit_wait_timeout_seconds > SUBMIT_WAIT_MAX_SECONDS:
+        raise ConfigError(f"setting submit_wait_timeout_seconds={settings.submit_wait_timeout_seconds:g}: "
+                          f"must be at most {SUBMIT_WAIT_MAX_SECONDS:g}")
     if settings.default_retry_policy not in settings.retry_policies:
         raise ConfigError(
             f"setting default_retry_policy={settings.default_retry_policy!r}: "

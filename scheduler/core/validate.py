@@ -41,6 +41,8 @@ class TaskInput:
     idempotency_key: str = ""
     soft_time_limit_seconds: float = 0.0
     hard_time_limit_seconds: float = 0.0
+    allow_unschedulable: bool = False
+    """Accept it even when no known worker could ever run it (scheduler/core/schedulable.py)."""
 
 
 @dataclass(frozen=True)

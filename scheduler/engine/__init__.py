@@ -11,6 +11,9 @@ memory they share (`shared.py`):
     agents        hello, heartbeat, worker exit, stream close (engine/agents.py)
     controls      cancel, pause/resume, drain (engine/controls.py)
     queries       tasks, watch, queues, workers, explain (engine/queries.py)
+    task_list     ListTasks, and the sweep of its index (engine/task_list.py)
+    autoscale     worker pools' demand, for the KEDA scaler (engine/autoscale.py)
+    health        the health summary of GET /api/v1/health (engine/health.py)
     recovery      rebuild memory at start (engine/recovery.py)
     gauges        Prometheus gauges (engine/gauges.py)
     stats         queue counters, written about once a second (engine/stats.py)
@@ -23,21 +26,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from scheduler.dispatch import CeleryMessages
 from scheduler.engine.admission import Admission
 from scheduler.engine.agents import Agents
+from scheduler.engine.autoscale import Autoscale
 from scheduler.engine.controls import Controls
 from scheduler.engine.dead_letters import DeadLetters
 from scheduler.engine.gauges import Gauges
+from scheduler.engine.health import Health
 from scheduler.engine.lifecycle import Lifecycle
 from scheduler.engine.liveness import Liveness
 from scheduler.engine.placement import Placement
 from scheduler.engine.queries import Queries
 from scheduler.engine.recovery import recover
 from scheduler.engine.shared import Shared
+from scheduler.engine.task_list import TaskList
 from scheduler.errors import StateUnavailable
 from scheduler.metrics import Metrics
 from scheduler.settings import Settings
@@ -46,6 +52,17 @@ from scheduler.state.interface import State
 log = logging.getLogger("switchyard.scheduler.engine")
 
 MAX_RESTART_DELAY_SECONDS = 5.0
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until every one has ended. A cancellation can be lost on Python
+    3.11 (one that lands as an inner timeout fires, as inside redis-py's reads and pool), which
+    left a loop running and the stop waiting for ever: cancel again until they end."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=1.0)
 
 
 class Engine:
@@ -71,6 +88,9 @@ class Engine:
         self.queries = Queries(self.shared)
         self.controls = Controls(self.shared, self.queries)
         self.gauges = Gauges(self.shared, self.queries)
+        self.task_list = TaskList(self.shared)
+        self.autoscale = Autoscale(self.shared)
+        self.health = Health(self.shared, self.queries)
         self._loops: list[asyncio.Task[None]] = []
         self.stopped = asyncio.Event()
         """Set once `stop` is called: agent streams of this engine end (leadership moved)."""
@@ -84,7 +104,7 @@ class Engine:
             ("starts", self.lifecycle.watch_starts),
             ("liveness", self.liveness.run), ("gauges", self.gauges.run),
             ("retries", self.lifecycle.run_retries), ("dead-letters", self.dead_letters.run),
-            ("stats", self.shared.stats.run),
+            ("stats", self.shared.stats.run), ("task-index", self.task_list.run),
         ):
             self._loops.append(asyncio.create_task(self._guard(name, loop), name=name))
         self.shared.kick.set()
@@ -92,9 +112,7 @@ class Engine:
     async def stop(self) -> None:
         """Stop the loops and write out the queue counters kept in memory."""
         self.stopped.set()
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_and_wait(self._loops)
         self._loops.clear()
         try:
             await self.shared.stats.flush()

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scheduler import crashpoints
 from scheduler.core.classify import classify
 from scheduler.core.model import Classification, PendingTask, TaskState
+from scheduler.core.schedulable import KnownWorker, unschedulable_reason
 from scheduler.core.validate import (
     SubmitLimits,
     TaskInput,
@@ -29,9 +30,34 @@ from scheduler.core.validate import (
 from scheduler.engine.placement import Placement
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Accepted
-from scheduler.errors import AlreadyExists, InvalidArgument, SchedulerError
+from scheduler.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SchedulerError
 from scheduler.state.interface import IdempotencyConflict, NewTask, SubmitOutcome
 from scheduler.state.records import TaskRecord
+
+REGISTRATIONS_REFRESH_SECONDS = 30.0
+"""Stored worker registrations are re-read at most this often for the unschedulable check (the
+live fleet is read at every check; a registration only adds workers not connected now)."""
+
+
+class _KnownWorkers:
+    """Every worker the scheduler knows, afresh at each iteration: the live fleet (workers that
+    connected since this scheduler started, with their current labels and GPUs), then the stored
+    registrations of the others."""
+
+    def __init__(self, shared: Shared, registrations: Sequence[KnownWorker]) -> None:
+        self.shared = shared
+        self.registrations = registrations
+
+    def __iter__(self) -> Iterator[KnownWorker]:
+        fleet = self.shared.fleet
+        for worker in fleet:
+            if worker.last_heartbeat_wall:  # connected since this scheduler started: fresh facts
+                yield KnownWorker(worker.worker_id, worker.worker_type,
+                                  tuple(gpu.memory_total_mb for gpu in worker.gpus), worker.labels)
+        for registration in self.registrations:
+            live = fleet.get(registration.worker_id)
+            if live is None or not live.last_heartbeat_wall:
+                yield registration
 
 
 def submit_limits(shared: Shared) -> SubmitLimits:
@@ -65,6 +91,8 @@ class Admission:
         self.limits = submit_limits(shared)
         self._waiting: list[_Submission] = []
         self._committer: asyncio.Task[None] | None = None
+        self._registrations: list[KnownWorker] = []
+        self._registrations_due = float("-inf")
 
     async def submit(self, items: Sequence[TaskInput]) -> list[Accepted]:
         """Validate every item, then accept all atomically (or none)."""
@@ -81,6 +109,7 @@ class Admission:
             raise batch_error(problems)
         now = self.shared.clock()
         decisions = [self._classify(item, len(items) if many else 0) for item in items]
+        await self._refuse_unschedulable(items, decisions, many)
         submission = _Submission([self._new_task(item, decision, now) for item, decision in
                                   zip(items, decisions, strict=True)], decisions, many)
         self._waiting.append(submission)
@@ -162,10 +191,42 @@ class Admission:
             accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
                                      decision.task_class, False, decision.reason))
             shared.metrics.submitted.labels(decision.queue).inc()
+            shared.stats.submitted(decision.queue)
         if queued:
             shared.kick.set()
         if not submission.done.done():
             submission.done.set_result(accepted)
+
+    async def _refuse_unschedulable(self, items: Sequence[TaskInput], decisions: Sequence[Classification],
+                                    many: bool) -> None:
+        """Raise FailedPrecondition naming every item no known worker could ever run (unless it
+        allows that); see scheduler/core/schedulable.py."""
+        problems: list[SchedulerError] = []
+        workers: _KnownWorkers | None = None
+        for index, (item, decision) in enumerate(zip(items, decisions, strict=True)):
+            if item.allow_unschedulable:
+                continue
+            submission = item.submission
+            if workers is None and (submission.labels or submission.gpu_memory_mb):
+                workers = await self._known_workers()
+            reason = unschedulable_reason(submission, decision, self.rules, workers or ())
+            if reason is not None:
+                where = f"tasks[{index}]: " if many else ""
+                problems.append(FailedPrecondition(f"{where}no worker could ever run this task: {reason}"))
+        if problems:
+            raise batch_error(problems)
+
+    async def _known_workers(self) -> _KnownWorkers:
+        """Every worker the scheduler knows (the stored registrations re-read now and then)."""
+        shared = self.shared
+        now = shared.monotonic()
+        if now >= self._registrations_due:
+            self._registrations = [
+                KnownWorker(record.worker_id, record.worker_type, record.gpu_memory_mb, dict(record.labels))
+                for record in (await shared.state.controls.known_workers()).values()
+            ]
+            self._registrations_due = now + REGISTRATIONS_REFRESH_SECONDS
+        return _KnownWorkers(shared, self._registrations)
 
     def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
         return self.shared.pending_task(new.record, seq=outcome.seq)

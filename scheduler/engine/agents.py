@@ -104,7 +104,8 @@ class Agents:
         worker.last_heartbeat = shared.monotonic()
         worker.last_heartbeat_wall = shared.clock()
         await self.registrations.remember(
-            WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels))
+            WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels),
+                         tuple(gpu.memory_total_mb for gpu in hello.gpus))
         )
         log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s, %s)%s", worker.worker_id,
                  worker_type.value, hello.slots, len(hello.gpus),

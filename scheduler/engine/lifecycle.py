@@ -153,9 +153,9 @@ class Lifecycle:
         elif applied.state is TaskState.DEAD_LETTERED:
             shared.dead[event.task_id] = applied.queue
         shared.stats.ended(applied)
+        shared.metrics.attempt_ended(applied.queue, applied.state.value, applied.waited_seconds, applied.ran_seconds)
         if applied.state in TERMINAL_STATES:
             shared.outcomes[applied.queue].append(applied.state is not TaskState.SUCCEEDED)
-            shared.metrics.finished.labels(applied.queue, applied.state.value).inc()
         if event.kind == EventKind.FAILED and worker is not None:
             self._count_failure(worker.worker_id, event.task_id)
 

@@ -75,6 +75,7 @@ class Liveness:
         """Mark the worker lost, re-queue its attempts (fenced) and purge its Celery queue."""
         shared = self.shared
         worker.lost = True
+        worker.lost_reason, worker.lost_since = reason, shared.clock()
         worker.connected = False
         moved = list(worker.in_flight.values())
         worker.in_flight.clear()

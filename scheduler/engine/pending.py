@@ -40,6 +40,10 @@ class PendingIndex:
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._tasks
 
+    def __iter__(self) -> Iterator[PendingTask]:
+        """Every pending task, in no particular order (take a list before awaiting anything)."""
+        return iter(self._tasks.values())
+
     def get(self, task_id: str) -> PendingTask | None:
         return self._tasks.get(task_id)
 

@@ -23,8 +23,11 @@ from scheduler.engine.admission import submit_limits
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Explanation, QueueView, TaskView
 from scheduler.errors import InvalidArgument, NotFound
-from scheduler.fleet import Worker
+from scheduler.fleet import OperatorStatus, Worker
 from scheduler.state.records import TaskRecord
+
+NO_WORKER_WARNING = "tasks are pending and no connected worker can serve this queue"
+"""A queue's warning while it has pending tasks and no worker able to serve them."""
 
 
 def _change_key(view: TaskView) -> tuple[object, ...]:
@@ -121,7 +124,10 @@ class Queries:
             )
         workers = self._workers_for(spec)
         if depth and not workers:
-            warnings.append("tasks are pending and no connected worker can serve this queue")
+            warnings.append(NO_WORKER_WARNING)
+        now = shared.monotonic()
+        wait_p50, wait_p95 = shared.stats.recent.wait_percentiles(spec.name, now)
+        submitted_rate, finished_rate = shared.stats.recent.rates(spec.name, now)
         return QueueView(
             spec=spec, pending=depth, processing=processing,
             completed=int(row.get("completed", 0)), failed=int(row.get("failed", 0)),
@@ -133,6 +139,10 @@ class Queries:
             dead_lettered=sum(1 for q in shared.dead.values() if q == spec.name),
             error_rate=error_rate,
             warnings=tuple(warnings),
+            wait_p50_seconds=wait_p50,
+            wait_p95_seconds=wait_p95,
+            submitted_per_second=submitted_rate,
+            finished_per_second=finished_rate,
         )
 
     def _workers_for(self, spec: QueueSpec) -> int:
@@ -163,6 +173,10 @@ class Queries:
 
     def workers(self) -> list[Worker]:
         return sorted(self.shared.fleet, key=lambda w: w.worker_id)
+
+    def operator_status(self, worker: Worker) -> OperatorStatus:
+        """The worker's operator state, why and since when, as of now."""
+        return worker.operator_status(self.shared.clock())
 
     async def explain(self, item: TaskInput | None, task_id: str) -> Explanation:
         """Dry run of classification and placement; changes nothing."""

@@ -27,13 +27,60 @@ ERROR_RATE_WINDOW = 100
 """Finished tasks per queue over which the error rate is computed."""
 
 
+class Changes:
+    """A count of the task changes the engine reported, and a way to wait for the next one:
+    for readers that follow the whole task population rather than one task (the KEDA scaler's
+    StreamIsActive). Bumped wherever watchers are told of a change, watched or not, and at every
+    kick of placement (`Kick`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._next = asyncio.Event()
+        self._waiting = 0
+
+    def bump(self) -> None:
+        """One more change: wake everyone waiting (on the hot path: costs nothing more when
+        nobody waits)."""
+        self.count += 1
+        if self._waiting:
+            self._next.set()
+            self._next = asyncio.Event()
+
+    async def after(self, seen: int) -> int:
+        """Wait until the count differs from `seen` (at once if it already does); the new count."""
+        self._waiting += 1
+        try:
+            while self.count == seen:
+                await self._next.wait()
+        finally:
+            self._waiting -= 1
+        return self.count
+
+
+class Kick(asyncio.Event):
+    """The placement loop's wake-up (`Shared.kick`): an event whose every `set` also counts as
+    a change (`Changes`), so readers of the whole task population also hear of submissions,
+    freed slots and workers joining, which set it without a task change to report."""
+
+    def __init__(self, changes: Changes) -> None:
+        super().__init__()
+        self._changes = changes
+
+    def set(self) -> None:
+        self._changes.bump()
+        super().set()
+
+
 @dataclass
 class Watchers:
     """WatchTask subscribers by task id; each gets every new version of its task."""
 
     by_task: dict[str, set[asyncio.Queue[TaskRecord]]] = field(default_factory=lambda: defaultdict(set))
+    changes: Changes = field(default_factory=Changes)
+    """Bumped at every change reported here, watched or not."""
 
     def notify(self, task: TaskRecord) -> None:
+        self.changes.bump()
         for queue in self.by_task.get(task.task_id, ()):
             queue.put_nowait(task)
 
@@ -65,13 +112,14 @@ class Shared:
     """Per queue: recent finished tasks, True for a failure (error rate)."""
     rate_limited: dict[str, str] = field(default_factory=dict)
     """Task id -> reason, for tasks the last placement round held back for a rate limit."""
-    kick: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set whenever placement may find new work to hand out."""
+    kick: asyncio.Event = field(init=False)
+    """Set whenever placement may find new work to hand out (a `Kick`: each set is also a change)."""
     stats: QueueStats = field(init=False)
     """Queue counters not yet written to Redis."""
 
     def __post_init__(self) -> None:
-        self.stats = QueueStats(self.state.indexes)
+        self.kick = Kick(self.watchers.changes)
+        self.stats = QueueStats(self.state.indexes, self.monotonic)
 
     def placement_context(self, now: float) -> PlacementContext:
         settings = self.settings
@@ -99,6 +147,7 @@ class Shared:
 
     async def notify_watchers(self, task_ids: Iterable[str]) -> None:
         """Tell WatchTask subscribers of these tasks their new state (one read, only if watched)."""
+        self.watchers.changes.bump()
         watched = [task_id for task_id in task_ids if task_id in self.watchers.by_task]
         if watched:
             for record in await self.state.tasks.load(watched):

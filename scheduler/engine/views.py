@@ -77,6 +77,14 @@ class QueueView:
     dead_lettered: int = 0
     error_rate: float = 0.0
     warnings: tuple[str, ...] = ()
+    wait_p50_seconds: float = 0.0
+    """Median wait (submitted -> started) of the attempts that ended in the last 5 minutes."""
+    wait_p95_seconds: float = 0.0
+    """95th percentile of those waits."""
+    submitted_per_second: float = 0.0
+    """Submissions per second over the last minute."""
+    finished_per_second: float = 0.0
+    """Tasks finished (any terminal state) per second over the last minute."""
 
 
 @dataclass(frozen=True)

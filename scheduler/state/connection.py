@@ -9,6 +9,7 @@ password), says what to check, and says the request can be retried.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
@@ -16,17 +17,21 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 from redis.commands.core import AsyncScript
+from switchyard.redis_urls import async_client, display_url, password_of
 from switchyard.wire import Keys
 
 from scheduler.errors import LeadershipLost, StateUnavailable
 
+log = logging.getLogger("switchyard.scheduler.state")
+
 FENCED_MARK = "FENCED fencing token"
 """How fence.lua's refusal starts (a pipeline's error quotes it after the failing command)."""
+NO_REPLICAS_MARK = "NOREPLICAS"
+"""How Redis refuses a write while fewer replicas than its `min-replicas-to-write` are in sync."""
 
 _UNREACHABLE: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError,
@@ -170,40 +175,103 @@ def _counting(connection_class: type[Any]) -> type[Any]:
     return CountingConnection
 
 
+class ReplicaWait:
+    """How an acknowledged submission waits for replicas (Redis `WAIT`), and how often that
+    wait ran out.
+
+    Redis replicates asynchronously: a primary that dies loses the writes its replicas had not
+    received yet. Ending the submission's pipeline with `WAIT replicas timeout` holds its answer
+    until that many replicas have its writes, so a failover to one of them keeps it. When the
+    wait runs out (a replica down or lagging) the submission is still answered as accepted —
+    its writes are on the primary, and refusing them would make clients submit again — and the
+    shortfall is counted (`switchyard_submit_replica_timeouts_total`) and logged at most once
+    per `WARN_INTERVAL_SECONDS`.
+
+    After a shortfall, later submissions wait only `SHORT_WAIT_MS` until a wait succeeds again:
+    with its replica gone (say, promoted by the failover that just happened) every submission
+    would otherwise pay the whole timeout, while a replica back in sync answers within
+    milliseconds. Those short waits that run out are counted too.
+    """
+
+    WARN_INTERVAL_SECONDS = 60.0
+    SHORT_WAIT_MS = 10
+
+    def __init__(self, replicas: int = 0, timeout_seconds: float = 1.0) -> None:
+        self.replicas = replicas
+        """Replicas to wait for (0: no wait)."""
+        self.timeout_ms = max(1, round(timeout_seconds * 1000))
+        self.timeouts = 0
+        """Submissions answered before `replicas` replicas had them (a process-wide count)."""
+        self.short = False
+        """True from a shortfall until a wait succeeds again: waits are SHORT_WAIT_MS meanwhile."""
+        self._warned_at = -math.inf
+        self._since_warning = 0
+        self._warned = False
+
+    def queue(self, pipe: Any) -> None:
+        """Queue the WAIT after the pipeline's writes (it covers this connection's writes)."""
+        if self.replicas:
+            pipe.wait(self.replicas, min(self.SHORT_WAIT_MS, self.timeout_ms) if self.short else self.timeout_ms)
+
+    def reached(self, acknowledged: int, location: str) -> None:
+        """Record the WAIT's answer: how many replicas had the writes in time."""
+        if acknowledged >= self.replicas:
+            self.short = False
+            if self._warned:  # one line per warning, however often a replica flaps
+                self._warned = False
+                log.info("replicas of %s in sync again: submissions wait up to %d ms for %d replica(s) again",
+                         location, self.timeout_ms, self.replicas)
+            return
+        self.timeouts += 1
+        self._since_warning += 1
+        now = time.monotonic()
+        if now - self._warned_at >= self.WARN_INTERVAL_SECONDS:
+            log.warning(
+                "%d submission(s) accepted with only %d of %d replica(s) in sync within %d ms: a failover of "
+                "%s now could lose them; until a replica catches up, submissions wait at most %d ms; check the "
+                "replicas (INFO replication) or lower submit_wait_replicas",
+                self._since_warning, acknowledged, self.replicas, self.timeout_ms, location,
+                min(self.SHORT_WAIT_MS, self.timeout_ms))
+            self._warned_at, self._since_warning, self._warned = now, 0, True
+        self.short = True
+
+
 class Connection:
     """What the four parts share: the client, the key layout, the scripts, and how to word
     an outage."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
+    def __init__(self, redis_url: str, prefix: str, replica_wait: ReplicaWait | None = None) -> None:
         # A bounded pool that makes callers wait for a free connection: redis-py's default pool
         # raises MaxConnectionsError beyond 100 connections, which a burst of agent hellos or
-        # submissions reaches; waiting costs a little latency, failing costs the request.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=POOL_MAX_CONNECTIONS, timeout=POOL_WAIT_SECONDS,
+        # submissions reaches; waiting costs a little latency, failing costs the request. A
+        # redis+sentinel:// URL gets the same pool, asking the Sentinels for the primary.
+        self.redis: aioredis.Redis = async_client(
+            redis_url, max_connections=POOL_MAX_CONNECTIONS, pool_timeout=POOL_WAIT_SECONDS,
             decode_responses=True, health_check_interval=10, socket_keepalive=True, retry_on_timeout=True,
             socket_connect_timeout=SOCKET_CONNECT_SECONDS, socket_timeout=SOCKET_SECONDS,
         )
+        pool = self.redis.connection_pool
         pool.connection_class = _counting(pool.connection_class)
-        self.redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self.keys = Keys(prefix)
         self.fence = Fence()
+        self.replica_wait = replica_wait or ReplicaWait()
         self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader)
         self.lease_script = self.redis.register_script(_script_text("lease"))
-        parts = urlsplit(redis_url)
-        self._password = parts.password or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        self._password = password_of(redis_url)
         # Credentials (user:password@, ?password=) are left out on purpose: this text reaches
         # logs and clients.
-        self.location = f"{parts.scheme}://{netloc}{parts.path}"
+        self.location = display_url(redis_url)
 
     def unavailable(self, exc: BaseException) -> StateUnavailable:
         """The domain error for an outage, with what an operator should check."""
         reason = _reason(exc)
         if self._password:
             reason = reason.replace(self._password, "***")
+        if NO_REPLICAS_MARK in str(exc):
+            # The error quotes the refused command (a pipeline's, with its arguments): left out.
+            return StateUnavailable(
+                f"the state store at {self.location} refuses writes: fewer replicas are in sync than its "
+                "min-replicas-to-write; check the replicas (INFO replication) — the request can be retried")
         if isinstance(exc, redis_errors.BusyLoadingError):
             problem, advice = f"the state store at {self.location} is still loading its data", "wait until it has loaded"
         elif isinstance(exc, redis_errors.ReadOnlyError):
@@ -264,6 +332,8 @@ def guarded(
         except redis_errors.ResponseError as exc:
             if FENCED_MARK in str(exc):
                 raise self._conn.fence.refused() from exc
+            if NO_REPLICAS_MARK in str(exc):
+                raise self._conn.unavailable(exc) from exc
             raise
 
     return call

@@ -240,6 +240,19 @@ class IndexStore(Protocol):
 
     async def purge_dead_letters(self, task_ids: Sequence[str]) -> int: ...
 
+    async def newest_tasks(self, before_seq: int, count: int, *, pending_only: bool = False) -> list[tuple[str, int]]:
+        """(task id, submission seq) of up to `count` kept tasks submitted before `before_seq`
+        (0: from the newest), newest first; with `pending_only`, of pending tasks only. An id may
+        name a task whose hash has just expired (the index is swept lazily: `sweep_task_index`)."""
+        ...
+
+    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
+        """Drop index entries of tasks that no longer exist (expired results, purged dead
+        letters), examining up to `count` entries submitted after `after_seq` in submission order.
+        Returns (the seq the next sweep starts after, 0 to start over from the oldest; how many
+        entries were dropped)."""
+        ...
+
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
         """Per queue: completed, failed, cancelled, retried, wait/run sums and counts."""
         ...

@@ -207,12 +207,18 @@ class WorkerRecord:
     worker_type: WorkerType
     slots: int
     labels: Mapping[str, str] = field(default_factory=dict)
+    gpu_memory_mb: tuple[int, ...] | None = None
+    """Total memory of each of its GPUs, MiB (empty: none); None when not recorded (a
+    registration written before it was kept). Admission judges GPU requests against it."""
 
 
 def encode_worker(record: WorkerRecord) -> str:
     """The registration as the JSON value stored under its worker id."""
-    return json.dumps({"worker_type": record.worker_type.value, "slots": record.slots,
-                       "labels": dict(record.labels)}, sort_keys=True)
+    value: dict[str, object] = {"worker_type": record.worker_type.value, "slots": record.slots,
+                                "labels": dict(record.labels)}
+    if record.gpu_memory_mb is not None:
+        value["gpu_memory_mb"] = list(record.gpu_memory_mb)
+    return json.dumps(value, sort_keys=True)
 
 
 def decode_worker(worker_id: str, raw: str) -> WorkerRecord:
@@ -223,4 +229,6 @@ def decode_worker(worker_id: str, raw: str) -> WorkerRecord:
         worker_type=WorkerType(data.get("worker_type") or WorkerType.CPU),
         slots=int(data.get("slots") or 1),
         labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
+        gpu_memory_mb=(tuple(int(mb) for mb in data["gpu_memory_mb"])
+                       if isinstance(data.get("gpu_memory_mb"), list) else None),
     )

@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
+from switchyard.redis_urls import aclose_client
 from switchyard.wire import EVENTS_GROUP, worker_queue
 
 from scheduler.state import records
-from scheduler.state.connection import Connection, StorePart, guarded
+from scheduler.state.connection import Connection, ReplicaWait, StorePart, guarded
 from scheduler.state.interface import (
     ControlStore,
     EventLog,
@@ -80,6 +81,34 @@ class RedisIndexStore(StorePart):
             chunk = task_ids[start : start + _PURGE_CHUNK]
             purged += int(await self._scripts.purge_dead(keys=[keys.dead_letters], args=[keys.task(""), *chunk]))
         return purged
+
+    @guarded
+    async def newest_tasks(self, before_seq: int, count: int, *, pending_only: bool = False) -> list[tuple[str, int]]:
+        """(task id, seq) of kept (or pending) tasks submitted before `before_seq` (0: from the
+        newest), newest first: one ZREVRANGEBYSCORE of `P:tasks` (or `P:pending`)."""
+        key = self._keys.pending if pending_only else self._keys.tasks
+        newest = f"({before_seq}" if before_seq > 0 else "+inf"
+        rows: Any = await self._redis.zrevrangebyscore(key, newest, "-inf", start=0, num=count, withscores=True)
+        return [(str(member), int(score)) for member, score in rows]
+
+    @guarded
+    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
+        """Drop `P:tasks` entries whose task hash is gone, looking at `count` entries after
+        `after_seq`. Not one script, and needs none: a task id never comes back once its hash is
+        gone (ids are never reused), so an entry found dangling stays dangling until removed."""
+        keys = self._keys
+        rows: Any = await self._redis.zrangebyscore(keys.tasks, f"({after_seq}", "+inf", start=0, num=count,
+                                                    withscores=True)
+        if not rows:
+            return 0, 0
+        pipe = self._redis.pipeline(transaction=False)
+        for member, _score in rows:
+            pipe.exists(keys.task(str(member)))
+        gone = [str(member) for (member, _score), exists in zip(rows, await pipe.execute(), strict=True) if not exists]
+        if gone:
+            self._conn.fence.check()
+            await self._redis.zrem(keys.tasks, *gone)
+        return (int(rows[-1][1]) if len(rows) == count else 0), len(gone)
 
     @guarded
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -242,8 +271,8 @@ class RedisEventLog(StorePart):
 class RedisState(StorePart):
     """All durable state the engine uses (`State`), over one Redis connection pool."""
 
-    def __init__(self, redis_url: str, prefix: str) -> None:
-        super().__init__(Connection(redis_url, prefix))
+    def __init__(self, redis_url: str, prefix: str, replica_wait: ReplicaWait | None = None) -> None:
+        super().__init__(Connection(redis_url, prefix, replica_wait))
         self.tasks: TaskStore = RedisTaskStore(self._conn)
         self.indexes: IndexStore = RedisIndexStore(self._conn)
         self.controls: ControlStore = RedisControlStore(self._conn)
@@ -256,9 +285,14 @@ class RedisState(StorePart):
         """The Redis URL without credentials (for logs and health reports)."""
         return self._conn.location
 
+    @property
+    def replica_timeouts(self) -> int:
+        """Submissions answered before the replicas `submit_wait_replicas` asks for had them."""
+        return self._conn.replica_wait.timeouts
+
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self._redis.aclose()
+        """Close the connection pool (and the connections to the Sentinels, if any)."""
+        await aclose_client(self._redis)
 
     @guarded
     async def ping(self) -> bool:

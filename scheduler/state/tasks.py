@@ -108,17 +108,23 @@ class RedisTaskStore(StorePart):
         self, groups: Sequence[SubmitGroup], idempotency_ttl_seconds: int,
         hand_outs: Sequence[HandOutRequest] = (), now: float = 0.0,
     ) -> tuple[list[list[SubmitOutcome] | IdempotencyConflict], list[bool]]:
-        """Write each group atomically, then hand out `hand_outs` (at `now`), in one round trip."""
+        """Write each group atomically, then hand out `hand_outs` (at `now`), in one round trip
+        (which ends with the replica wait, when one is configured: `ReplicaWait`)."""
         keys = self._keys
         submit_args = self._submit_args(groups, idempotency_ttl_seconds)
         dispatch_args = self._dispatch_args(hand_outs, now) if hand_outs else []
+        replica_wait = self._conn.replica_wait
 
         def build(pipe: Any) -> None:
-            queue_script(pipe, self._scripts.submit, [keys.seq, keys.pending], submit_args)
+            queue_script(pipe, self._scripts.submit, [keys.seq, keys.pending, keys.tasks], submit_args)
             if hand_outs:
                 queue_script(pipe, self._scripts.dispatch, [keys.pending], dispatch_args)
+            # Still the same round trip: WAIT answers once replicas have this connection's writes.
+            replica_wait.queue(pipe)
 
         replies = await self._pipelined(build)
+        if replica_wait.replicas:
+            replica_wait.reached(int(replies[-1]), self._conn.location)
         handed = [bool(flag) for flag in replies[1]] if hand_outs else []
         return [_submit_outcomes(reply) for reply in replies[0]], handed
 

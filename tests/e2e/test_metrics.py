@@ -1,5 +1,6 @@
-"""Acceptance item 11: /metrics exposes queue depth, tasks by state, submit-to-dispatch latency,
-connected workers by type and free slots, with values that match what the test set up."""
+"""Acceptance item 11: /metrics exposes queue depth, tasks by outcome, submit-to-dispatch latency,
+ready workers by type and free slots, with values that match what the test set up (the names
+are those of docs/metrics.md; tests/e2e/test_prometheus.py reads them through a real Prometheus)."""
 
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ def test_metrics_reflect_queues_tasks_latency_and_workers(stack: Stack) -> None:
         ok = (
             _value(samples, "switchyard_queue_depth", queue="gpu_priority") == 3
             and _value(samples, "switchyard_queue_depth", queue="cpu_standard") == 0
-            and _value(samples, "switchyard_workers_connected", worker_type="gpu") == 1
-            and _value(samples, "switchyard_workers_connected", worker_type="cpu") == 1
-            and _value(samples, "switchyard_free_slots", worker_type="gpu") == 2
-            and _value(samples, "switchyard_free_slots", worker_type="cpu") == 3
+            and _value(samples, "switchyard_workers", type="gpu", state="ready") == 1
+            and _value(samples, "switchyard_workers", type="cpu", state="ready") == 1
+            and _value(samples, "switchyard_slots_free", type="gpu") == 2
+            and _value(samples, "switchyard_slots_free", type="cpu") == 3
         )
         return samples if ok else None
 
@@ -77,12 +78,16 @@ def test_metrics_reflect_queues_tasks_latency_and_workers(stack: Stack) -> None:
     # The held tasks are pending (queue depth, above) and the others finished, counted by outcome.
     succeeded = _value(samples, "switchyard_tasks_finished_total", queue="cpu_standard", outcome="succeeded")
     assert succeeded is not None and succeeded >= 4, samples.get("switchyard_tasks_finished_total")
-    count = _value(samples, "switchyard_submit_to_dispatch_seconds_count")
+    count = _value(samples, "switchyard_submit_to_dispatch_seconds_count", queue="cpu_standard")
     assert count is not None and count >= 4, samples.get(
         "switchyard_submit_to_dispatch_seconds_count"
     )
-    buckets = samples.get("switchyard_submit_to_dispatch_seconds_bucket", [])
-    assert buckets and max(v for _, v in buckets) == count, (
+    buckets = [
+        v
+        for labels, v in samples.get("switchyard_submit_to_dispatch_seconds_bucket", [])
+        if labels.get("queue") == "cpu_standard"
+    ]
+    assert buckets and max(buckets) == count, (
         "histogram +Inf bucket differs from its count"
     )
 

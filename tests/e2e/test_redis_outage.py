@@ -49,6 +49,7 @@ def test_redis_down_then_back_with_its_data(stack: Stack) -> None:
     stack.redis_server.kill()
     took = me.wait_health(NOT_SERVING, timeout=10)
     assert took < 5.0, f"health said NOT_SERVING only {took:.1f}s after Redis died"
+    print(f"NOT_SERVING {took:.2f}s after Redis died")
     with pytest.raises(grpc.RpcError) as caught:
         stack.stub.SubmitTask(stack.submit_request("e2e.sleep", [0.05, "down"]), timeout=5)
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
@@ -58,6 +59,7 @@ def test_redis_down_then_back_with_its_data(stack: Stack) -> None:
     back_at = time.monotonic()
     me.wait_health(SERVING, timeout=15)
     assert time.monotonic() - back_at < 10.0
+    print(f"SERVING {time.monotonic() - back_at:.2f}s after Redis returned")
     stack.wait_workers_connected(["w1"], timeout=30)
     after = [stack.submit("e2e.sleep", [0.05, f"a{i}"], content_type="text").task_id for i in range(3)]
     stack.wait_all(after)

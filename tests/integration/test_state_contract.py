@@ -434,6 +434,27 @@ async def dead_letters_replay_and_purge(b: Backend) -> None:
     assert [await state_of(b, t) for t in ("a", "c")] == [TaskState.PENDING, TaskState.DISPATCHED]
 
 
+async def the_task_index_pages_newest_first_and_sweeps_gone_tasks(b: Backend) -> None:
+    indexes = b.state.indexes
+    await submitted(b, "a", "b", "c")
+    await submitted(b, "x")
+    assert await indexes.newest_tasks(0, 10) == [("x", 4), ("c", 3), ("b", 2), ("a", 1)]
+    assert await indexes.newest_tasks(3, 1) == [("b", 2)]
+    await b.state.tasks.dispatch([hand_out("b"), hand_out("c")], T0 + 1)
+    # Dispatched tasks leave the pending index, never the index of kept tasks.
+    assert await indexes.newest_tasks(0, 10, pending_only=True) == [("x", 4), ("a", 1)]
+    assert [task_id for task_id, _seq in await indexes.newest_tasks(0, 10)] == ["x", "c", "b", "a"]
+    await b.report("failed", "b", 1, "w1", T0 + 10, error="E", error_type="ValueError")
+    await deliver(b, FailureOutcome(FailureAction.DEAD_LETTER, 0.0, "dead"))
+    assert await indexes.purge_dead_letters(["b"]) == 1
+    # The purged task's entry stays until a sweep finds its hash gone; a sweep reads in chunks
+    # and says where the next one starts (0: from the oldest again).
+    assert await indexes.sweep_task_index(0, 2) == (2, 1)
+    assert await indexes.sweep_task_index(2, 2) == (4, 0)
+    assert await indexes.sweep_task_index(4, 2) == (0, 0)
+    assert await indexes.newest_tasks(0, 10) == [("x", 4), ("c", 3), ("a", 1)]
+
+
 # --- controls and the stream --------------------------------------------------------------
 
 
@@ -501,6 +522,7 @@ async def snapshot(b: Backend) -> dict[str, object]:
         "fences": {t: await b.fence(t) for t in TASK_IDS},
         "queued": {w: [m.key for m in await b.queued(w)] for w in WORKERS},
         "pending": await indexes.pending_ids(),
+        "task_index": await indexes.newest_tasks(0, 100),
         "ledgers": await indexes.in_flight_ledgers(),
         "retries": await indexes.due_retries(float("inf")),
         "dead_letters": await indexes.dead_letters(),
@@ -529,6 +551,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     a_hand_out_that_never_started_is_taken_back_or_failed,
     cancel_in_each_state,
     dead_letters_replay_and_purge,
+    the_task_index_pages_newest_first_and_sweeps_gone_tasks,
     controls_survive_in_the_store,
     queue_statistics_add_up,
     a_lost_worker_s_queue_is_purged,

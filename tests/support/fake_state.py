@@ -65,6 +65,21 @@ class FakeIndexStore:
                 purged += 1
         return purged
 
+    async def newest_tasks(self, before_seq: int, count: int, *, pending_only: bool = False) -> list[tuple[str, int]]:
+        """ZREVRANGEBYSCORE of P:tasks (or P:pending) below `before_seq`."""
+        index = self.t.pending if pending_only else self.t.tasks
+        rows = sorted(((seq, i) for i, seq in index.items() if not before_seq or seq < before_seq), reverse=True)
+        return [(i, seq) for seq, i in rows[:count]]
+
+    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
+        """Drop P:tasks entries whose hash is gone, `count` entries after `after_seq`."""
+        t = self.t
+        rows = sorted((seq, i) for i, seq in t.tasks.items() if seq > after_seq)[:count]
+        gone = [i for _seq, i in rows if i not in t.hashes]
+        for task_id in gone:
+            del t.tasks[task_id]
+        return (rows[-1][0] if rows and len(rows) == count else 0), len(gone)
+
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
         return {queue: dict(self.t.stats.get(queue, {})) for queue in queues}
 

@@ -66,6 +66,8 @@ class Tables:
     pending: dict[str, int] = field(default_factory=dict)
     """Task id -> submission sequence (the zset's score)."""
     seq: int = 0
+    tasks: dict[str, int] = field(default_factory=dict)
+    """P:tasks: every kept task id -> submission sequence (entries outlive expired hashes until swept)."""
     inflight: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     idempotency: dict[str, str] = field(default_factory=dict)
     retry: dict[str, float] = field(default_factory=dict)
@@ -172,6 +174,7 @@ class FakeTaskStore:
             if record.idempotency_key:
                 t.idempotency[record.idempotency_key] = record.task_id
             t.pending[record.task_id] = t.seq
+            t.tasks[record.task_id] = t.seq
             outcomes.append(SubmitOutcome(record.task_id, False, t.seq))
         return outcomes
 

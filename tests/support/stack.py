@@ -28,6 +28,7 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from switchyard.redis_urls import sync_client
 from switchyard.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2
 from switchyard.wire import EVENTS_GROUP, Keys, worker_queue
 
@@ -160,7 +161,8 @@ class Stack:
         self.workers: dict[str, WorkerProc] = {}
         self._channel: grpc.Channel | None = None
         self._stub: scheduler_pb2_grpc.SchedulerStub | None = None
-        self.redis: redis.Redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        # sync_client: the Redis may be a Sentinel group (redis+sentinel://, tests/support/sentinel.py).
+        self.redis: redis.Redis = sync_client(self.redis_url, decode_responses=True)
 
     # ------------------------------------------------------------------ scheduler
 

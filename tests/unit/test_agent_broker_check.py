@@ -72,10 +72,45 @@ def test_the_refusal_names_both_urls_without_passwords() -> None:
     assert "\n" not in message
 
 
-def test_a_sentinel_broker_is_not_judged() -> None:
-    verdict, message = compare_broker("sentinel://s1:26379;sentinel://s2:26379", STATE, resolve=no_dns)
-    assert verdict is Verdict.UNKNOWN
-    assert "not checked" in message
+SENTINEL_STATE = "redis+sentinel://:pw@s1:26379,s2:26379,s3:26379/mymaster/0"
+MASTER = {"master_name": "mymaster"}
+
+
+@pytest.mark.parametrize(("broker", "options"), [
+    ("sentinel://s1:26379;sentinel://s2:26379;sentinel://s3:26379", MASTER),
+    ("sentinel://:pw@S2:26379/0", MASTER),  # one Sentinel of the group is enough
+    ("sentinel://s3:26379/0;sentinel://elsewhere:26379/0", {**MASTER, "sentinel_kwargs": {"password": "x"}}),
+])
+def test_a_sentinel_broker_on_the_same_sentinels_master_and_database_is_the_same(
+        broker: str, options: dict[str, object]) -> None:
+    verdict, message = compare_broker(broker, SENTINEL_STATE, resolve=no_dns, broker_transport_options=options)
+    assert verdict is Verdict.SAME, message
+
+
+@pytest.mark.parametrize(("broker", "options", "problem"), [
+    ("sentinel://s1:26379", {"master_name": "other"}, "master 'other' is not 'mymaster'"),
+    ("sentinel://s1:26379/4", MASTER, "database 4 is not 0"),
+    ("sentinel://x1:26379;sentinel://s1:26380", MASTER, "names none of the same Sentinels"),
+    ("sentinel://s1:26379", {}, "has no master name"),
+    ("redis://s1:6379/0", {}, "is not the Sentinel-managed Redis the scheduler dispatches to"),
+])
+def test_a_broker_that_is_not_the_sentinel_managed_state_redis_is_different(
+        broker: str, options: dict[str, object], problem: str) -> None:
+    verdict, message = compare_broker(broker, SENTINEL_STATE, resolve=no_dns, broker_transport_options=options)
+    assert verdict is Verdict.DIFFERENT
+    assert problem in message
+    # The refusal says exactly what to configure, and never with a password.
+    assert ("broker_url = 'sentinel://s1:26379/0;sentinel://s2:26379/0;sentinel://s3:26379/0' and "
+            "broker_transport_options = {'master_name': 'mymaster'}") in message
+    assert ":pw@" not in message and "\n" not in message
+
+
+def test_a_sentinel_broker_for_a_single_state_redis_is_different() -> None:
+    verdict, message = compare_broker("sentinel://:pw@s1:26379;sentinel://:pw@s2:26379", STATE, resolve=no_dns,
+                                      broker_transport_options=MASTER)
+    assert verdict is Verdict.DIFFERENT
+    assert "goes through Sentinels, but the scheduler dispatches to the single Redis" in message
+    assert "sentinel://***@s1:26379;sentinel://***@s2:26379" in message
 
 
 def test_redact_leaves_urls_without_credentials_alone() -> None:

@@ -66,3 +66,10 @@ def test_not_registered_error_names_the_task_the_worker_and_what_it_registers() 
     many = not_registered_text("x.y", "w1", [f"t{i:02d}" for i in range(25)])
     assert many.endswith("t19 and 5 more)")
     assert not_registered_text("x.y", "w1", []).endswith("(its Celery app registers: no tasks)")
+
+
+def test_a_sentinel_brokers_master_name_travels_with_the_report() -> None:
+    report = WorkerReport(("app.a",), "sentinel://s1:26379;sentinel://s2:26379", 7, broker_master_name="mymaster")
+    assert WorkerReport.from_line(report.to_line()) == report
+    # A report from a worker that predates the field reads as "no master name".
+    assert WorkerReport.from_line(b'{"registered_tasks": [], "broker_url": "", "pid": 1}\n').broker_master_name == ""

@@ -44,8 +44,13 @@ def test_several_scheduler_addresses_from_flag_or_environment() -> None:
     assert config.schedulers == ("[::1]:50051", "c:3")
 
 
+def test_a_scheduler_address_without_a_port_gets_the_schedulers_port() -> None:
+    config = parse_args(["--scheduler", "sched,[::1],c:3", "--worker-id", "w", *CELERY], environ={})
+    assert config.schedulers == ("sched:50051", "[::1]:50051", "c:3")
+
+
 @pytest.mark.parametrize(("value", "fragment"), [
-    ("sched", "invalid scheduler address 'sched': expected HOST:PORT"),
+    (":50051", "invalid scheduler address ':50051': expected HOST:PORT"),
     ("a:1,b:x", "invalid scheduler address 'b:x': port 'x' is not a number"),
     ("a:70000", "port '70000' is not a number from 1 to 65535"),
     ("::1:50051", "IPv6 host in brackets"),

@@ -130,8 +130,8 @@ def test_cli_bad_usage_exits_2_before_any_network_call(
     assert "usage:" in capsys.readouterr().err
 
 
-def test_cli_unreachable_scheduler_prints_code_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--scheduler", UNREACHABLE, "get", "t-1"]) == 1
+def test_cli_unreachable_scheduler_prints_code_and_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--scheduler", UNREACHABLE, "get", "t-1"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("error: UNAVAILABLE: ")
 

@@ -58,6 +58,7 @@ def test_public_names_are_pinned() -> None:
             "Unauthenticated",
             "Unavailable",
             "Unimplemented",
+            "WorkerChange",
             "WorkerVerdict",
             "WorkerView",
             "from_rpc_error",
@@ -272,15 +273,20 @@ def test_worker_view_prefers_fresh_gpu_load() -> None:
 
 
 def test_queue_table_has_every_column() -> None:
-    view = QueueView.from_proto(scheduler_pb2.QueueStats(name="gpu_priority", pending=3, paused=True, mean_wait_seconds=0.25))
+    view = QueueView.from_proto(scheduler_pb2.QueueStats(
+        name="gpu_priority", pending=3, paused=True, mean_wait_seconds=0.25, completed=7, failed=2, cancelled=5,
+        dead_lettered=1,
+    ))
     table = render.format_queues([view])
     header, row = table.splitlines()
     assert header.split() == [
-        "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%",
+        "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED", "DEAD", "ERR%",
         "MEAN", "WAIT", "MEAN", "RUN", "WORKERS",
     ]
     assert row.split()[:3] == ["gpu_priority", "yes", "3"]
-    assert "0.25s" in row
+    columns = dict(zip(header.replace("MEAN ", "MEAN_").split(), row.split(), strict=True))
+    assert (columns["COMPLETED"], columns["FAILED"], columns["CANCELLED"], columns["DEAD"]) == ("7", "2", "5", "1")
+    assert columns["MEAN_WAIT"] == "0.25s"
 
 
 def test_submit_request_carries_retry_limits_affinity_and_batch() -> None:
@@ -373,7 +379,8 @@ def test_queue_view_and_table_show_retries_dead_letters_and_warnings() -> None:
     assert (view.retrying, view.dead_lettered, view.error_rate) == (2, 4, 0.125)
     assert view.warnings == ("depth 120 > 100", "error rate 12.5% > 10%")
     _header, row, *warnings = render.format_queues([view]).splitlines()
-    columns = dict(zip(["QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%"], row.split(), strict=False))
+    columns = dict(zip(["QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED", "DEAD",
+                        "ERR%"], row.split(), strict=False))
     assert (columns["RETRYING"], columns["DEAD"], columns["ERR%"]) == ("2", "4", "12.5")
     assert warnings == ["warning: gpu_priority: depth 120 > 100", "warning: gpu_priority: error rate 12.5% > 10%"]
     assert render.to_jsonable(view)["warnings"] == ["depth 120 > 100", "error rate 12.5% > 10%"]

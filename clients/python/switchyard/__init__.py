@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from switchyard._connection import DEFAULT_TARGET
-    from switchyard._fleet_views import GpuView, QueueView, WorkerView
+    from switchyard._fleet_views import GpuView, QueueView, WorkerChange, WorkerView
     from switchyard._task_views import (
         CancelResult,
         DeadLetterView,
@@ -54,6 +54,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "GpuView": ("switchyard._fleet_views", "GpuView"),
     "QueueView": ("switchyard._fleet_views", "QueueView"),
     "WorkerView": ("switchyard._fleet_views", "WorkerView"),
+    "WorkerChange": ("switchyard._fleet_views", "WorkerChange"),
     "CancelResult": ("switchyard._task_views", "CancelResult"),
     "DeadLetterView": ("switchyard._task_views", "DeadLetterView"),
     "Explanation": ("switchyard._task_views", "Explanation"),
@@ -119,6 +120,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "WorkerChange",
     "WorkerVerdict",
     "WorkerView",
     "from_rpc_error",

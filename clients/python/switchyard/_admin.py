@@ -1,12 +1,14 @@
 """The operator's calls of :class:`~switchyard.client.SchedulerClient`: queue statistics and
-pause/resume, the worker list and drain, and the dead-letter queue (list, retry, purge).
+pause/resume, the worker list, drain/undrain and unquarantine, and the dead-letter queue (list,
+retry, purge).
 
 They are a group of their own so the client class stays readable; callers use them as
 ``client.queues()``, ``client.drain(...)``, ``client.dead_letters()`` like every other call.
 
 Every call follows the leader on ``UNAVAILABLE`` (see :mod:`switchyard._connection`). Reads,
-pause, resume and drain are also retried after ``DEADLINE_EXCEEDED``, as running them twice does
-no harm; ``retry_dead_letter`` and ``purge_dead_letters`` are not (a second run would answer
+pause, resume, drain, undrain and unquarantine are also retried after ``DEADLINE_EXCEEDED``, as
+running them twice does no harm (a retried undrain may report ``changed=False``: the first run
+did it); ``retry_dead_letter`` and ``purge_dead_letters`` are not (a second run would answer
 differently), and after a connection lost mid-call their retry may report the first run's work as
 ``FailedPrecondition``/``NotFound`` or as 0 purged.
 """
@@ -16,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from switchyard._connection import Connection
-from switchyard._fleet_views import QueueView, WorkerView
+from switchyard._convert import enum_label
+from switchyard._fleet_views import QueueView, WorkerChange, WorkerView
 from switchyard._task_views import DeadLetterView, TaskView
-from switchyard.exceptions import InvalidArgument
+from switchyard.exceptions import InvalidArgument, NotFound
 from switchyard.v1 import scheduler_pb2
 
 __all__ = ["AdminCalls", "build_purge_request"]
@@ -38,6 +41,16 @@ def build_purge_request(
             "say what to purge: task_ids, a queue, or all=True (exactly one of them)"
         )
     return scheduler_pb2.PurgeDeadLettersRequest(task_ids=ids, queue=queue, all=all)
+
+
+def _worker_change(
+    response: scheduler_pb2.UndrainWorkerResponse | scheduler_pb2.UnquarantineWorkerResponse,
+) -> WorkerChange:
+    return WorkerChange(
+        worker=WorkerView.from_proto(response.worker),
+        previous_state=enum_label(scheduler_pb2.WorkerState, response.previous_state, "WORKER_STATE_"),
+        changed=response.changed,
+    )
 
 
 class AdminCalls(Connection):
@@ -75,12 +88,36 @@ class AdminCalls(Connection):
         )
         return [WorkerView.from_proto(worker) for worker in response.workers]
 
+    def worker(self, worker_id: str) -> WorkerView:
+        """One worker the scheduler knows; raises :class:`NotFound` for any other id."""
+        for view in self.workers():
+            if view.worker_id == worker_id:
+                return view
+        raise NotFound(f"worker {worker_id!r} is not known to the scheduler")
+
     def drain(self, worker_id: str) -> WorkerView:
-        """Give the worker nothing new; it finishes what it has."""
+        """Give the worker nothing new; it finishes what it has (its state turns ``"draining"``,
+        then ``"drained"`` once idle). Draining a drained worker changes nothing."""
         response: scheduler_pb2.DrainWorkerResponse = self._call(
             "DrainWorker", scheduler_pb2.DrainWorkerRequest(worker_id=worker_id)
         )
         return WorkerView.from_proto(response.worker)
+
+    def undrain(self, worker_id: str) -> WorkerChange:
+        """Give a drained (or draining) worker new work again. Idempotent: on a worker that is
+        not drained it changes nothing (``changed`` is False)."""
+        response: scheduler_pb2.UndrainWorkerResponse = self._call(
+            "UndrainWorker", scheduler_pb2.UndrainWorkerRequest(worker_id=worker_id)
+        )
+        return _worker_change(response)
+
+    def unquarantine(self, worker_id: str) -> WorkerChange:
+        """End a worker's quarantine now and forget its recent failures. Idempotent: on a worker
+        that is not quarantined only the failures are forgotten (``changed`` is False)."""
+        response: scheduler_pb2.UnquarantineWorkerResponse = self._call(
+            "UnquarantineWorker", scheduler_pb2.UnquarantineWorkerRequest(worker_id=worker_id)
+        )
+        return _worker_change(response)
 
     # --- dead letters -------------------------------------------------------------------
 

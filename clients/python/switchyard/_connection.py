@@ -29,12 +29,23 @@ import grpc
 
 from switchyard.exceptions import InvalidArgument, SwitchyardError, from_rpc_error
 from switchyard.v1 import scheduler_pb2_grpc
-from switchyard.wire import LEADER_METADATA_KEY
+from switchyard.wire import DEFAULT_SCHEDULER_PORT, LEADER_METADATA_KEY
 
-__all__ = ["DEFAULT_FAILOVER_TIMEOUT", "DEFAULT_TARGET", "Connection", "Failover", "leader_hint", "parse_addresses"]
+__all__ = [
+    "DEFAULT_FAILOVER_TIMEOUT",
+    "DEFAULT_TARGET",
+    "Connection",
+    "Failover",
+    "leader_hint",
+    "parse_addresses",
+    "with_default_port",
+]
 
-DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_SCHEDULER_PORT}"
 """Where the scheduler listens unless told otherwise."""
+
+_TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+"""gRPC target strings that are passed through as they are (they carry their own port, if any)."""
 
 DEFAULT_FAILOVER_TIMEOUT = 30.0
 """How long, in seconds, a call keeps trying the schedulers after ``UNAVAILABLE``: long enough
@@ -48,15 +59,30 @@ RETRY_MAX_DELAY = 2.0
 log = logging.getLogger("switchyard.client")
 
 
+def with_default_port(address: str) -> str:
+    """``address`` with the scheduler's port (50051) added when it names a host only:
+    ``"sched"`` → ``"sched:50051"``, ``"[::1]"`` → ``"[::1]:50051"``. (gRPC itself would dial
+    443.) gRPC target strings with a scheme (``dns:``, ``unix:``, ...) are left as they are."""
+    if address.startswith(_TARGET_SCHEMES) or "/" in address:
+        return address
+    if address.startswith("["):
+        return address if "]:" in address else f"{address}:{DEFAULT_SCHEDULER_PORT}"
+    if address.count(":") > 1:  # a bare IPv6 address
+        return f"[{address}]:{DEFAULT_SCHEDULER_PORT}"
+    return address if ":" in address else f"{address}:{DEFAULT_SCHEDULER_PORT}"
+
+
 def parse_addresses(target: str | Sequence[str]) -> tuple[str, ...]:
     """The scheduler addresses in ``target``: ``"HOST:PORT"``, several as
-    ``"HOST:PORT,HOST:PORT"``, or a sequence of such strings. Blanks and repeats are dropped,
-    the order is kept (it is the order in which they are tried)."""
+    ``"HOST:PORT,HOST:PORT"``, or a sequence of such strings; a host without a port gets the
+    scheduler's, 50051. Blanks and repeats are dropped, the order is kept (it is the order in
+    which they are tried)."""
     parts = [target] if isinstance(target, str) else list(target)
     addresses: list[str] = []
     for part in parts:
         for piece in str(part).split(","):
-            address = piece.strip()
+            stripped = piece.strip()
+            address = with_default_port(stripped) if stripped else ""
             if address and address not in addresses:
                 addresses.append(address)
     if not addresses:

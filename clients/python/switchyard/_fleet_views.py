@@ -12,7 +12,7 @@ from datetime import datetime
 from switchyard._convert import enum_label, timestamp
 from switchyard.v1 import scheduler_pb2, worker_pb2
 
-__all__ = ["GpuView", "QueueView", "WorkerView"]
+__all__ = ["GpuView", "QueueView", "WorkerChange", "WorkerView"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class QueueView:
     completed: int
     """Tasks that succeeded since the statistics began."""
     failed: int
-    """Tasks that failed since the statistics began."""
+    """Tasks that ended failed since the statistics began (dead-lettered ones count in
+    ``dead_lettered`` instead)."""
     cancelled: int
     """Tasks cancelled since the statistics began."""
     mean_wait_seconds: float
@@ -51,6 +52,14 @@ class QueueView:
     """Share of finished tasks that failed, over recent tasks (0-1)."""
     warnings: tuple[str, ...]
     """Alert thresholds crossed right now, in words (queue depth, error rate)."""
+    wait_p50_seconds: float
+    """Median seconds from submission to start, over attempts that ended in the last 5 minutes."""
+    wait_p95_seconds: float
+    """95th percentile of the same waits."""
+    submitted_per_second: float
+    """Submissions accepted per second, over the last minute."""
+    finished_per_second: float
+    """Tasks finished (succeeded, failed, dead-lettered, cancelled) per second, over the last minute."""
     raw: scheduler_pb2.QueueStats = field(repr=False, compare=False)
     """The ``QueueStats`` message."""
 
@@ -74,6 +83,10 @@ class QueueView:
             dead_lettered=message.dead_lettered,
             error_rate=message.error_rate,
             warnings=tuple(message.warnings),
+            wait_p50_seconds=message.wait_p50_seconds,
+            wait_p95_seconds=message.wait_p95_seconds,
+            submitted_per_second=message.submitted_per_second,
+            finished_per_second=message.finished_per_second,
             raw=message,
         )
 
@@ -131,7 +144,17 @@ class WorkerView:
     worker_type: str
     """``"cpu"``, ``"gpu"``, ``"hybrid"`` (``"unspecified"`` if the agent did not say)."""
     status: str
-    """``"connected"``, ``"unreachable"``, ``"draining"`` or ``"lost"``."""
+    """Liveness: ``"connected"``, ``"unreachable"``, ``"draining"`` or ``"lost"``."""
+    state: str
+    """Where it stands for an operator: ``"ready"``, ``"draining"``, ``"drained"``,
+    ``"quarantined"`` or ``"lost"``."""
+    state_reason: str
+    """Why it is in that state ("drained by operator", "5 distinct tasks failed on it within
+    300 s", ...); empty when ready."""
+    state_since: datetime | None
+    """When it entered that state (UTC)."""
+    quarantined_until: datetime | None
+    """When its quarantine ends (UTC); None unless quarantined."""
     slots: int
     """Concurrent task slots."""
     free_slots: int
@@ -175,6 +198,10 @@ class WorkerView:
             worker_id=message.worker_id,
             worker_type=enum_label(worker_pb2.WorkerType, message.worker_type, "WORKER_TYPE_"),
             status=enum_label(scheduler_pb2.WorkerStatus, message.status, "WORKER_STATUS_"),
+            state=enum_label(scheduler_pb2.WorkerState, message.state, "WORKER_STATE_"),
+            state_reason=message.state_reason,
+            state_since=timestamp(message, "state_since"),
+            quarantined_until=timestamp(message, "quarantined_until"),
             slots=message.slots,
             free_slots=message.free_slots,
             task_ids=tuple(message.task_ids),
@@ -191,3 +218,15 @@ class WorkerView:
             last_heartbeat_at=timestamp(message, "last_heartbeat_at"),
             raw=message,
         )
+
+
+@dataclass(frozen=True)
+class WorkerChange:
+    """What :meth:`~switchyard.SchedulerClient.undrain` or ``unquarantine`` did to a worker."""
+
+    worker: WorkerView
+    """The worker after the call."""
+    previous_state: str
+    """Its operator state before the call (``"drained"``, ``"quarantined"``, ...)."""
+    changed: bool
+    """False when there was nothing to undo (the call is idempotent)."""

@@ -22,6 +22,12 @@ __all__ = ["GPU_REQUIREMENTS", "TaskOptions", "TaskOptionsDict", "build_submit_r
 GPU_REQUIREMENTS = ("unspecified", "none", "preferred", "required")
 """Accepted spellings of ``gpu=``, in ``GpuRequirement`` enum order."""
 
+MIN_PRIORITY = 1
+"""Lowest priority a task may ask for (0 lets the scheduler decide)."""
+MAX_PRIORITY = 10
+"""Highest (most urgent) priority."""
+MAX_UINT64 = 2**64 - 1
+
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions:
@@ -63,6 +69,10 @@ class TaskOptions:
     """Worker labels that only raise the score of workers that have them."""
     batch_size: int = 0
     """Size of the batch the task belongs to (> 10 lowers its priority by 1)."""
+    allow_unschedulable: bool = False
+    """Accept the task even when no worker the scheduler knows could ever run it (a GPU larger
+    than any known, a label no known worker has, an unknown content type): you expect such a
+    worker to join. Without it the scheduler refuses such a task with ``FailedPrecondition``."""
 
 
 class TaskOptionsDict(TypedDict, total=False):
@@ -85,6 +95,7 @@ class TaskOptionsDict(TypedDict, total=False):
     hard_time_limit: float | None
     preferred_labels: Mapping[str, str] | None
     batch_size: int
+    allow_unschedulable: bool
 
 
 def build_submit_request(task_name: str, options: TaskOptions) -> scheduler_pb2.SubmitTaskRequest:
@@ -92,8 +103,8 @@ def build_submit_request(task_name: str, options: TaskOptions) -> scheduler_pb2.
 
     Raises :class:`InvalidArgument` for a payload that is not JSON-serialisable, ``args`` given
     as a string, both ``args`` and ``args_json`` (or ``kwargs`` and ``kwargs_json``), an unknown
-    ``gpu`` spelling, a negative or non-finite time limit, a soft limit above the hard one, or a
-    negative ``batch_size``.
+    ``gpu`` spelling, a ``priority`` outside 0-10, a negative ``gpu_memory_mb``, a negative or
+    non-finite time limit, a soft limit above the hard one, or a negative ``batch_size``.
     """
     if options.args_json is not None and options.args:
         raise InvalidArgument("give args or args_json, not both")
@@ -108,6 +119,9 @@ def build_submit_request(task_name: str, options: TaskOptions) -> scheduler_pb2.
         raise InvalidArgument(f"soft_time_limit ({soft:g} s) must not exceed hard_time_limit ({hard:g} s)")
     if options.batch_size < 0:
         raise InvalidArgument(f"batch_size must be >= 0; got {options.batch_size}")
+    _check_whole_number(options.priority, "priority", 0, MAX_PRIORITY,
+                        f"must be 0 (the scheduler decides) or {MIN_PRIORITY}-{MAX_PRIORITY}")
+    _check_whole_number(options.gpu_memory_mb, "gpu_memory_mb", 0, MAX_UINT64, "must be a number of MiB >= 0")
     args_json = options.args_json
     if args_json is None:
         args_json = _encode_json(list(options.args), "args") if options.args else ""
@@ -131,7 +145,17 @@ def build_submit_request(task_name: str, options: TaskOptions) -> scheduler_pb2.
         hard_time_limit_seconds=hard,
         batch_size=options.batch_size,
         preferred_labels=dict(options.preferred_labels or {}),
+        allow_unschedulable=options.allow_unschedulable,
     )
+
+
+def _check_whole_number(value: object, what: str, lowest: int, highest: int, wording: str) -> None:
+    """Raise InvalidArgument unless ``value`` is an int in ``lowest``-``highest`` (protobuf would
+    raise a bare ValueError or TypeError for it)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{what} {wording}; got {value!r}")
+    if not lowest <= value <= highest:
+        raise InvalidArgument(f"{what} {wording}; got {value}")
 
 
 def _gpu_requirement_value(gpu: str | int) -> int:

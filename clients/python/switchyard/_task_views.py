@@ -218,8 +218,8 @@ class WorkerVerdict:
     """True when the worker passed every filter."""
     rejected_by: str
     """First filter that rejected it, in the order they run (``draining``, ``quarantine``,
-    ``capability``, ``fallback_wait``, ``labels``, ``gpu_memory``, ``slots``, ``queue_limit``);
-    "" when eligible."""
+    ``registered``, ``capability``, ``fallback_wait``, ``labels``, ``gpu_memory``, ``slots``,
+    ``queue_limit``); "" when eligible."""
     rejection_reason: str
     """The rejection in words."""
     score: float

@@ -26,13 +26,42 @@ from switchyard._connection import Failover, leader_hint
 from switchyard._convert import enum_label
 from switchyard._options import TaskOptions, TaskOptionsDict, build_submit_request
 from switchyard._task_views import CancelResult, Explanation, SubmitResult, TaskView
-from switchyard.exceptions import DeadlineExceeded, SwitchyardError, Unavailable, from_rpc_error
+from switchyard.exceptions import (
+    DeadlineExceeded,
+    InvalidArgument,
+    SwitchyardError,
+    Unavailable,
+    from_rpc_error,
+)
 from switchyard.v1 import scheduler_pb2
 
-__all__ = ["SchedulerClient"]
+__all__ = ["TASK_STATES", "SchedulerClient"]
 
 AUTO_IDEMPOTENCY_KEY_PREFIX = "switchyard-auto-"
 """Start of the idempotency keys the client makes up for submissions that have none."""
+
+TASK_STATES: tuple[str, ...] = tuple(
+    value.name.removeprefix("TASK_STATE_").lower()
+    for value in scheduler_pb2.TaskState.DESCRIPTOR.values
+    if value.number != scheduler_pb2.TASK_STATE_UNSPECIFIED
+)
+"""Every task state by name (``"pending"``, ``"running"``...), in life-cycle order."""
+
+MAX_PAGE_SIZE = 500
+"""Most tasks the scheduler returns per :meth:`SchedulerClient.list_tasks` page."""
+
+
+def _state_enum_names(states: Iterable[str] | str) -> list[str]:
+    """Task state names (``"running"``) as the proto's enum names (``"TASK_STATE_RUNNING"``);
+    InvalidArgument naming the valid ones."""
+    names = [states] if isinstance(states, str) else list(states)
+    enum_names = []
+    for name in names:
+        label = name.strip().lower().removeprefix("task_state_")
+        if label not in TASK_STATES:
+            raise InvalidArgument(f"unknown task state {name!r}; valid states: {', '.join(TASK_STATES)}")
+        enum_names.append(f"TASK_STATE_{label.upper()}")
+    return enum_names
 
 
 def _batch_item_request(task_name: str, **options: Any) -> scheduler_pb2.SubmitTaskRequest:
@@ -216,6 +245,60 @@ class SchedulerClient(AdminCalls):
             task=TaskView.from_proto(response.task),
             previous_state=enum_label(scheduler_pb2.TaskState, response.previous_state, "TASK_STATE_"),
         )
+
+    def list_tasks(
+        self,
+        states: Iterable[str] | str = (),
+        *,
+        queue: str = "",
+        worker_id: str = "",
+        task_name: str = "",
+        page_size: int = 50,
+        page_token: str = "",
+    ) -> tuple[list[TaskView], str]:
+        """One page of tasks, newest (last submitted) first, and the token of the next page
+        ("" when there are no more).
+
+        Every filter given must match: ``states`` (names from :data:`TASK_STATES`; ``"running"``
+        is the "active tasks" view), ``queue``, ``worker_id`` (the worker of the current or last
+        attempt), ``task_name``. ``page_size`` is 1-500. A page can be short, even empty, and
+        still have a next token: the scheduler examines a bounded number of tasks per call. Pass
+        the token back, with the same filters, for the next page (or use :meth:`iter_tasks`).
+        A pending task carries its stored reason; :meth:`get` gives its live wait reason.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE}; got {page_size}")
+        request = scheduler_pb2.ListTasksRequest(
+            states=_state_enum_names(states), queue=queue, worker_id=worker_id, task_name=task_name,
+            page_size=page_size, page_token=page_token,
+        )
+        response: scheduler_pb2.ListTasksResponse = self._call("ListTasks", request)
+        return [TaskView.from_proto(task) for task in response.tasks], response.next_page_token
+
+    def iter_tasks(
+        self,
+        states: Iterable[str] | str = (),
+        *,
+        queue: str = "",
+        worker_id: str = "",
+        task_name: str = "",
+        limit: int | None = None,
+        page_token: str = "",
+    ) -> Iterator[TaskView]:
+        """Tasks as :meth:`list_tasks` finds them, newest first, following the pages until there
+        are no more or ``limit`` tasks were yielded."""
+        if limit is not None and limit < 0:
+            raise InvalidArgument(f"limit must be >= 0; got {limit}")
+        yielded = 0
+        while limit is None or yielded < limit:
+            wanted = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, max(1, limit - yielded))
+            tasks, page_token = self.list_tasks(states, queue=queue, worker_id=worker_id, task_name=task_name,
+                                                page_size=wanted, page_token=page_token)
+            for task in tasks[: None if limit is None else limit - yielded]:
+                yielded += 1
+                yield task
+            if not page_token:
+                return
 
     # --- placement ----------------------------------------------------------------------
 

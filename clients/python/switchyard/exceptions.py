@@ -4,7 +4,8 @@ Every failed call raises a subclass of :class:`SwitchyardError` named after the 
 the scheduler returned, so callers catch what they can act on and nothing else::
 
     SwitchyardError                 base: .code (e.g. "NOT_FOUND"), .message, .status_code
-    ├── InvalidArgument             INVALID_ARGUMENT: the request itself is wrong (bad JSON, priority out of range)
+    ├── InvalidArgument             INVALID_ARGUMENT: the request itself is wrong (bad JSON, priority out of range);
+    │                               also a ValueError, as raised client-side before any call
     ├── NotFound                    NOT_FOUND: no such task, queue or worker
     ├── AlreadyExists               ALREADY_EXISTS
     ├── ResourceExhausted           RESOURCE_EXHAUSTED: payload too large, rate limit, queue full
@@ -71,8 +72,10 @@ class SwitchyardError(Exception):
         return f"{self.code}: {self.message}"
 
 
-class InvalidArgument(SwitchyardError):
-    """The request is malformed; fix it before retrying."""
+class InvalidArgument(SwitchyardError, ValueError):
+    """The request is malformed; fix it before retrying. The client raises it before any call
+    for arguments it can check itself (a priority outside 0-10, bad JSON); it is a ValueError
+    too, for code that caught the bare ValueError protobuf used to raise."""
 
     default_status = grpc.StatusCode.INVALID_ARGUMENT
 

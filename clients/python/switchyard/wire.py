@@ -40,6 +40,10 @@ HEADER_PAYLOAD_REF = "sy_payload_ref"
 """`1` when args/kwargs are not in the message but stored once in the task's hash; the claim
 returns them."""
 
+DEFAULT_SCHEDULER_PORT = 50051
+"""The scheduler's gRPC port unless configured otherwise; clients and agents dial it when an
+address names a host only."""
+
 LEADER_METADATA_KEY = "switchyard-leader"
 """Trailing metadata of an UNAVAILABLE answer from a scheduler that does not lead: the leader's
 address (HOST:PORT), absent when no leader is known. Clients and agents follow it."""
@@ -101,6 +105,9 @@ class Keys:
     P:task:<id>             hash    task metadata, state, fence, and its payload (args_json,
                                     kwargs_json), stored once
     P:pending               zset    pending task ids, scored by submission sequence
+    P:tasks                 zset    every kept task id, scored by submission sequence (ListTasks
+                                    pages through it newest first; an entry whose task hash
+                                    expired or was purged is swept away later)
     P:seq                   string  global submission sequence
     P:inflight:<worker>     set     task ids dispatched to or running on a worker
     P:events                stream  lifecycle reports from workers (group "scheduler")
@@ -153,6 +160,11 @@ class Keys:
     @property
     def seq(self) -> str:
         return f"{self.prefix}:seq"
+
+    @property
+    def tasks(self) -> str:
+        """Index of every kept task by submission sequence (written by the submit script)."""
+        return f"{self.prefix}:tasks"
 
     @property
     def paused(self) -> str:

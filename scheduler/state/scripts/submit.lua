@@ -1,7 +1,8 @@
 -- Accept submissions in groups: each group is written whole, or not at all (an idempotency
 -- conflict), independently of the others. One SubmitBatch is one group; concurrent SubmitTask
 -- calls are committed together as one group each (group commit).
--- KEYS[1] = P:seq, KEYS[2] = P:pending
+-- KEYS[1] = P:seq, KEYS[2] = P:pending, KEYS[3] = P:tasks (every kept task, for ListTasks;
+--           both zsets scored by the submission sequence)
 -- ARGV[1] = P:task: and ARGV[2] = P:idem: (key prefixes: an id or an idempotency key is
 --           appended; the task behind an existing key is only known in here),
 -- ARGV[3] = idempotency TTL seconds, ARGV[4..] = one JSON array per group (decoded here: one
@@ -71,7 +72,9 @@ local function write(items)
     end
   end
   for first = 1, #members, 2 * ZADD_CHUNK do
-    redis.call('ZADD', KEYS[2], unpack(members, first, math.min(#members, first + 2 * ZADD_CHUNK - 1)))
+    local last = math.min(#members, first + 2 * ZADD_CHUNK - 1)
+    redis.call('ZADD', KEYS[2], unpack(members, first, last))
+    redis.call('ZADD', KEYS[3], unpack(members, first, last))
   end
   return out
 end

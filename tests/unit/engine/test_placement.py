@@ -147,12 +147,12 @@ async def test_the_gauges_show_depth_processing_and_free_slots() -> None:
     for _ in range(4):
         await submit(rig, content_type="text")
     await place(rig, "w1")
-    await rig.engine.gauges.refresh()
+    rig.engine.gauges.refresh()
     sample = rig.engine.shared.metrics.registry.get_sample_value
     assert sample("switchyard_queue_depth", {"queue": "cpu_standard"}) == 1.0
     assert sample("switchyard_queue_processing", {"queue": "cpu_standard"}) == 3.0
-    assert sample("switchyard_free_slots", {"worker_type": "cpu"}) == 0.0  # w2 drains: not offered
-    assert sample("switchyard_worker_free_slots", {"worker_id": "w2"}) == 1.0
+    assert sample("switchyard_slots_free", {"type": "cpu"}) == 0.0  # w2 drains: not offered
+    assert sample("switchyard_worker_slots_free", {"worker_id": "w2"}) == 1.0
 
 
 async def test_a_task_is_still_placed_after_a_state_outage_during_a_round(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,10 +2,12 @@
 
     switchyard [--scheduler HOST:PORT[,HOST:PORT...]] [--failover-timeout S] [--json] COMMAND ...
 
-Commands: submit, explain, get, watch, cancel, queues, workers, pause, resume, drain,
-dead-letters, retry-dead-letter, purge-dead-letters. ``--json`` prints machine-readable JSON (one
-object per line for ``watch``). Failures print
-``error: <CODE>: <message>`` on stderr and exit 1; bad usage exits 2 before any network call.
+Commands: submit, explain, get, watch, cancel, tasks, queues, workers, pause, resume, drain,
+dead-letters, retry-dead-letter, purge-dead-letters, submit-batch, undrain, unquarantine, top.
+``--json`` prints machine-readable JSON (one object per line for ``watch``). Failures print
+``error: <CODE>: <message>`` on stderr; the exit status says what kind of failure it was, the
+same for every command (:mod:`switchyard.cli.exits`: 0 ok, 1 refused or the task did not
+succeed, 2 bad usage -- before any network call --, 3 unreachable, 4 timed out, 130 interrupted).
 With several schedulers the leader is found and followed; a call, ``watch`` or ``submit --wait``
 that loses the scheduler retries for up to ``--failover-timeout`` seconds and says so on stderr
 (``switchyard: lost the scheduler at ...; reconnecting...``, ``switchyard: reconnected to ...``).
@@ -22,10 +24,18 @@ import os
 import sys
 from collections.abc import Sequence
 
-from switchyard.cli.commands import COMMANDS, EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from switchyard.cli.commands import COMMANDS
+from switchyard.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 from switchyard.cli.parser import build_parser, usage_problem
 from switchyard.client import SchedulerClient
-from switchyard.exceptions import SwitchyardError, Unavailable
+from switchyard.exceptions import DeadlineExceeded, SwitchyardError, Unavailable
 
 __all__ = ["main"]
 
@@ -68,12 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[options.command](client, options, sys.stdout)
     except Unavailable as exc:
         print(f"error: {exc.code}: {exc.message} (is switchyard-scheduler listening on {options.scheduler}?)", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_UNAVAILABLE
+    except DeadlineExceeded as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_TIMEOUT
     except SwitchyardError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `switchyard queues | head`: the reader is gone, nothing left to say
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

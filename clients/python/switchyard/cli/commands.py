@@ -8,18 +8,39 @@ with ``--json``, text otherwise) and returns the exit status; client errors prop
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from switchyard._fleet_views import WorkerView
+from switchyard._task_views import TaskView
 from switchyard.cli import render
+from switchyard.cli.batch import submit_batch
+from switchyard.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 from switchyard.cli.parser import task_arguments
-from switchyard.client import SchedulerClient
+from switchyard.cli.progress import ProgressBar
+from switchyard.cli.top import top
+from switchyard.client import MAX_PAGE_SIZE, SchedulerClient
+from switchyard.exceptions import DeadlineExceeded
 
-__all__ = ["COMMANDS", "EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Command"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_UNAVAILABLE",
+    "EXIT_USAGE",
+    "Command",
+]
 
 Command = Callable[[SchedulerClient, argparse.Namespace, TextIO], int]
 """A sub-command: ``(client, parsed options, stdout) -> exit status``."""
@@ -66,20 +87,31 @@ def get(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> in
 
 
 def watch(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
-    """``watch``: a line per visible change; exit 0 only if the task succeeded."""
+    """``watch``: a line per visible change; exit 0 only if the task succeeded. On a terminal,
+    progress the task reports moves a bar in place instead of adding lines."""
     last_key: tuple[Any, ...] | None = None
+    last_line_key: tuple[Any, ...] | None = None
     last = None
-    for task in client.watch(options.task_id, timeout=options.timeout):
-        key = (task.state, task.worker_id, task.attempt, task.progress, task.progress_message)
-        last = task
-        if key == last_key:
-            continue
-        last_key = key
-        if options.json:
-            render.print_json(task, out)
-        else:
-            print(render.format_watch_line(task), file=out)
-        out.flush()
+    bar = ProgressBar(out, 1.0, enabled=False if options.json else None)
+    try:
+        for task in client.watch(options.task_id, timeout=options.timeout):
+            key = (task.state, task.worker_id, task.attempt, task.progress, task.progress_message)
+            last = task
+            if key == last_key:
+                continue
+            last_key = key
+            if options.json:
+                render.print_json(task, out)
+            elif not bar.enabled:
+                print(render.format_watch_line(task), file=out)
+            elif key[:3] != last_line_key:  # a new state, worker or attempt: a line of its own
+                last_line_key = key[:3]
+                bar.print(render.format_watch_line(task))
+            if bar.enabled and not task.done and (task.progress or task.progress_message):
+                bar.update(task.progress, task.progress_message)
+            out.flush()
+    finally:
+        bar.clear()
     if last is None or not last.done:
         # The stream ended without a terminal state (scheduler shutting down): report what we know.
         last = client.get(options.task_id)
@@ -90,6 +122,21 @@ def cancel(client: SchedulerClient, options: argparse.Namespace, out: TextIO) ->
     """``cancel``: the task's state now and before."""
     result = client.cancel(options.task_id)
     return _show(options, out, result, render.format_cancelled(result))
+
+
+def tasks(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``tasks``: matching tasks newest first, at most ``--limit``, and the token to go on from."""
+    shown: list[TaskView] = []
+    token = options.page_token
+    while len(shown) < options.limit:
+        page, token = client.list_tasks(
+            options.state, queue=options.queue, worker_id=options.worker, task_name=options.name,
+            page_size=min(MAX_PAGE_SIZE, options.limit - len(shown)), page_token=token,
+        )
+        shown += page
+        if not token:
+            break
+    return _show(options, out, {"tasks": shown, "next_page_token": token}, render.format_tasks(shown, token))
 
 
 def queues(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -117,9 +164,51 @@ def resume(client: SchedulerClient, options: argparse.Namespace, out: TextIO) ->
 
 
 def drain(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
-    """``drain``: the worker after draining it."""
+    """``drain``: the worker after draining it; with ``--wait``, once it is idle."""
     worker = client.drain(options.worker_id)
-    return _show(options, out, worker, render.format_workers([worker]))
+    if not options.wait:
+        return _show(options, out, worker, render.format_workers([worker]))
+    deadline = None if options.timeout is None else time.monotonic() + options.timeout
+    reported = -1
+    while worker.state == "draining":
+        running = len(worker.task_ids)
+        if running != reported and not options.json:
+            print(f"{worker.worker_id}: draining, {running} task(s) still running", file=out)
+            out.flush()
+            reported = running
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"worker {worker.worker_id} still runs {running} task(s) after "
+                                   f"{options.timeout:g} s of draining")
+        pause = options.interval if deadline is None else min(options.interval, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        worker = client.worker(options.worker_id)
+    return _drained(options, out, worker)
+
+
+def _drained(options: argparse.Namespace, out: TextIO, worker: WorkerView) -> int:
+    """How ``drain --wait`` ends: 0 once drained, 1 when the worker left the draining state otherwise."""
+    if worker.state == "drained":
+        return _show(options, out, worker, f"{worker.worker_id}: drained (idle)")
+    if worker.state == "lost":
+        what = "was lost while draining; its tasks went back to pending"
+    else:
+        what = f"is {worker.state}: it was undrained while draining"
+    if options.json:
+        render.print_json(worker, out)
+    print(f"error: worker {worker.worker_id} {what} ({worker.state_reason or 'no reason given'})", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def undrain(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``undrain``: the worker's state now and before (a worker that was not drained is left as it is)."""
+    change = client.undrain(options.worker_id)
+    return _show(options, out, change, render.format_worker_change(change, "drained"))
+
+
+def unquarantine(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
+    """``unquarantine``: the worker's state now and before (its recent failures are forgotten)."""
+    change = client.unquarantine(options.worker_id)
+    return _show(options, out, change, render.format_worker_change(change, "quarantined"))
 
 
 def dead_letters(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> int:
@@ -146,11 +235,16 @@ COMMANDS: dict[str, Command] = {
     "get": get,
     "watch": watch,
     "cancel": cancel,
+    "tasks": tasks,
     "queues": queues,
     "workers": workers,
     "pause": pause,
     "resume": resume,
     "drain": drain,
+    "undrain": undrain,
+    "unquarantine": unquarantine,
+    "top": top,
+    "submit-batch": submit_batch,
     "dead-letters": dead_letters,
     "retry-dead-letter": retry_dead_letter,
     "purge-dead-letters": purge_dead_letters,

@@ -3,6 +3,8 @@
 Everything argparse can check is checked while parsing, and :func:`usage_problem` checks the
 rest, so bad usage exits 2 before any network call. The task options are defined once, in
 :data:`TASK_FLAGS`, and attached to every command that describes a task (``submit``, ``explain``).
+Every ``--help`` shows each option's default (:class:`DefaultsHelpFormatter`). ``--args`` and
+``--kwargs`` take JSON, or ``@FILE`` to read it from a file (``@-``: stdin).
 """
 
 from __future__ import annotations
@@ -10,37 +12,81 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from switchyard._connection import DEFAULT_FAILOVER_TIMEOUT, DEFAULT_TARGET, parse_addresses
 from switchyard._options import GPU_REQUIREMENTS
+from switchyard.cli.batch import DEFAULT_CHUNK_SIZE, batch_file
+from switchyard.cli.exits import EXIT_STATUS_HELP
+from switchyard.cli.top import DEFAULT_INTERVAL
+from switchyard.client import TASK_STATES
 from switchyard.exceptions import InvalidArgument
 
-__all__ = ["TASK_FLAGS", "build_parser", "task_arguments", "usage_problem"]
+__all__ = ["TASK_FLAGS", "DefaultsHelpFormatter", "build_parser", "task_arguments", "usage_problem"]
+
+DRAIN_POLL_SECONDS = 0.5
+"""How often ``drain --wait`` looks at the worker (default of ``--interval``)."""
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default: ``(default: X)`` is added to each option whose
+    help does not mention its default already; an option that is unset unless given shows
+    ``(default: not set)``. On/off flags and positionals are left as they are."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is argparse.SUPPRESS
+            or action.nargs == 0  # store_true/store_false/help: off unless given
+        ):
+            return text
+        default = action.default
+        if default is None or default == "" or default == [] or default == {}:
+            shown = "not set"
+        elif isinstance(default, list | tuple):
+            shown = ",".join(str(item) for item in default)
+        else:
+            shown = str(default)
+        # argparse %-formats help strings: a literal % must be doubled.
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 # --- argument types: reject bad input while parsing, before any network call -------------
 
 
 def _json_of(kind: type, name: str, example: str, text: str) -> Any:
+    where = ""
+    if text.startswith("@"):
+        path, where = text[1:], f" in {text[1:] or '(no file named)'}"
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise argparse.ArgumentTypeError(f"cannot read {path or '(no file named)'}: {reason}") from None
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from exc
+        shown = "" if where else f": {text!r}"
+        raise argparse.ArgumentTypeError(f"not valid JSON{where} ({exc}){shown}") from exc
     if not isinstance(value, kind):
-        raise argparse.ArgumentTypeError(f"must be a JSON {name}, e.g. '{example}'; got {text!r}")
+        got = f"a JSON {type(value).__name__}{where}" if where else repr(text)
+        raise argparse.ArgumentTypeError(f"must be a JSON {name}, e.g. '{example}'; got {got}")
     return value
 
 
 def json_array(text: str) -> list[Any]:
-    """``--args``: a JSON array."""
+    """``--args``: a JSON array, or ``@FILE`` holding one (``@-``: stdin)."""
     return cast(list[Any], _json_of(list, "array", '[1, "a"]', text))
 
 
 def json_object(text: str) -> dict[str, Any]:
-    """``--kwargs``: a JSON object."""
+    """``--kwargs``: a JSON object, or ``@FILE`` holding one (``@-``: stdin)."""
     return cast(dict[str, Any], _json_of(dict, "object", '{"path": "a.mp3"}', text))
 
 
@@ -143,32 +189,39 @@ class TaskFlag:
 
 
 TASK_FLAGS: tuple[TaskFlag, ...] = (
-    TaskFlag("--args", "args", {"type": json_array, "default": [], "metavar": "JSON", "help": "positional arguments, a JSON array"}),
-    TaskFlag("--kwargs", "kwargs", {"type": json_object, "default": {}, "metavar": "JSON", "help": "keyword arguments, a JSON object"}),
-    TaskFlag("--content-type", "content_type", {"default": "", "metavar": "T", "help": "audio, video, image, document, web, text, youtube, ..."}),
-    TaskFlag("--gpu", "gpu", {"choices": GPU_REQUIREMENTS, "default": "unspecified", "help": "GPU need (default: classification decides)"}),
-    TaskFlag("--gpu-memory-mb", "gpu_memory_mb", {"type": non_negative_int, "default": 0, "metavar": "N", "help": "GPU memory needed on one device, MiB"}),
-    TaskFlag("--priority", "priority", {"type": priority, "default": 0, "metavar": "N", "help": "1 (lowest) to 10; 0 lets the scheduler decide"}),
-    TaskFlag("--queue", "queue", {"default": "", "metavar": "Q", "help": "logical queue override"}),
-    TaskFlag("--idempotency-key", "idempotency_key", {"default": "", "metavar": "K", "help": "same key returns the original task"}),
+    TaskFlag("--args", "args", {"type": json_array, "default": [], "metavar": "JSON|@FILE", "help": "positional arguments, a JSON array (default: none)"}),
+    TaskFlag("--kwargs", "kwargs", {"type": json_object, "default": {}, "metavar": "JSON|@FILE", "help": "keyword arguments, a JSON object (default: none)"}),
+    TaskFlag("--content-type", "content_type", {"default": "", "metavar": "T", "help": "audio, video, image, document, web, text, youtube, ... (default: none; rules or --gpu decide)"}),
+    TaskFlag("--gpu", "gpu", {"choices": GPU_REQUIREMENTS, "default": "unspecified", "help": "GPU need (default: unspecified, classification decides)"}),
+    TaskFlag("--gpu-memory-mb", "gpu_memory_mb", {"type": non_negative_int, "default": 0, "metavar": "N", "help": "GPU memory needed on one device, MiB (default: 0, no stated need)"}),
+    TaskFlag("--priority", "priority", {"type": priority, "default": 0, "metavar": "N", "help": "1 (lowest) to 10 (default: 0, the scheduler decides)"}),
+    TaskFlag("--queue", "queue", {"default": "", "metavar": "Q", "help": "logical queue override (default: classification chooses)"}),
+    TaskFlag("--idempotency-key", "idempotency_key", {"default": "", "metavar": "K", "help": "same key returns the original task (default: one made up per submission)"}),
     TaskFlag(
         "--label", "labels",
-        {"type": label, "action": "append", "default": [], "metavar": "KEY=VALUE", "help": "worker label the task requires (repeatable)"},
+        {"type": label, "action": "append", "default": [], "metavar": "KEY=VALUE", "help": "worker label the task requires (repeatable; default: none)"},
         dict,
     ),
     TaskFlag(
         "--prefer-label", "preferred_labels",
         {
             "type": label, "action": "append", "default": [], "metavar": "KEY=VALUE",
-            "help": "worker label the task prefers: such workers score higher, any capable worker may run it (repeatable)",
+            "help": "worker label the task prefers: such workers score higher, any capable worker may run it (repeatable; default: none)",
         },
         dict,
     ),
     TaskFlag("--user-initiated", "user_initiated", {"action": "store_true", "default": False, "help": "a person waits for this task (raises priority)"}),
-    TaskFlag("--retry-policy", "retry_policy", {"default": "", "metavar": "NAME", "help": "named retry policy of the scheduler's configuration"}),
+    TaskFlag("--retry-policy", "retry_policy", {"default": "", "metavar": "NAME", "help": "named retry policy of the scheduler's configuration (default: the queue's)"}),
     TaskFlag("--soft-time-limit", "soft_time_limit", {"type": positive_float, "default": None, "metavar": "S", "help": "soft time limit, seconds (default: the queue's)"}),
     TaskFlag("--hard-time-limit", "hard_time_limit", {"type": positive_float, "default": None, "metavar": "S", "help": "hard time limit, seconds (default: the queue's)"}),
     TaskFlag("--batch-size", "batch_size", {"type": non_negative_int, "default": 0, "metavar": "N", "help": "size of the batch the task belongs to (> 10 lowers priority)"}),
+    TaskFlag(
+        "--allow-unschedulable", "allow_unschedulable",
+        {
+            "action": "store_true", "default": False,
+            "help": "accept the task even if no known worker could ever run it (a worker that can is expected to join)",
+        },
+    ),
 )
 """The options that describe a task, shared by ``submit`` and ``explain``, in ``--help`` order."""
 
@@ -225,12 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="switchyard",
         description="Submit, inspect and control work on a Switchyard scheduler.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=DefaultsHelpFormatter,
     )
     _add_global_options(parser, in_subcommand=False)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, epilog=EXIT_STATUS_HELP,
+                                    formatter_class=DefaultsHelpFormatter)
         _add_global_options(sub, in_subcommand=True)
         # Checks argparse cannot express report through the sub-command's own usage line.
         sub.set_defaults(usage_error=sub.error)
@@ -240,7 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("task_name", metavar="TASK_NAME", help="Celery task name, e.g. media.transcribe_audio")
     _add_task_options(submit)
     submit.add_argument("--wait", action="store_true", help="wait for the task to finish; exit 0 only if it succeeded")
-    submit.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="with --wait: give up after S seconds")
+    submit.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="with --wait: give up after S seconds, exit 4 (default: wait as long as it takes)")
+
+    batch = command("submit-batch", "submit the tasks of a file (one JSON object per line), in atomic chunks")
+    batch.add_argument("file", type=batch_file, metavar="FILE",
+                       help='JSON Lines, one task per line: {"task_name": ..., "kwargs": {...}, "priority": 8, ...} '
+                       "(or one JSON array of them; - reads stdin)")
+    batch.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+                       help="tasks per SubmitBatch call; each chunk is accepted whole or not at all")
+    batch.add_argument("--wait", action="store_true", help="wait for every task to finish; exit 0 only if all succeeded")
+    batch.add_argument("--timeout", type=positive_float, default=None, metavar="S",
+                       help="with --wait: give up after S seconds in all, exit 4 (default: wait as long as it takes)")
 
     explain = command(
         "explain",
@@ -248,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target = explain.add_mutually_exclusive_group(required=True)
     target.add_argument("task_name", metavar="TASK_NAME", nargs="?", help="explain a task as submit would send it")
-    target.add_argument("--task-id", metavar="ID", help="explain an existing pending task instead")
+    target.add_argument("--task-id", metavar="ID", help="explain an existing pending task instead (default: none)")
     _add_task_options(explain)
 
     get = command("get", "show one task")
@@ -256,10 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = command("watch", "print a line per state change until the task ends; exit 0 only if it succeeded")
     watch.add_argument("task_id", metavar="ID")
-    watch.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="give up after S seconds")
+    watch.add_argument("--timeout", type=positive_float, default=None, metavar="S", help="give up after S seconds, exit 4 (default: wait as long as it takes)")
 
     cancel = command("cancel", "cancel a task")
     cancel.add_argument("task_id", metavar="ID")
+
+    tasks = command("tasks", "list tasks, newest first (--state running: the active tasks)")
+    tasks.add_argument("--state", action="append", choices=TASK_STATES, default=[], metavar="STATE",
+                       help=f"only tasks in this state (repeatable): {', '.join(TASK_STATES)}")
+    tasks.add_argument("--queue", default="", metavar="Q", help="only this queue")
+    tasks.add_argument("--worker", default="", metavar="W", help="only tasks whose current or last attempt went to worker W")
+    tasks.add_argument("--name", default="", metavar="N", help="only tasks of this Celery task name")
+    tasks.add_argument("--limit", type=positive_int, default=50, metavar="N", help="show at most N tasks (default 50)")
+    tasks.add_argument("--page-token", default="", metavar="T", help="go on where an earlier listing stopped (it prints T)")
 
     command("queues", "statistics of every logical queue")
     command("workers", "workers known to the scheduler")
@@ -270,10 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("queue", metavar="QUEUE")
     drain = command("drain", "give a worker nothing new; it finishes what it has")
     drain.add_argument("worker_id", metavar="WORKER")
+    drain.add_argument("--wait", action="store_true", help="return once the worker is idle (drained); exit 1 if it is lost or undrained first")
+    drain.add_argument("--timeout", type=positive_float, default=None, metavar="S",
+                       help="with --wait: give up after S seconds, exit 4 (default: wait as long as it takes)")
+    drain.add_argument("--interval", type=positive_float, default=DRAIN_POLL_SECONDS, metavar="S",
+                       help="with --wait: seconds between looks at the worker")
+    undrain = command("undrain", "give a drained worker new work again (does nothing to a worker that is not drained)")
+    undrain.add_argument("worker_id", metavar="WORKER")
+    unquarantine = command("unquarantine", "end a worker's quarantine now and forget its recent failures")
+    unquarantine.add_argument("worker_id", metavar="WORKER")
+    top = command("top", "live view of queues, workers and the leader; q or Ctrl-C quits")
+    top.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
+    top.add_argument("--interval", type=positive_float, default=DEFAULT_INTERVAL, metavar="S", help="seconds between frames")
 
     dead = command("dead-letters", "tasks that failed for good, newest first")
-    dead.add_argument("--queue", default="", metavar="Q", help="only this queue")
-    dead.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N (default 100, max 1000)")
+    dead.add_argument("--queue", default="", metavar="Q", help="only this queue (default: every queue)")
+    dead.add_argument("--limit", type=positive_int, default=100, metavar="N", help="at most N, up to 1000")
     retry = command("retry-dead-letter", "put a dead-lettered task back to pending with a fresh retry budget")
     retry.add_argument("task_id", metavar="ID")
     purge = command("purge-dead-letters", "delete dead letters: --all, every one of --queue Q, or the given ids")

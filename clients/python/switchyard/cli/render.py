@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from switchyard._fleet_views import QueueView, WorkerView
+from switchyard._fleet_views import QueueView, WorkerChange, WorkerView
 from switchyard._task_views import (
     CancelResult,
     DeadLetterView,
@@ -25,7 +25,9 @@ from switchyard._task_views import (
 __all__ = [
     "format_cancelled",
     "format_dead_letters",
+    "format_duration",
     "format_explanation",
+    "format_outcome",
     "format_purged",
     "format_queues",
     "format_retried",
@@ -33,8 +35,10 @@ __all__ = [
     "format_submitted",
     "format_table",
     "format_task",
+    "format_tasks",
     "format_waiting",
     "format_watch_line",
+    "format_worker_change",
     "format_workers",
     "print_json",
     "to_jsonable",
@@ -81,6 +85,25 @@ def _time(value: datetime | None) -> str:
 
 def _labels(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items())) or "-"
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h10m``, ``3d04h``: a duration short enough for a table cell."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _since(value: datetime | None, now: datetime) -> str:
+    """``14:03:07 (3m05s)``: the local time of day and how long ago."""
+    if value is None:
+        return "-"
+    return f"{value.astimezone().strftime('%H:%M:%S')} ({format_duration((now - value).total_seconds())})"
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -166,6 +189,30 @@ def format_task(task: TaskView) -> str:
     return "\n".join(_key_values(fields))
 
 
+def format_tasks(tasks: Sequence[TaskView], next_page_token: str) -> str:
+    """The ``tasks`` table, newest first, and how to see more when there are more."""
+    more = f"more tasks: add --page-token {next_page_token}" if next_page_token else ""
+    if not tasks:
+        return "\n".join(filter(None, ["no tasks match", more]))
+    headers = ["TASK ID", "NAME", "STATE", "QUEUE", "PRIO", "WORKER", "ATTEMPT", "SUBMITTED", "PROGRESS", "DETAIL"]
+    rows = [
+        [
+            task.task_id,
+            task.task_name,
+            task.state,
+            task.queue,
+            str(task.priority),
+            task.worker_id or "-",
+            str(task.attempt),
+            _time(task.submitted_at),
+            f"{task.progress:.0%}" if task.progress else "-",
+            _one_line(task.error if task.error and task.done else task.reason, 60) or "-",
+        ]
+        for task in tasks
+    ]
+    return "\n".join(filter(None, [format_table(headers, rows), more]))
+
+
 def format_watch_line(task: TaskView) -> str:
     """One line of ``watch``: time, state, worker, attempt, progress, reason."""
     stamp = datetime.now().astimezone().strftime("%H:%M:%S.%f")[:-3]
@@ -179,6 +226,13 @@ def format_watch_line(task: TaskView) -> str:
     return "  ".join(parts)
 
 
+def format_outcome(task: TaskView) -> str:
+    """One line for a task that ended: id, state, worker, and its error or reason."""
+    detail = task.error or task.reason
+    parts = [task.task_id, task.state, f"worker={task.worker_id or '-'}", _one_line(detail, 160) if detail else ""]
+    return "  ".join(part for part in parts if part)
+
+
 def format_cancelled(result: CancelResult) -> str:
     """What ``cancel`` prints: the task's state now and before."""
     return f"{result.task.task_id}: {result.task.state} (was {result.previous_state})"
@@ -190,8 +244,8 @@ def format_cancelled(result: CancelResult) -> str:
 def format_queues(queues: Sequence[QueueView]) -> str:
     """The ``queues`` table, then one ``warning:`` line per alert a queue has crossed."""
     headers = [
-        "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "DEAD", "ERR%",
-        "MEAN WAIT", "MEAN RUN", "WORKERS",
+        "QUEUE", "PAUSED", "PENDING", "PROCESSING", "RETRYING", "COMPLETED", "FAILED", "CANCELLED", "DEAD",
+        "ERR%", "MEAN WAIT", "MEAN RUN", "WORKERS",
     ]
     rows = [
         [
@@ -202,6 +256,7 @@ def format_queues(queues: Sequence[QueueView]) -> str:
             str(queue.retrying),
             str(queue.completed),
             str(queue.failed),
+            str(queue.cancelled),
             str(queue.dead_lettered),
             f"{queue.error_rate * 100:.1f}",
             _seconds(queue.mean_wait_seconds),
@@ -222,23 +277,36 @@ def _gpus(worker: WorkerView) -> str:
     return f"{len(worker.gpus)}x[{described}]" + (" (simulated)" if simulated else "")
 
 
-def format_workers(workers: Sequence[WorkerView]) -> str:
-    """The ``workers`` table."""
-    headers = ["WORKER", "TYPE", "STATUS", "SLOTS", "FREE", "GPUS", "LABELS", "TASKS"]
+def format_workers(workers: Sequence[WorkerView], now: datetime | None = None) -> str:
+    """The ``workers`` table: each worker's state (ready, draining, drained, quarantined, lost),
+    since when (local time, and how long ago, from ``now``) and why."""
+    now = now or datetime.now(UTC)
+    headers = ["WORKER", "TYPE", "STATE", "SINCE", "SLOTS", "FREE", "GPUS", "LABELS", "TASKS", "REASON"]
     rows = [
         [
             worker.worker_id,
             worker.worker_type,
-            worker.status,
+            worker.state,
+            _since(worker.state_since, now),
             str(worker.slots),
             str(worker.free_slots),
             _gpus(worker),
             _labels(worker.labels),
             ",".join(worker.task_ids) or "-",
+            worker.state_reason or "-",
         ]
         for worker in workers
     ]
     return format_table(headers, rows)
+
+
+def format_worker_change(change: WorkerChange, undone: str) -> str:
+    """What ``undrain``/``unquarantine`` print: the worker's state now, and before. ``undone``
+    names what was undone (``"drained"``, ``"quarantined"``)."""
+    worker = change.worker
+    if change.changed:
+        return f"{worker.worker_id}: {worker.state} (was {change.previous_state})"
+    return f"{worker.worker_id}: {worker.state} (was not {undone}; nothing changed)"
 
 
 # --- placement --------------------------------------------------------------------------------

@@ -45,6 +45,15 @@ class WorkerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKER_STATUS_UNREACHABLE: _ClassVar[WorkerStatus]
     WORKER_STATUS_DRAINING: _ClassVar[WorkerStatus]
     WORKER_STATUS_LOST: _ClassVar[WorkerStatus]
+
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    WORKER_STATE_READY: _ClassVar[WorkerState]
+    WORKER_STATE_DRAINING: _ClassVar[WorkerState]
+    WORKER_STATE_DRAINED: _ClassVar[WorkerState]
+    WORKER_STATE_QUARANTINED: _ClassVar[WorkerState]
+    WORKER_STATE_LOST: _ClassVar[WorkerState]
 GPU_REQUIREMENT_UNSPECIFIED: GpuRequirement
 GPU_REQUIREMENT_NONE: GpuRequirement
 GPU_REQUIREMENT_PREFERRED: GpuRequirement
@@ -68,9 +77,15 @@ WORKER_STATUS_CONNECTED: WorkerStatus
 WORKER_STATUS_UNREACHABLE: WorkerStatus
 WORKER_STATUS_DRAINING: WorkerStatus
 WORKER_STATUS_LOST: WorkerStatus
+WORKER_STATE_UNSPECIFIED: WorkerState
+WORKER_STATE_READY: WorkerState
+WORKER_STATE_DRAINING: WorkerState
+WORKER_STATE_DRAINED: WorkerState
+WORKER_STATE_QUARANTINED: WorkerState
+WORKER_STATE_LOST: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size", "preferred_labels")
+    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size", "preferred_labels", "allow_unschedulable")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +116,7 @@ class SubmitTaskRequest(_message.Message):
     HARD_TIME_LIMIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNSCHEDULABLE_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     args_json: str
     kwargs_json: str
@@ -117,7 +133,8 @@ class SubmitTaskRequest(_message.Message):
     hard_time_limit_seconds: float
     batch_size: int
     preferred_labels: _containers.ScalarMap[str, str]
-    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., preferred_labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    allow_unschedulable: bool
+    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., preferred_labels: _Optional[_Mapping[str, str]] = ..., allow_unschedulable: _Optional[bool] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task_id", "queue", "priority", "task_class", "deduplicated", "reason")
@@ -250,12 +267,36 @@ class CancelTaskResponse(_message.Message):
     previous_state: TaskState
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., previous_state: _Optional[_Union[TaskState, str]] = ...) -> None: ...
 
+class ListTasksRequest(_message.Message):
+    __slots__ = ("states", "queue", "worker_id", "task_name", "page_size", "page_token")
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    states: _containers.RepeatedScalarFieldContainer[TaskState]
+    queue: str
+    worker_id: str
+    task_name: str
+    page_size: int
+    page_token: str
+    def __init__(self, states: _Optional[_Iterable[_Union[TaskState, str]]] = ..., queue: _Optional[str] = ..., worker_id: _Optional[str] = ..., task_name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTasksResponse(_message.Message):
+    __slots__ = ("tasks", "next_page_token")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class ListQueuesRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("name", "pending", "processing", "completed", "failed", "paused", "mean_wait_seconds", "mean_run_seconds", "workers", "default_priority", "task_class", "cancelled", "warnings", "error_rate", "retrying", "dead_lettered")
+    __slots__ = ("name", "pending", "processing", "completed", "failed", "paused", "mean_wait_seconds", "mean_run_seconds", "workers", "default_priority", "task_class", "cancelled", "warnings", "error_rate", "retrying", "dead_lettered", "wait_p50_seconds", "wait_p95_seconds", "submitted_per_second", "finished_per_second")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +313,10 @@ class QueueStats(_message.Message):
     ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     RETRYING_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    WAIT_P50_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_P95_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     name: str
     pending: int
     processing: int
@@ -288,7 +333,11 @@ class QueueStats(_message.Message):
     error_rate: float
     retrying: int
     dead_lettered: int
-    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., paused: _Optional[bool] = ..., mean_wait_seconds: _Optional[float] = ..., mean_run_seconds: _Optional[float] = ..., workers: _Optional[int] = ..., default_priority: _Optional[int] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., cancelled: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., error_rate: _Optional[float] = ..., retrying: _Optional[int] = ..., dead_lettered: _Optional[int] = ...) -> None: ...
+    wait_p50_seconds: float
+    wait_p95_seconds: float
+    submitted_per_second: float
+    finished_per_second: float
+    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., processing: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ..., paused: _Optional[bool] = ..., mean_wait_seconds: _Optional[float] = ..., mean_run_seconds: _Optional[float] = ..., workers: _Optional[int] = ..., default_priority: _Optional[int] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., cancelled: _Optional[int] = ..., warnings: _Optional[_Iterable[str]] = ..., error_rate: _Optional[float] = ..., retrying: _Optional[int] = ..., dead_lettered: _Optional[int] = ..., wait_p50_seconds: _Optional[float] = ..., wait_p95_seconds: _Optional[float] = ..., submitted_per_second: _Optional[float] = ..., finished_per_second: _Optional[float] = ...) -> None: ...
 
 class ListQueuesResponse(_message.Message):
     __slots__ = ("queues",)
@@ -325,7 +374,7 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "worker_type", "status", "capabilities", "load", "labels", "slots", "free_slots", "task_ids", "celery_queue", "last_heartbeat_at")
+    __slots__ = ("worker_id", "worker_type", "status", "capabilities", "load", "labels", "slots", "free_slots", "task_ids", "celery_queue", "last_heartbeat_at", "state", "state_reason", "state_since", "quarantined_until")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +393,10 @@ class WorkerInfo(_message.Message):
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     CELERY_QUEUE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_REASON_FIELD_NUMBER: _ClassVar[int]
+    STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     worker_type: _worker_pb2.WorkerType
     status: WorkerStatus
@@ -355,7 +408,11 @@ class WorkerInfo(_message.Message):
     task_ids: _containers.RepeatedScalarFieldContainer[str]
     celery_queue: str
     last_heartbeat_at: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[str] = ..., worker_type: _Optional[_Union[_worker_pb2.WorkerType, str]] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., capabilities: _Optional[_Union[_worker_pb2.WorkerCapabilities, _Mapping]] = ..., load: _Optional[_Union[_worker_pb2.WorkerLoad, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ..., celery_queue: _Optional[str] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    state: WorkerState
+    state_reason: str
+    state_since: _timestamp_pb2.Timestamp
+    quarantined_until: _timestamp_pb2.Timestamp
+    def __init__(self, worker_id: _Optional[str] = ..., worker_type: _Optional[_Union[_worker_pb2.WorkerType, str]] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., capabilities: _Optional[_Union[_worker_pb2.WorkerCapabilities, _Mapping]] = ..., load: _Optional[_Union[_worker_pb2.WorkerLoad, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., free_slots: _Optional[int] = ..., task_ids: _Optional[_Iterable[str]] = ..., celery_queue: _Optional[str] = ..., last_heartbeat_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[WorkerState, str]] = ..., state_reason: _Optional[str] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., quarantined_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)
@@ -374,6 +431,38 @@ class DrainWorkerResponse(_message.Message):
     WORKER_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerInfo
     def __init__(self, worker: _Optional[_Union[WorkerInfo, _Mapping]] = ...) -> None: ...
+
+class UndrainWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class UndrainWorkerResponse(_message.Message):
+    __slots__ = ("worker", "previous_state", "changed")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    worker: WorkerInfo
+    previous_state: WorkerState
+    changed: bool
+    def __init__(self, worker: _Optional[_Union[WorkerInfo, _Mapping]] = ..., previous_state: _Optional[_Union[WorkerState, str]] = ..., changed: _Optional[bool] = ...) -> None: ...
+
+class UnquarantineWorkerRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class UnquarantineWorkerResponse(_message.Message):
+    __slots__ = ("worker", "previous_state", "changed")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_STATE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    worker: WorkerInfo
+    previous_state: WorkerState
+    changed: bool
+    def __init__(self, worker: _Optional[_Union[WorkerInfo, _Mapping]] = ..., previous_state: _Optional[_Union[WorkerState, str]] = ..., changed: _Optional[bool] = ...) -> None: ...
 
 class ExplainPlacementRequest(_message.Message):
     __slots__ = ("task", "task_id")

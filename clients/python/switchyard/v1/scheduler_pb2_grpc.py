@@ -60,6 +60,11 @@ class SchedulerStub:
                 request_serializer=switchyard_dot_v1_dot_scheduler__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.CancelTaskResponse.FromString,
                 _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/switchyard.v1.Scheduler/ListTasks',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
         self.ListQueues = channel.unary_unary(
                 '/switchyard.v1.Scheduler/ListQueues',
                 request_serializer=switchyard_dot_v1_dot_scheduler__pb2.ListQueuesRequest.SerializeToString,
@@ -84,6 +89,16 @@ class SchedulerStub:
                 '/switchyard.v1.Scheduler/DrainWorker',
                 request_serializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.FromString,
+                _registered_method=True)
+        self.UndrainWorker = channel.unary_unary(
+                '/switchyard.v1.Scheduler/UndrainWorker',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerResponse.FromString,
+                _registered_method=True)
+        self.UnquarantineWorker = channel.unary_unary(
+                '/switchyard.v1.Scheduler/UnquarantineWorker',
+                request_serializer=switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerRequest.SerializeToString,
+                response_deserializer=switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerResponse.FromString,
                 _registered_method=True)
         self.ExplainPlacement = channel.unary_unary(
                 '/switchyard.v1.Scheduler/ExplainPlacement',
@@ -147,6 +162,14 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTasks(self, request, context):
+        """Tasks newest first, filtered by state, queue, worker and task name, one page at a time.
+        States running and dispatched are the "active tasks" view (like `celery inspect active`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListQueues(self, request, context):
         """Statistics of every logical queue.
         """
@@ -176,7 +199,23 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DrainWorker(self, request, context):
-        """Stop giving a worker new tasks; it finishes what it has.
+        """Stop giving a worker new tasks; it finishes what it has. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndrainWorker(self, request, context):
+        """Give a drained (or draining) worker new tasks again. Idempotent: a worker that is not
+        drained is left as it is (previous_state says so). NOT_FOUND for an unknown worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnquarantineWorker(self, request, context):
+        """End a worker's quarantine now and forget its recent failures. Idempotent: a worker that is
+        not quarantined is left as it is. NOT_FOUND for an unknown worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -239,6 +278,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.CancelTaskRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_scheduler__pb2.CancelTaskResponse.SerializeToString,
             ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ListTasksRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.ListTasksResponse.SerializeToString,
+            ),
             'ListQueues': grpc.unary_unary_rpc_method_handler(
                     servicer.ListQueues,
                     request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.ListQueuesRequest.FromString,
@@ -263,6 +307,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.FromString,
                     response_serializer=switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'UndrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndrainWorker,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerResponse.SerializeToString,
+            ),
+            'UnquarantineWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnquarantineWorker,
+                    request_deserializer=switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerRequest.FromString,
+                    response_serializer=switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerResponse.SerializeToString,
             ),
             'ExplainPlacement': grpc.unary_unary_rpc_method_handler(
                     servicer.ExplainPlacement,
@@ -432,6 +486,33 @@ class Scheduler:
             _registered_method=True)
 
     @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/ListTasks',
+            switchyard_dot_v1_dot_scheduler__pb2.ListTasksRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.ListTasksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListQueues(request,
             target,
             options=(),
@@ -556,6 +637,60 @@ class Scheduler:
             '/switchyard.v1.Scheduler/DrainWorker',
             switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerRequest.SerializeToString,
             switchyard_dot_v1_dot_scheduler__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/UndrainWorker',
+            switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.UndrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnquarantineWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/switchyard.v1.Scheduler/UnquarantineWorker',
+            switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerRequest.SerializeToString,
+            switchyard_dot_v1_dot_scheduler__pb2.UnquarantineWorkerResponse.FromString,
             options,
             channel_credentials,
             insecure,
