@@ -81,6 +81,8 @@ class Worker:
     gpu_simulated: bool = False
     registered_tasks: frozenset[str] = frozenset()
     """Task names its Celery app registers, as its agent reported them; empty when not known."""
+    agent_instance: str = ""
+    """Id of the agent process that registered it last (empty: not known)."""
     capabilities: Any = None
     """The last WorkerCapabilities message (kept for ListWorkers)."""
     load: Any = None

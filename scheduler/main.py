@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from scheduler.api import keda
+from scheduler.api.decoding import SafeDecoding
 from scheduler.api.grpc_metrics import MetricsInterceptor
 from scheduler.api.http_api import HttpApi
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
@@ -138,9 +139,11 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
     )
     # Read at scrape time: up once a lease claim has answered, down while the last one failed.
     metrics.state_store_up.source = lambda: leadership.outage is None and bool(leadership.instance)
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), server)  # type: ignore[no-untyped-call]
-    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), server)  # type: ignore[no-untyped-call]
-    keda.add_to_server(leadership, server)
+    # Requests that do not decode are answered INVALID_ARGUMENT, not UNKNOWN (api/decoding.py).
+    decoding = SafeDecoding(server)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), decoding)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), decoding)  # type: ignore[no-untyped-call]
+    keda.add_to_server(leadership, decoding)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):

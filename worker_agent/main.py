@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,8 @@ class Agent:
         self.worker: CeleryWorker | None = None
         self.registered_tasks: tuple[str, ...] = ()
         """Task names the Celery worker's app registers, as it reported them at start."""
+        self.instance = uuid.uuid4().hex
+        """This agent process's id in every hello: a new one tells the scheduler the worker restarted."""
         self.stop_requested = asyncio.Event()
         self.stream = AgentStream(
             config.schedulers,
@@ -244,6 +247,7 @@ class Agent:
             agent_version=__version__,
             celery_pid=self.worker.pid if self.worker is not None else 0,
             registered_tasks=self.registered_tasks,
+            agent_instance=self.instance,
         )
 
     def current_labels(self) -> dict[str, str]:

@@ -243,6 +243,7 @@ def registration(hello: agent_pb2.AgentHello) -> WorkerRegistration:
         gpu_simulated=caps.gpu_simulated,
         capabilities=caps,
         registered_tasks=list(hello.registered_tasks),
+        agent_instance=hello.agent_instance,
     )
 
 

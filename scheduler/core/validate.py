@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,8 @@ def validate_input(item: TaskInput, limits: SubmitLimits, index: int | None = No
         )
     _check_payload(item, where)
     _check_routing(sub, limits, where)
+    if not (math.isfinite(item.soft_time_limit_seconds) and math.isfinite(item.hard_time_limit_seconds)):
+        raise InvalidArgument(f"{where}time limits must be finite numbers of seconds (0 = none)")
     if item.soft_time_limit_seconds < 0 or item.hard_time_limit_seconds < 0:
         raise InvalidArgument(f"{where}time limits must not be negative")
     if item.hard_time_limit_seconds and item.soft_time_limit_seconds > item.hard_time_limit_seconds:
@@ -100,6 +103,8 @@ def _check_payload(item: TaskInput, where: str) -> None:
             value = json.loads(raw)
         except ValueError as exc:
             raise InvalidArgument(f"{where}{name} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidArgument(f"{where}{name} is nested too deeply to decode; flatten it") from None
         if not isinstance(value, kind):
             wanted = "a JSON array" if kind is list else "a JSON object"
             raise InvalidArgument(f"{where}{name} must be {wanted}, got {type(value).__name__}")

@@ -62,7 +62,9 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
     while pending:
         for task in pending:
             task.cancel()
-        _done, pending = await asyncio.wait(pending, timeout=1.0)
+        _done, pending = await asyncio.wait(pending, timeout=0.2)
+        if pending:
+            log.debug("cancelling again: %s", ", ".join(sorted(task.get_name() for task in pending)))
 
 
 class Engine:

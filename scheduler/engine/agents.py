@@ -81,6 +81,11 @@ class Agents:
         shared = self.shared
         worker_type = hello.worker_type or (WorkerType.GPU if hello.gpus else WorkerType.CPU)
         existing = shared.fleet.get(hello.worker_id)
+        if (existing is not None and not existing.lost and existing.agent_instance and hello.agent_instance
+                and existing.agent_instance != hello.agent_instance):
+            # Same worker id, new agent process: the old one died with whatever ran on it. Move
+            # that back to pending now; its late claims and reports are fenced by attempt.
+            await self.liveness.declare_lost(existing, "its agent restarted (a new agent process said hello)")
         rejoined = existing is not None and existing.lost
         if existing is None or existing.lost:
             worker = Worker(hello.worker_id, worker_type, hello.slots)
@@ -98,6 +103,7 @@ class Agents:
         worker.gpu_simulated = hello.gpu_simulated
         worker.capabilities = hello.capabilities
         worker.registered_tasks = shared.fleet.task_set(hello.registered_tasks)
+        worker.agent_instance = hello.agent_instance
         worker.connected = True
         worker.disconnected_at = None
         worker.session += 1
@@ -105,7 +111,7 @@ class Agents:
         worker.last_heartbeat_wall = shared.clock()
         await self.registrations.remember(
             WorkerRecord(worker.worker_id, worker_type, hello.slots, dict(hello.labels),
-                         tuple(gpu.memory_total_mb for gpu in hello.gpus))
+                         tuple(gpu.memory_total_mb for gpu in hello.gpus), hello.agent_instance)
         )
         log.info("worker %s connected (%s, %d slot(s), %d GPU(s)%s, %s)%s", worker.worker_id,
                  worker_type.value, hello.slots, len(hello.gpus),

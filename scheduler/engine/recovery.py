@@ -41,6 +41,7 @@ async def recover(shared: Shared) -> None:
             worker_type=registration.worker_type,
             slots=registration.slots,
             labels=dict(registration.labels),
+            agent_instance=registration.agent_instance,
             disconnected_at=shared.monotonic(),
         )
         for record in await state.tasks.load(task_ids):

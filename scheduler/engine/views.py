@@ -46,6 +46,8 @@ class WorkerRegistration:
     """The agent's WorkerCapabilities message, kept for ListWorkers."""
     registered_tasks: Sequence[str] = ()
     """Task names the worker's Celery app registers; empty when the agent did not say."""
+    agent_instance: str = ""
+    """The agent process's id; a new one means the worker restarted (empty: not known)."""
 
 
 @dataclass(frozen=True)

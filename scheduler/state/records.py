@@ -210,6 +210,9 @@ class WorkerRecord:
     gpu_memory_mb: tuple[int, ...] | None = None
     """Total memory of each of its GPUs, MiB (empty: none); None when not recorded (a
     registration written before it was kept). Admission judges GPU requests against it."""
+    agent_instance: str = ""
+    """Id of the agent process that registered it (after a scheduler restart, a hello with
+    another id means the worker restarted too)."""
 
 
 def encode_worker(record: WorkerRecord) -> str:
@@ -218,6 +221,8 @@ def encode_worker(record: WorkerRecord) -> str:
                                 "labels": dict(record.labels)}
     if record.gpu_memory_mb is not None:
         value["gpu_memory_mb"] = list(record.gpu_memory_mb)
+    if record.agent_instance:
+        value["agent_instance"] = record.agent_instance
     return json.dumps(value, sort_keys=True)
 
 
@@ -231,4 +236,5 @@ def decode_worker(worker_id: str, raw: str) -> WorkerRecord:
         labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
         gpu_memory_mb=(tuple(int(mb) for mb in data["gpu_memory_mb"])
                        if isinstance(data.get("gpu_memory_mb"), list) else None),
+        agent_instance=str(data.get("agent_instance") or ""),
     )

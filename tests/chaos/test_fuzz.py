@@ -508,10 +508,6 @@ def test_fuzzed_requests_get_clear_statuses_and_leave_state_intact(
     assert stack.scheduler_proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: JSON nested past Python's recursion limit in args_json/kwargs_json raises "
-    "RecursionError in scheduler/core/validate.py (_check_payload catches only ValueError), "
-    "answered UNKNOWN instead of INVALID_ARGUMENT"))
 @pytest.mark.timeout(60)
 def test_deeply_nested_json_is_invalid_argument(stack: Stack) -> None:
     codes: collections.Counter[str] = collections.Counter()
@@ -530,9 +526,6 @@ def test_deeply_nested_json_is_invalid_argument(stack: Stack) -> None:
     assert set(codes) == {"INVALID_ARGUMENT"}, dict(codes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: a request protobuf cannot parse (invalid UTF-8 in a string field, broken wire "
-    "format) is answered UNKNOWN by grpc.aio ('Unexpected DecodeError'), not INVALID_ARGUMENT"))
 @pytest.mark.timeout(120)
 def test_undecodable_requests_are_invalid_argument(stack: Stack) -> None:
     rng = random.Random(SEED)

@@ -6,9 +6,9 @@ worker (agent, Celery main process and pool children at once), again and again: 
 them come back under the dead worker's id, half under a new id. At the end every acknowledged
 task succeeded exactly once (tests/chaos/ledger.py).
 
-A worker restarted under the same id is started only once the scheduler has declared the dead
-one lost: a restart inside the grace period strands the dead worker's running tasks (see
-`test_same_id_restart_inside_the_grace_period_strands_nothing`).
+A worker restarted under the same id at once, inside the grace period, is recognised by its new
+agent instance: the dead process's attempts go back to pending straight away
+(`test_same_id_restart_inside_the_grace_period_strands_nothing`).
 """
 
 from __future__ import annotations
@@ -96,10 +96,6 @@ def test_worker_sigkills_under_load_lose_nothing(stack: Stack) -> None:
     assert len(ledger) >= KILLS
 
 
-@pytest.mark.skipif(not FULL, reason="documents a known bug; runs under make chaos only")
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug: a worker that reconnects under the same id inside the grace period keeps the "
-    "dead incarnation's in-flight ledger, and its running attempts are never re-dispatched"))
 @pytest.mark.timeout(90)
 def test_same_id_restart_inside_the_grace_period_strands_nothing(stack: Stack) -> None:
     ledger = Ledger()

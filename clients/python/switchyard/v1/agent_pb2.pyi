@@ -18,7 +18,7 @@ class ConnectRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[AgentHeartbeat, _Mapping]] = ..., worker_exited: _Optional[_Union[WorkerExited, _Mapping]] = ...) -> None: ...
 
 class AgentHello(_message.Message):
-    __slots__ = ("worker_id", "worker_type", "capabilities", "labels", "slots", "celery_queue", "agent_version", "celery_pid", "registered_tasks")
+    __slots__ = ("worker_id", "worker_type", "capabilities", "labels", "slots", "celery_queue", "agent_version", "celery_pid", "registered_tasks", "agent_instance")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,7 @@ class AgentHello(_message.Message):
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     CELERY_PID_FIELD_NUMBER: _ClassVar[int]
     REGISTERED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     worker_type: _worker_pb2.WorkerType
     capabilities: _worker_pb2.WorkerCapabilities
@@ -44,7 +45,8 @@ class AgentHello(_message.Message):
     agent_version: str
     celery_pid: int
     registered_tasks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., worker_type: _Optional[_Union[_worker_pb2.WorkerType, str]] = ..., capabilities: _Optional[_Union[_worker_pb2.WorkerCapabilities, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., celery_queue: _Optional[str] = ..., agent_version: _Optional[str] = ..., celery_pid: _Optional[int] = ..., registered_tasks: _Optional[_Iterable[str]] = ...) -> None: ...
+    agent_instance: str
+    def __init__(self, worker_id: _Optional[str] = ..., worker_type: _Optional[_Union[_worker_pb2.WorkerType, str]] = ..., capabilities: _Optional[_Union[_worker_pb2.WorkerCapabilities, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., celery_queue: _Optional[str] = ..., agent_version: _Optional[str] = ..., celery_pid: _Optional[int] = ..., registered_tasks: _Optional[_Iterable[str]] = ..., agent_instance: _Optional[str] = ...) -> None: ...
 
 class AgentHeartbeat(_message.Message):
     __slots__ = ("sequence", "load", "labels", "labels_replaced")
