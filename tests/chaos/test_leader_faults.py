@@ -113,7 +113,8 @@ def test_leader_faults_under_load_lose_nothing(stack: Stack, how: str) -> None:
     try:
         with SteadyLoad(stack, ledger, rate=SUBMITS_PER_SECOND, seconds=TASK_SECONDS, prefix=how):
             for _round in range(ROUNDS):
-                wait_until(lambda: len(ledger) >= 8 * (_round + 1), timeout=30, message="load to flow")
+                wanted = 8 * (_round + 1)
+                wait_until(lambda: len(ledger) >= wanted, timeout=30, message="load to flow")  # noqa: B023
                 takeovers.append(_fault(leader, standby, how))
                 if not leader.alive():
                     # Killed or terminated: bring it back as the next standby.
