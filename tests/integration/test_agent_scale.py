@@ -64,7 +64,9 @@ async def _storm(target: str, check: Any) -> tuple[Counter[str], Any]:
 
 
 def test_a_thousand_agents_saying_hello_at_once_are_all_welcomed(make_scheduler: Any, fresh_redis: RedisServer) -> None:
-    scheduler: InProcessScheduler = make_scheduler()
+    # These agents never heartbeat: a timeout longer than the storm keeps the first ones from
+    # being declared lost before the last is welcomed on a busy machine.
+    scheduler: InProcessScheduler = make_scheduler(heartbeat_timeout_seconds=120.0, lost_grace_seconds=120.0)
 
     def connected_workers() -> int:
         reply = scheduler.stub.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=30)
