@@ -9,15 +9,26 @@ differences the consumer handles natively: the body travels as UTF-8 JSON (kombu
 `body_encoding="utf-8"`) rather than base64, and the parts that only the script knows (the stored
 args and kwargs, and their repr) are spliced in there. The envelope therefore goes to the script as
 four pieces, between which it inserts the body, argsrepr and kwargsrepr, each JSON-encoded (cjson).
+
+A task whose serializer is msgpack gets the envelope `send_task(serializer="msgpack")` would
+produce: content-type application/x-msgpack, content-encoding binary, and the body as msgpack
+bytes, base64-encoded (kombu's Redis transport stores every body it publishes so; `body_encoding`
+"base64" tells the consumer to decode it). Lua has no base64 and the stored JSON cannot be
+transcoded faithfully in Lua (cjson reads every number as a double and cannot tell an empty
+object from an empty array), so that body is built here once, at submission
+(`msgpack_celery_body`), stored with the task, and spliced in by the script as it is. The JSON
+path is untouched.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from celery import Celery
 from switchyard.wire import (
     HEADER_ATTEMPT,
@@ -29,6 +40,46 @@ from switchyard.wire import (
 
 BODY_EMBED = json.dumps({"callbacks": None, "errbacks": None, "chain": None, "chord": None})
 """Third element of a protocol-2 body: no canvas, as for a plain `send_task`."""
+
+_EMBED = json.loads(BODY_EMBED)
+
+SERIALIZERS = ("json", "msgpack")
+"""Encodings a hand-out's Celery message may use."""
+_CONTENT_TYPE = {"json": ("application/json", "utf-8"), "msgpack": ("application/x-msgpack", "binary")}
+"""(content-type, content-encoding) of each, as kombu's serializer registry names them."""
+_BODY_ENCODING = {"json": "utf-8", "msgpack": "base64"}
+"""How the Redis transport stores each body: JSON text as it is, binary msgpack as base64."""
+
+
+def msgpack_celery_body(args_json: str, kwargs_json: str) -> str:
+    """The protocol-2 body `[args, kwargs, embed]` as msgpack, base64-encoded.
+
+    Raises ValueError when msgpack cannot carry the arguments: an integer outside -2^63 to
+    2^64 - 1 (JSON has no such limit). Nesting is no limit in practice: validation refuses JSON
+    nested deeper than Python's parser reads, well within what msgpack packs and unpacks.
+    """
+    try:
+        packed = msgpack.packb([json.loads(args_json or "[]"), json.loads(kwargs_json or "{}"), _EMBED],
+                               use_bin_type=True)
+    except OverflowError:
+        raise ValueError("msgpack cannot carry an integer beyond 64 bits; send it as a string, or use "
+                         "serializer json") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"msgpack cannot carry these arguments ({exc}); flatten them, or use serializer json") \
+            from None
+    return base64.b64encode(packed).decode("ascii")
+
+
+EMPTY_MSGPACK_BODY = msgpack_celery_body("[]", "{}")
+"""The msgpack body of a by-reference hand-out (the worker loads the arguments from Redis)."""
+
+
+def payload_mode(by_reference: bool, serializer: str) -> str:
+    """How dispatch.lua builds a hand-out's body: '0' JSON from the stored arguments, '1' JSON with
+    none (by reference), '2' the stored msgpack body, '3' EMPTY_MSGPACK_BODY (by reference)."""
+    return ("2" if serializer == "msgpack" else "0") if not by_reference else \
+        ("3" if serializer == "msgpack" else "1")
+
 
 _BODY, _ARGSREPR, _KWARGSREPR = "\x00sy-body\x00", "\x00sy-argsrepr\x00", "\x00sy-kwargsrepr\x00"
 _MARKERS = tuple(json.dumps(marker) for marker in (_BODY, _ARGSREPR, _KWARGSREPR))
@@ -49,6 +100,8 @@ class HandOut:
     """Seconds before Celery raises SoftTimeLimitExceeded in the task."""
     hard_time_limit: float | None = None
     """Seconds before Celery kills the task's process."""
+    serializer: str = "json"
+    """Encoding of the message body: json or msgpack."""
 
     @property
     def celery_task_id(self) -> str:
@@ -63,10 +116,12 @@ class Envelope:
 
     queue: str
     pieces: tuple[str, str, str, str]
+    serializer: str = "json"
+    """Encoding of the body the script splices in: json or msgpack (see `payload_mode`)."""
 
 
 class CeleryMessages:
-    """Builds hand-out messages as Celery's `send_task` would (JSON, protocol 2, never pickle)."""
+    """Builds hand-out messages as Celery's `send_task` would (JSON or msgpack, protocol 2, never pickle)."""
 
     def __init__(self) -> None:
         # No broker connection is ever opened: the app only lends its message construction.
@@ -90,10 +145,11 @@ class CeleryMessages:
             HEADER_WORKER_ID: hand_out.worker_id,
             HEADER_PAYLOAD_REF: "1" if hand_out.by_reference else "0",
         })
+        content_type, content_encoding = _CONTENT_TYPE[hand_out.serializer]
         envelope = {
             "body": _BODY,
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
+            "content-encoding": content_encoding,
+            "content-type": content_type,
             "headers": headers,
             "properties": {
                 "correlation_id": celery_id,
@@ -101,7 +157,7 @@ class CeleryMessages:
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": 0,
-                "body_encoding": "utf-8",
+                "body_encoding": _BODY_ENCODING[hand_out.serializer],
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
@@ -109,4 +165,4 @@ class CeleryMessages:
         head, rest = text.split(_MARKERS[0], 1)
         after_body, rest = rest.split(_MARKERS[1], 1)
         after_argsrepr, tail = rest.split(_MARKERS[2], 1)
-        return Envelope(queue, (head, after_body, after_argsrepr, tail))
+        return Envelope(queue, (head, after_body, after_argsrepr, tail), hand_out.serializer)

@@ -8,6 +8,8 @@ Hierarchy::
     ├── AlreadyExists              idempotency key reused with another payload
     ├── PayloadTooLarge            args/kwargs over the configured limit
     ├── FailedPrecondition         valid request, wrong moment (e.g. cancel a finished task)
+    ├── Unauthenticated            no valid credentials: no token, an unknown one, a malformed header
+    ├── PermissionDenied           valid credentials that may not do this (role, worker id)
     └── StateUnavailable           the state store (Redis) cannot be reached; retry later
         ├── LeadershipLost         this scheduler stopped leading mid-request; retry on the leader
         └── NotLeader              this scheduler is a standby; `leader` says who leads
@@ -41,6 +43,14 @@ class PayloadTooLarge(SchedulerError):
 
 class FailedPrecondition(SchedulerError):
     """The request is valid but the target is in the wrong state for it."""
+
+
+class Unauthenticated(SchedulerError):
+    """The caller sent no valid credentials (the message never repeats what was sent)."""
+
+
+class PermissionDenied(SchedulerError):
+    """The caller is known but its role (or the worker id it is bound to) does not allow this."""
 
 
 class StateUnavailable(SchedulerError):

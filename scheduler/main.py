@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,10 +17,12 @@ from grpc_reflection.v1alpha import reflection
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from scheduler.api import keda
+from scheduler.api.auth import AccessPolicy, AuthInterceptor, TokenFile
 from scheduler.api.decoding import SafeDecoding
 from scheduler.api.grpc_metrics import MetricsInterceptor
 from scheduler.api.http_api import HttpApi
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
+from scheduler.api.tls import ServingCertificate
 from scheduler.config import ConfigError, load_settings
 from scheduler.dispatch import CeleryMessages
 from scheduler.engine import Engine, cancel_and_wait
@@ -47,6 +51,81 @@ def split_host_port(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ConfigError(f"address {address!r} must be HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class Security:
+    """What protects the listeners: the serving certificate (TLS), the token file and the
+    access policy built on them (scheduler/api/auth.py, scheduler/api/tls.py)."""
+
+    certificate: ServingCertificate | None
+    tokens: TokenFile | None
+    policy: AccessPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Security:
+        """Read the certificate and token files; ConfigError (one line) when they do not load."""
+        certificate = (ServingCertificate(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+                       if settings.tls_cert_file else None)
+        tokens = TokenFile(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        policy = AccessPolicy(tokens, client_certificates=bool(certificate and certificate.client_certificates_required),
+                              keda_scaler_open=settings.keda_scaler_open)
+        return cls(certificate, tokens, policy)
+
+    @property
+    def secured(self) -> bool:
+        """TLS on, and callers authenticated (by token or client certificate)."""
+        return self.certificate is not None and self.policy.enabled
+
+    def missing(self) -> str:
+        """What a network-facing scheduler still lacks, in flag names."""
+        lacking = []
+        if self.certificate is None:
+            lacking.append("TLS (--tls-cert, --tls-key)")
+        if not self.policy.enabled:
+            lacking.append("authentication (--auth-tokens, or --tls-client-ca)")
+        return " and ".join(lacking)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) reaches this machine only: every address it
+    resolves to is a loopback one. A name that does not resolve counts as not loopback."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def exposure_problem(settings: Settings, security: Security) -> str | None:
+    """Why the scheduler must not start as configured: a listener on a non-loopback address
+    without TLS and authentication, unless `insecure` says to accept it. None when it may."""
+    if security.secured or settings.insecure:
+        return None
+    exposed = [f"{flag} {address}" for flag, address in (("--listen", settings.listen),
+                                                         ("--metrics-listen", settings.metrics_listen))
+               if address and not is_loopback(split_host_port(address)[0])]
+    if not exposed:
+        return None
+    return (f"refusing to listen on a network address ({', '.join(exposed)}) without {security.missing()}: "
+            "configure them (docs/security.md), listen on 127.0.0.1, or pass --insecure to accept a "
+            "scheduler anyone who reaches it can use")
+
+
+def security_summary(security: Security) -> str:
+    """How the listeners are protected, for the start-up log line (file names only)."""
+    if security.certificate is None:
+        transport = "no TLS"
+    else:
+        transport = "TLS" + (" with client certificates required" if security.certificate.client_certificates_required
+                             else "")
+    tokens = (f"tokens from {security.tokens.path} ({len(security.tokens.entries)})" if security.tokens is not None
+              else "no tokens")
+    return f"{transport}, {tokens}"
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -78,6 +157,8 @@ class Scheduler:
     port: int
     health: health.aio.HealthServicer  # type: ignore[name-defined]
     lease_loop: asyncio.Task[None]
+    watches: list[asyncio.Task[None]] = field(default_factory=list)
+    """Background checks of the security files (the token file's poll)."""
 
     @property
     def engine(self) -> Engine | None:
@@ -98,23 +179,37 @@ class Scheduler:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop serving first, hand the lease back (a standby takes over at once), then close."""
         await self.leadership.resign()
-        await cancel_and_wait([self.lease_loop])
+        await cancel_and_wait([self.lease_loop, *self.watches])
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.state.close()
 
 
-async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serving: float | None = 30.0) -> Scheduler:
+async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serving: float | None = 30.0,
+                security: Security | None = None) -> Scheduler:
     """Start serving gRPC at once (NOT_SERVING until this scheduler leads), then take part in the
     leader election. With `wait_serving`, return only once leading (tests, a lone scheduler);
-    the returned port is the bound one (listen on :0 works)."""
+    the returned port is the bound one (listen on :0 works). `security` defaults to what the
+    settings name (ConfigError when its files do not load; StartupError when a network address
+    would be served without TLS and authentication)."""
     metrics = metrics or Metrics()
+    security = security or Security.from_settings(settings)
+    problem = exposure_problem(settings, security)
+    if problem is not None:
+        raise StartupError(problem)
     state = RedisState(settings.redis_url, settings.key_prefix,
                        ReplicaWait(settings.submit_wait_replicas, settings.submit_wait_timeout_seconds))
     metrics.count_submit_replica_timeouts(lambda: state.replica_timeouts)
-    server = grpc.aio.server(options=server_options(settings), interceptors=[MetricsInterceptor(metrics)])
+    # Metrics first: refused calls are counted with their code (Unauthenticated, PermissionDenied).
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]  # type: ignore[type-arg]
+    if security.policy.enabled:
+        interceptors.append(AuthInterceptor(security.policy))
+    server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
     try:
-        port = server.add_insecure_port(settings.listen)
+        if security.certificate is not None:
+            port = server.add_secure_port(settings.listen, security.certificate.grpc_credentials())
+        else:
+            port = server.add_insecure_port(settings.listen)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -145,12 +240,15 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
     agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), decoding)  # type: ignore[no-untyped-call]
     keda.add_to_server(leadership, decoding)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if settings.reflection:
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     running = Scheduler(leadership, state, server, port, health_servicer,
                         asyncio.create_task(leadership.run(), name="leadership"))
+    if security.tokens is not None:
+        running.watches.append(asyncio.create_task(security.tokens.watch(), name="token-file-watch"))
     if wait_serving is not None:
         try:
             await running.wait_serving(wait_serving)
@@ -161,25 +259,34 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
 
 
 async def serve(settings: Settings) -> None:
+    security = Security.from_settings(settings)
+    problem = exposure_problem(settings, security)
+    if problem is not None:
+        raise StartupError(problem)
+    if settings.insecure and not security.secured:
+        log.warning("--insecure: serving without %s; anyone who can reach %s%s can submit, cancel, drain, "
+                    "purge and connect as any worker", security.missing(), settings.listen,
+                    f" or {settings.metrics_listen}" if settings.metrics_listen else "")
     metrics = Metrics()
     metrics.count_round_trips(lambda: RoundTrips.count)
     metrics_at = "off"
     # One HTTP listener serves /metrics and the read-only JSON API (/api/v1/...).
-    http_api = HttpApi(metrics.registry)
+    http_api = HttpApi(metrics.registry, security.policy)
     if settings.metrics_listen:
         host, port = split_host_port(settings.metrics_listen)
         try:
-            bound = http_api.serve(host, port)
+            bound = http_api.serve(host, port, security.certificate.ssl_context if security.certificate else None)
         except OSError as exc:
             raise StartupError(f"cannot serve metrics on {settings.metrics_listen}: {exc.strerror or exc} "
                                "(choose another --metrics-listen, or '' to turn metrics off)") from None
         metrics_at = f"{host}:{bound}"
     try:
-        running = await start(settings, metrics, wait_serving=None)
+        running = await start(settings, metrics, wait_serving=None, security=security)
         loop = asyncio.get_running_loop()
         http_api.attach(running.leadership, loop)
-        log.info("scheduler serving gRPC on %s (port %d, advertised as %s), metrics on %s, state in %s",
-                 settings.listen, running.port, running.leadership.address, metrics_at, running.state.location)
+        log.info("scheduler serving gRPC on %s (port %d, advertised as %s), metrics on %s, state in %s; %s",
+                 settings.listen, running.port, running.leadership.address, metrics_at, running.state.location,
+                 security_summary(security))
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)

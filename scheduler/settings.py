@@ -55,13 +55,34 @@ class Settings:
     """How long a submission waits for those replicas (at most SUBMIT_WAIT_MAX_SECONDS); after
     it, it is acknowledged all the same, counted and logged as not yet replicated."""
     listen: str = "127.0.0.1:50051"
-    """gRPC address (host:port) for the Scheduler and AgentGateway services."""
+    """gRPC address (host:port) for the Scheduler and AgentGateway services. A non-loopback
+    address needs TLS and authentication, or `insecure`."""
     metrics_listen: str = "127.0.0.1:9108"
     """HTTP address (host:port) for Prometheus /metrics; empty disables it."""
     advertise_address: str = ""
     """HOST:PORT other schedulers, clients and agents reach this one at (a standby names the
     leader by it); empty means the listen address with the bound port, the host name standing in
     for a wildcard host."""
+    auth_tokens_file: str = ""
+    """YAML file listing the tokens callers present (`authorization: Bearer <token>`) by name, role
+    (client, admin, agent) and SHA-256 digest; empty turns tokens off. Re-read when it changes
+    (scheduler/api/auth.py, docs/security.md)."""
+    tls_cert_file: str = ""
+    """PEM certificate chain the gRPC port (and the HTTP listener) present; with tls_key_file it
+    turns TLS on. Re-read when it changes, so a rotated certificate needs no restart."""
+    tls_key_file: str = ""
+    """PEM private key of tls_cert_file."""
+    tls_client_ca_file: str = ""
+    """PEM certificate authorities client certificates must chain to; set, every gRPC caller must
+    present one (mTLS), and an agent without a token connects only as its certificate's CN."""
+    insecure: bool = False
+    """Allow listening on a non-loopback address without TLS and authentication (a warning is
+    logged at start). Without it such a scheduler refuses to start."""
+    reflection: bool = True
+    """Serve gRPC server reflection (grpcurl); with tokens on it needs a valid token of any role."""
+    keda_scaler_open: bool = False
+    """With tokens on, let KEDA's external scaler service answer callers with neither a token nor a
+    client certificate (KEDA sends no token; the service only tells demand counts). Prefer mTLS."""
     leader_lease_seconds: float = 3.0
     """Time-to-live of the leader lease: a standby takes over about this long after the leader
     died (renewed every lease/3 seconds; a leader that cannot renew in time stops writing)."""

@@ -111,15 +111,20 @@ def redact(url: str) -> str:
         return ";".join(redact(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
-        if parts.password is None and parts.username is None:
+        # redis-py also reads a password from the query (`?password=...`): it goes too.
+        query_items = parts.query.split("&") if parts.query else []
+        query = "&".join(item for item in query_items if item.partition("=")[0].lower() != "password")
+        if parts.password is None and parts.username is None and query == parts.query:
             return url
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+        netloc = parts.netloc
+        if parts.password is not None or parts.username is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     except ValueError:
         return "<unreadable URL>"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def resolve_host(host: str) -> frozenset[str]:

@@ -4,7 +4,8 @@ Importing this module connects Celery signals; `worker_agent.celery_boot` import
 Celery loads the user's app, so the user's code needs no change. What it does:
 
 * `celeryd_init` forces the settings Switchyard relies on: late acks, prefetch 1, no requeue
-  when a pool child dies (the scheduler re-dispatches with a new attempt instead), JSON only,
+  when a pool child dies (the scheduler re-dispatches with a new attempt instead), JSON and
+  msgpack messages only (queues or tasks may ask for msgpack: docs/arguments.md; never pickle),
   one visibility timeout for the whole fleet, and running tasks that survive a lost broker
   connection (a Redis restart must not cancel them; fencing makes any redelivery harmless).
   It also turns on Celery task events (as `-E` would), so Flower and `celery events` see
@@ -178,7 +179,9 @@ def force_worker_settings(conf: Any) -> None:
     conf.task_acks_late = True
     conf.worker_prefetch_multiplier = 1
     conf.task_reject_on_worker_lost = False
-    conf.accept_content = ["json"]
+    # msgpack: the scheduler hands out tasks whose queue or submission asks for it
+    # (scheduler/dispatch.py); results and anything the app sends itself stay JSON.
+    conf.accept_content = ["json", "msgpack"]
     conf.task_serializer = "json"
     conf.result_serializer = "json"
     conf.result_accept_content = ["json"]

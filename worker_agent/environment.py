@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from switchyard.wire import TOKEN_ENV, TOKEN_FILE_ENV
+
 WORKER_ID = "SWITCHYARD_WORKER_ID"
 """The worker id; also the default of the agent's own --worker-id."""
 STATE_REDIS_URL = "SWITCHYARD_STATE_REDIS_URL"
@@ -27,6 +29,11 @@ AGENT_PID = "SWITCHYARD_AGENT_PID"
 """The agent's pid, so the worker can stop when its agent dies."""
 VISIBILITY_TIMEOUT = "SWITCHYARD_VISIBILITY_TIMEOUT"
 """kombu visibility timeout in seconds; inherited from the agent's own environment."""
+
+
+AGENT_SECRETS = (TOKEN_ENV, TOKEN_FILE_ENV)
+"""The agent's own credentials: removed from the environment it gives the Celery worker, whose
+tasks run user code that has no business holding the worker's scheduler token."""
 
 
 def run_dir() -> Path | None:

@@ -38,10 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from switchyard.redis_urls import RedisUrlError, check_url
+from switchyard.security import (
+    TLS_CA_ENV,
+    TLS_CERT_ENV,
+    TLS_KEY_ENV,
+    TLS_SERVER_NAME_ENV,
+    CredentialError,
+    TlsSettings,
+    TokenSource,
+    resolve_tls,
+    resolve_token,
+)
 from switchyard.v1 import agent_pb2, worker_pb2
 from switchyard.wire import (
     DEFAULT_KEY_PREFIX,
     LABEL_KEY_RULE,
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
     WORKER_ID_RULE,
     label_key_problem,
     worker_id_problem,
@@ -113,6 +126,10 @@ class AgentConfig:
     log_level: str = "INFO"
     stop_grace_seconds: float = 60.0
     """How long a graceful stop lets running tasks finish before killing Celery."""
+    tls: TlsSettings | None = None
+    """TLS to the schedulers (and the agent's certificate for mTLS); None: plaintext."""
+    token: TokenSource | None = field(default=None, repr=False)
+    """The agent's token (role agent, bound to this worker id); None: none sent."""
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -166,6 +183,21 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
     parser.add_argument("--reconnect-max-seconds", type=float, default=DEFAULT_MAX_BACKOFF_SECONDS,
                         help="longest wait between reconnect attempts (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    security = parser.add_argument_group("security (docs/security.md)")
+    security.add_argument("--tls", action="store_true",
+                          help="use TLS, trusting the system's CAs (implied by --tls-ca/--tls-cert)")
+    security.add_argument("--tls-ca", metavar="FILE",
+                          help=f"PEM CA the scheduler's certificate must chain to; turns TLS on [{TLS_CA_ENV}]")
+    security.add_argument("--tls-cert", metavar="FILE",
+                          help=f"this agent's certificate (PEM) for a scheduler that requires one (mTLS); its "
+                          f"identity must be the worker id [{TLS_CERT_ENV}]")
+    security.add_argument("--tls-key", metavar="FILE", help=f"private key (PEM) of --tls-cert [{TLS_KEY_ENV}]")
+    security.add_argument("--tls-server-name", metavar="NAME",
+                          help="name the scheduler's certificate must carry when it differs from the host "
+                          f"dialled [{TLS_SERVER_NAME_ENV}]")
+    security.add_argument("--token-file", metavar="FILE",
+                          help=f"file holding this worker's agent token, read again at every reconnect "
+                          f"[{TOKEN_FILE_ENV}, or the token itself in {TOKEN_ENV}]")
     parsed = parser.parse_args(own_args)
 
     if not parsed.scheduler:
@@ -189,6 +221,12 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
             check_url(parsed.state_redis_url)
         except RedisUrlError as exc:
             raise ConfigError(f"--state-redis-url: {exc}") from None
+    try:
+        tls = resolve_tls(tls=parsed.tls or None, ca_file=parsed.tls_ca, cert_file=parsed.tls_cert,
+                          key_file=parsed.tls_key, server_name=parsed.tls_server_name, environ=environ)
+        token = resolve_token(token_file=parsed.token_file, environ=environ)
+    except CredentialError as exc:
+        raise ConfigError(exc.message) from None
     return AgentConfig(
         schedulers=schedulers,
         worker_id=parsed.worker_id,
@@ -199,6 +237,8 @@ def parse_args(argv: Sequence[str], environ: dict[str, str] | None = None) -> Ag
         state_redis_url=parsed.state_redis_url,
         reconnect_max_seconds=parsed.reconnect_max_seconds,
         log_level=parsed.log_level.upper(),
+        tls=tls,
+        token=token,
     )
 
 
@@ -232,6 +272,8 @@ class Agent:
             on_cancel=self.cancel,
             reconnect_max_seconds=config.reconnect_max_seconds,
             current_labels=self.current_labels,
+            tls=config.tls,
+            token=config.token,
         )
         self._stream_task: asyncio.Task[None] | None = None
 
@@ -266,10 +308,12 @@ class Agent:
         """Start Celery, connect, check the broker, release Celery, supervise; returns the exit code."""
         gpus = ", ".join(f"{g.name} {g.memory_total_mb} MiB" for g in self.capabilities.gpus) or "none"
         log.info(
-            "agent %s for worker %s: type %s, %d CPUs, GPUs: %s, %d slots, queue %s, scheduler(s) %s",
+            "agent %s for worker %s: type %s, %d CPUs, GPUs: %s, %d slots, queue %s, scheduler(s) %s (%s, %s)",
             __version__, self.config.worker_id, worker_pb2.WorkerType.Name(self.worker_type),
             self.capabilities.cpu_count, gpus, self.command.slots, self.command.queue,
             ",".join(self.config.schedulers),
+            ("mTLS" if self.config.tls.cert_file else "TLS") if self.config.tls else "plaintext",
+            self.config.token.origin if self.config.token else "no token",
         )
         channel = AgentChannel()
         try:
@@ -289,6 +333,8 @@ class Agent:
         # has named them; a value inherited from the agent's own environment must not leak in.
         env.pop(environment.STATE_REDIS_URL, None)
         env.pop(environment.KEY_PREFIX, None)
+        for name in environment.AGENT_SECRETS:
+            env.pop(name, None)
         env.update({
             environment.WORKER_ID: self.config.worker_id,
             environment.RUN_DIR: str(self.run_dir),

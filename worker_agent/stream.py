@@ -17,6 +17,13 @@ failures the wait grows exponentially with jitter up to a cap (5 s by default). 
 line per change — "lost the scheduler at X: ...; reconnecting", "connected to leader Y", and a
 failure only when it is new in the current outage — not one per attempt.
 
+Security (docs/security.md): with TLS settings every attempt opens a TLS channel, reading the
+certificate files again (a renewed agent certificate is used from the next reconnect on); with a
+token, each stream carries it as `authorization: Bearer <token>`, read again from its file at each
+attempt. A scheduler that refuses the token (UNAUTHENTICATED, PERMISSION_DENIED) is retried with
+backoff like any failure, so a re-issued token heals the agent without a restart; the refusal is
+logged as an error that says what to check. The token itself is never logged.
+
 The stream knows nothing about Celery: the agent passes in how to build a hello, how to
 sample load, and what to do on cancel.
 """
@@ -32,6 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from switchyard.redis_urls import display_url
+from switchyard.security import TlsSettings, TokenSource, warn_plaintext_token
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, worker_pb2
 from switchyard.wire import DEFAULT_SCHEDULER_PORT, LEADER_METADATA_KEY
 
@@ -230,8 +239,14 @@ class AgentStream:
         reconnect_max_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
         reconnect_initial_seconds: float = INITIAL_BACKOFF_SECONDS,
         current_labels: Callable[[], dict[str, str]] | None = None,
+        tls: TlsSettings | None = None,
+        token: TokenSource | None = None,
     ) -> None:
         self.finder = LeaderFinder(addresses, reconnect_initial_seconds, reconnect_max_seconds)
+        self.tls = tls
+        """TLS settings for every channel; None: plaintext."""
+        self.token = token
+        """The agent's token, sent with every stream; None: none."""
         self.target = self.finder.addresses[0]
         """The address tried or connected to most recently."""
         self.build_hello = build_hello
@@ -263,7 +278,7 @@ class AgentStream:
             self._stream_welcomed = False
             failure: BaseException | None = None
             try:
-                async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+                async with self._open_channel(address) as channel:
                     stub = agent_pb2_grpc.AgentGatewayStub(channel)  # type: ignore[no-untyped-call]
                     await self._run_stream(stub, address)
             except asyncio.CancelledError:
@@ -275,6 +290,15 @@ class AgentStream:
             if self._stopping:
                 break
             self._after_stream(address, failure)
+
+    def _open_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to `address`: TLS with the certificate files as they are now, or plaintext."""
+        if self.tls is not None:
+            return grpc.aio.secure_channel(address, self.tls.credentials(),
+                                           options=[*CHANNEL_OPTIONS, *self.tls.channel_options()])
+        if self.token is not None:
+            warn_plaintext_token(address, self.token, log)
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
     def _after_stream(self, address: str, failure: BaseException | None) -> None:
         """Log what happened to the attempt at `address` (once per change) and plan the next."""
@@ -291,14 +315,18 @@ class AgentStream:
             log.debug("still cannot reach scheduler at %s: %s%s", address, reason, follow)
             return
         self._failures_logged.add(key)
-        if leader is not None:
+        if _refused_credentials(failure):
+            log.error("scheduler at %s refused this agent (%s): check the agent's token (--token-file, %s) "
+                      "and, with mTLS, its certificate; both must be bound to this worker id; retrying with backoff",
+                      address, reason, self.token.origin if self.token else "none given")
+        elif leader is not None:
             log.info("scheduler at %s is not the leader (%s); trying the leader at %s", address, reason, leader)
         else:
             log.warning("cannot reach scheduler at %s (%s); retrying with backoff", address, reason)
 
     async def _run_stream(self, stub: Any, address: str) -> None:
         """One stream from hello to its end; returns when the scheduler ends it, raises on failure."""
-        call = stub.Connect()
+        call = stub.Connect(metadata=self.token.metadata() if self.token is not None else None)
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_SECONDS):
                 await call.write(agent_pb2.ConnectRequest(hello=self.build_hello()))
@@ -354,8 +382,8 @@ class AgentStream:
             # The Celery worker's state Redis is fixed at its start; it keeps the first values.
             log.warning(
                 "scheduler now names state Redis %r prefix %r; the running worker keeps %r %r",
-                self.welcome.state_redis_url, self.welcome.key_prefix,
-                previous.state_redis_url, previous.key_prefix,
+                display_url(self.welcome.state_redis_url), self.welcome.key_prefix,
+                display_url(previous.state_redis_url), previous.key_prefix,
             )
         self.first_welcome.set()
 
@@ -420,6 +448,12 @@ class AgentStream:
                 async with asyncio.timeout(1.0), self._write_lock:
                     await call.done_writing()
             call.cancel()
+
+
+def _refused_credentials(exc: BaseException | None) -> bool:
+    """True when the scheduler refused the agent's token or identity."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
+        grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def _failure_kind(exc: BaseException | None) -> str:

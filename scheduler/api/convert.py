@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from typing import Any
 
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from switchyard.v1 import agent_pb2, scheduler_pb2, worker_pb2
 from switchyard.wire import worker_queue
@@ -51,8 +54,116 @@ _LIVENESS = {
 }
 
 
-def task_input(request: scheduler_pb2.SubmitTaskRequest) -> TaskInput:
-    """A SubmitTaskRequest as plain data (validation happens in the engine)."""
+_SERIALIZER = {
+    scheduler_pb2.SERIALIZER_UNSPECIFIED: "",
+    scheduler_pb2.SERIALIZER_JSON: "json",
+    scheduler_pb2.SERIALIZER_MSGPACK: "msgpack",
+}
+_SERIALIZER_PROTO = {name: number for number, name in _SERIALIZER.items() if name}
+
+EXACT_INTEGER_LIMIT = 2**53
+"""Whole numbers up to this magnitude are exact in a double; a structured argument within it is
+stored as a JSON integer (a Python task receives an int), anything else as a JSON float."""
+RESULT_VALUE_MAX_BYTES = 64 * 1024
+"""`Task.result` (the structured copy of result_json) is filled only for results up to this size.
+Building protobuf Values is slow in Python (about 10 ms for 64 KiB, 170 ms for 1 MiB) and happens
+on every GetTask/WatchTask answer and for every task of a ListTasks page; result_json always
+carries the result, at any size."""
+
+
+class _NotJson(Exception):
+    """A structured argument holds a number JSON cannot carry; `path` locates it (built on the way out)."""
+
+    def __init__(self, number: float) -> None:
+        super().__init__(number)
+        self.number = number
+        self.path: list[str] = []
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    """A protobuf Value as the plain JSON-ready value it holds (an unset Value is null)."""
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise _NotJson(number)
+        return int(number) if number.is_integer() and abs(number) <= EXACT_INTEGER_LIMIT else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _plain_object(value.struct_value)
+    if kind == "list_value":
+        return _plain_list(value.list_value)
+    return None
+
+
+def _plain_object(struct: struct_pb2.Struct) -> dict[str, Any]:
+    plain = {}
+    for key, item in struct.fields.items():
+        try:
+            plain[key] = _plain(item)
+        except _NotJson as exc:
+            exc.path.append(f".{key}")
+            raise
+    return plain
+
+
+def _plain_list(items: struct_pb2.ListValue) -> list[Any]:
+    plain = []
+    for index, item in enumerate(items.values):
+        try:
+            plain.append(_plain(item))
+        except _NotJson as exc:
+            exc.path.append(f"[{index}]")
+            raise
+    return plain
+
+
+def _arguments(request: scheduler_pb2.SubmitTaskRequest, where: str) -> tuple[str, str]:
+    """(args_json, kwargs_json) from whichever form the request uses; both forms at once is an error.
+
+    The structured form (args, kwargs) is turned into the same JSON text the text form carries,
+    so validation, storage and the worker see one representation.
+    """
+    structured = [name for name in ("args", "kwargs") if request.HasField(name)]
+    if not structured:
+        return request.args_json, request.kwargs_json
+    text = [name for name in ("args_json", "kwargs_json") if getattr(request, name)]
+    if text:
+        raise InvalidArgument(
+            f"{where}{' and '.join(structured)} and {' and '.join(text)} are both set: send the arguments "
+            "either as JSON text (args_json, kwargs_json) or structured (args, kwargs), not both"
+        )
+    name = "args"
+    try:
+        args = _plain_list(request.args) if request.HasField("args") else []
+        name = "kwargs"
+        kwargs = _plain_object(request.kwargs) if request.HasField("kwargs") else {}
+    except _NotJson as exc:
+        located = name + "".join(reversed(exc.path))
+        raise InvalidArgument(
+            f"{where}{located} is {exc.number!r}, which JSON cannot carry; send a finite number (or a string)"
+        ) from None
+    # Compact separators: the size counts against max_payload_bytes as the text form's does.
+    return (json.dumps(args, ensure_ascii=False, separators=(",", ":")) if args else "",
+            json.dumps(kwargs, ensure_ascii=False, separators=(",", ":")) if kwargs else "")
+
+
+def task_input(request: scheduler_pb2.SubmitTaskRequest, index: int | None = None) -> TaskInput:
+    """A SubmitTaskRequest as plain data (validation happens in the engine).
+
+    `index` is the request's position in a batch; errors found here then start `tasks[<index>]: `.
+    """
+    where = f"tasks[{index}]: " if index is not None else ""
+    args_json, kwargs_json = _arguments(request, where)
+    serializer = _SERIALIZER.get(request.serializer)
+    if serializer is None:
+        raise InvalidArgument(
+            f"{where}serializer {request.serializer} is not a Serializer; valid: "
+            "SERIALIZER_UNSPECIFIED (the queue's), SERIALIZER_JSON, SERIALIZER_MSGPACK"
+        )
     gpu = _GPU_NEED.get(request.gpu, GpuNeed.UNSPECIFIED)
     return TaskInput(
         submission=Submission(
@@ -68,12 +179,13 @@ def task_input(request: scheduler_pb2.SubmitTaskRequest) -> TaskInput:
             retry_policy=request.retry_policy,
             preferred_labels=dict(request.preferred_labels),
         ),
-        args_json=request.args_json,
-        kwargs_json=request.kwargs_json,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
         idempotency_key=request.idempotency_key,
         soft_time_limit_seconds=request.soft_time_limit_seconds,
         hard_time_limit_seconds=request.hard_time_limit_seconds,
         allow_unschedulable=request.allow_unschedulable,
+        serializer=serializer,
     )
 
 
@@ -128,12 +240,45 @@ def task_message(view: TaskView) -> scheduler_pb2.Task:
         failures=record.failures,
         error_type=record.error_type,
         effective_priority=view.effective_priority or record.priority,
+        serializer=_SERIALIZER_PROTO.get(record.serializer, scheduler_pb2.SERIALIZER_JSON),
     )
+    result = _result_value(record.result_json) if record.result_json else None
+    if result is not None:
+        task.result.CopyFrom(result)
     for name in ("submitted_at", "dispatched_at", "started_at", "finished_at", "next_attempt_at"):
         stamp = _timestamp(getattr(record, name))
         if stamp is not None:
             getattr(task, name).CopyFrom(stamp)
     return task
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON float that is finite as a double (1e400 would read as infinity)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} does not fit a double")
+    return number
+
+
+def _result_value(result_json: str) -> struct_pb2.Value | None:
+    """The result as a Value when it is strict JSON of at most RESULT_VALUE_MAX_BYTES.
+
+    None otherwise (result_json still has it): a bigger result, one holding NaN or Infinity
+    (Python's json writes them, JSON has no such numbers), or a number too large for a double.
+    """
+    if len(result_json) > RESULT_VALUE_MAX_BYTES:
+        return None
+    value = struct_pb2.Value()
+    try:
+        plain = json.loads(result_json, parse_constant=_reject_constant, parse_float=_finite_float)
+        json_format.ParseDict(plain, value)
+    except (ValueError, RecursionError, OverflowError, json_format.ParseError):
+        return None
+    return value
 
 
 def task_query(request: scheduler_pb2.ListTasksRequest) -> TaskQuery:

@@ -25,8 +25,16 @@ Errors are JSON too, with the gRPC status code's name and the HTTP status it map
 Only the leader answers the API: a standby (or a scheduler whose state store is unreachable)
 answers 503 UNAVAILABLE with `leader_address`, the leading scheduler's gRPC address when known
 (its API is on that host's metrics port), and /api/v1/health answers it with status `down`.
-`/metrics` answers on every scheduler. Nothing here changes state. (No authentication yet:
-keep the listener on a trusted network, as for /metrics.)
+`/metrics` answers on every scheduler. Nothing here changes state.
+
+With tokens on (`--auth-tokens`), every /api/v1/ endpoint but health needs the header
+`Authorization: Bearer <token>` of a client or admin token: 401 UNAUTHENTICATED (with
+`WWW-Authenticate: Bearer`) without a valid one, 403 PERMISSION_DENIED for an agent token.
+/metrics and /api/v1/health stay open: Prometheus and probes carry no token (the health body
+tells counts and queue names, not tasks). With client certificates but no tokens, the other
+endpoints answer 401: this listener asks no client certificate, so it has no one to trust.
+With `--tls-cert` the listener speaks HTTPS with the scheduler's certificate (re-read when it
+changes), so tokens never cross the network in clear.
 
 The listener is a small threaded WSGI server, like prometheus_client's own: /metrics is
 rendered on the request's thread, and an API request runs its engine reads on the scheduler's
@@ -40,6 +48,7 @@ import concurrent.futures
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
@@ -55,6 +64,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from switchyard.v1 import scheduler_pb2
 
 from scheduler.api import convert
+from scheduler.api.auth import AccessPolicy
 from scheduler.api.servicers import EngineSource
 from scheduler.api.status import status_of
 from scheduler.engine import Engine
@@ -158,8 +168,9 @@ def _down(error: ApiError) -> Reply:
 class HttpApi:
     """The WSGI application of the listener, and the server that runs it (see the module docstring)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, policy: AccessPolicy | None = None) -> None:
         self._metrics_app = make_wsgi_app(registry)
+        self._policy = policy
         self._engines: EngineSource | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: WSGIServer | None = None
@@ -171,11 +182,13 @@ class HttpApi:
 
     # --- the server -------------------------------------------------------------------------
 
-    def serve(self, host: str, port: int) -> int:
+    def serve(self, host: str, port: int, tls: Callable[[], ssl.SSLContext] | None = None) -> int:
         """Listen on host:port (port 0 picks a free one) on a daemon thread; the bound port.
-        Raises OSError when the address is taken or not valid."""
+        With `tls` (the current context, asked for each connection) it speaks HTTPS. Raises
+        OSError when the address is taken or not valid."""
         family, address = _best_family(host, port)
-        server_class = type("HttpApiServer", (_ThreadingWSGIServer,), {"address_family": family})
+        server_class = type("HttpApiServer", (_TlsWSGIServer if tls else _ThreadingWSGIServer,),
+                            {"address_family": family, "tls": staticmethod(tls) if tls else None})
         server: WSGIServer = make_server(address, port, self, server_class=server_class,
                                          handler_class=_QuietHandler)
         self._server = server
@@ -200,7 +213,15 @@ class HttpApi:
             status, body = ApiError(grpc.StatusCode.UNIMPLEMENTED,
                                     f"{method} is not supported: the API is read-only (GET)").reply()
             return self._send(start_response, 405, body, head=False, extra=[("Allow", "GET, HEAD")])
-        status, body = self._route(path.rstrip("/"), parse_qs(environ.get("QUERY_STRING", "")))
+        path = path.rstrip("/")
+        if self._policy is not None and path != "/api/v1/health":
+            try:
+                self._policy.admit_http(environ.get("HTTP_AUTHORIZATION"))
+            except Exception as exc:
+                status, body = _error_of(exc).reply()
+                challenge = [("WWW-Authenticate", 'Bearer realm="switchyard"')] if status == 401 else []
+                return self._send(start_response, status, body, head=method == "HEAD", extra=challenge)
+        status, body = self._route(path, parse_qs(environ.get("QUERY_STRING", "")))
         return self._send(start_response, status, body, head=method == "HEAD")
 
     def _route(self, path: str, query: dict[str, list[str]]) -> Reply:
@@ -303,6 +324,26 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     """A thread per request; threads do not keep the process alive."""
 
     daemon_threads = True
+
+
+class _TlsWSGIServer(_ThreadingWSGIServer):
+    """HTTPS: each accepted connection is wrapped with the context `tls` gives now (so a rotated
+    certificate serves the next connection); the handshake runs on the request's thread."""
+
+    tls: Callable[[], ssl.SSLContext]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, client = self.socket.accept()
+        try:
+            return self.tls().wrap_socket(connection, server_side=True, do_handshake_on_connect=False), client
+        except BaseException:
+            connection.close()
+            raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A failed handshake (a plain-HTTP client, an untrusted certificate) is the client's
+        # problem, not a traceback on the scheduler's stderr.
+        log.debug("HTTPS connection from %s failed", client_address, exc_info=True)
 
 
 class _QuietHandler(WSGIRequestHandler):

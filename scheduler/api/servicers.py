@@ -17,7 +17,7 @@ import grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from switchyard.wire import LEADER_METADATA_KEY
 
-from scheduler.api import convert
+from scheduler.api import auth, convert
 from scheduler.api.status import status_of
 from scheduler.engine import Engine
 from scheduler.engine.agents import Agents
@@ -61,6 +61,11 @@ async def _cancel_and_wait(*futures: asyncio.Future[Any] | None) -> None:
     reconnects), and asyncio logs "Task was destroyed but it is pending!"; a generator whose
     `anext` still runs cannot be closed."""
     pending = [future for future in futures if future is not None and not future.done()]
+    for future in futures:
+        if future is not None and future.done() and not future.cancelled():
+            # Retrieved, so asyncio does not log it: `items` may have ended (StopAsyncIteration)
+            # just as the client cancelled the call (a watch closed at the terminal state).
+            future.exception()
     for future in pending:
         future.cancel()
     for future in pending:
@@ -125,7 +130,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     @_rpc
     async def SubmitBatch(self, request: scheduler_pb2.SubmitBatchRequest, context: Context) -> scheduler_pb2.SubmitBatchResponse:
-        accepted = await self.engine.admission.submit([convert.task_input(t) for t in request.tasks])
+        accepted = await self.engine.admission.submit(
+            # Errors name the item as admission's do: by index when there are several.
+            [convert.task_input(t, index if len(request.tasks) > 1 else None) for index, t in enumerate(request.tasks)])
         return scheduler_pb2.SubmitBatchResponse(results=[convert.submit_response(a) for a in accepted])
 
     @_rpc
@@ -232,6 +239,12 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         if first is None or not first.HasField("hello"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message on Connect must be hello")
             return
+        # The caller was admitted by the auth interceptor, which cannot see the hello: the worker
+        # id it is bound to (by its token or its certificate) is checked here.
+        problem = auth.connect_problem(first.hello.worker_id)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+            return
         agents = engine.agents
         try:
             worker, welcome = await agents.hello(convert.registration(first.hello))
@@ -261,7 +274,11 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
         finally:
             # The stream may end (the agent reconnects) while `getter` still waits on the outbox.
             await _cancel_and_wait(getter, term_over, reader)
-            agents.stream_closed(worker_id, session)
+            if auth.call_revoked():
+                # Ended because its token was revoked: it cannot come back, so its work moves now.
+                await agents.credentials_revoked(worker_id, session)
+            else:
+                agents.stream_closed(worker_id, session)
         if engine.stopped.is_set():
             # This scheduler stopped leading: send the agent to whoever leads now.
             await _abort_for(_term_ended(self._engines), context)

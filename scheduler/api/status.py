@@ -18,8 +18,10 @@ from scheduler.errors import (
     InvalidArgument,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     SchedulerError,
     StateUnavailable,
+    Unauthenticated,
 )
 
 STATUS_BY_ERROR: dict[type[SchedulerError], grpc.StatusCode] = {
@@ -29,6 +31,8 @@ STATUS_BY_ERROR: dict[type[SchedulerError], grpc.StatusCode] = {
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     StateUnavailable: grpc.StatusCode.UNAVAILABLE,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 

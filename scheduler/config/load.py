@@ -57,10 +57,21 @@ _FILE_KEYS = (
 )
 
 
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _coerce(name: str, raw: Any) -> Any:
-    """Convert one scalar setting from flag or environment text."""
+    """Convert one scalar setting from flag or environment text (a bool flag arrives as a bool)."""
     setting_type = type(getattr(Settings(), name))
     try:
+        if setting_type is bool:
+            if isinstance(raw, bool):
+                return raw
+            word = str(raw).strip().lower()
+            if word not in _TRUE_WORDS + _FALSE_WORDS:
+                raise ValueError(f"must be one of {', '.join(_TRUE_WORDS)} or {', '.join(_FALSE_WORDS)}")
+            return word in _TRUE_WORDS
         if setting_type is float:
             value: Any = float(raw)
             if not value > 0:
@@ -79,6 +90,8 @@ def _coerce(name: str, raw: Any) -> Any:
 def _parse_scalar(r: FileReader, data: LineMap, name: str) -> Any:
     """One scalar setting from the file, typed like its Settings default."""
     setting_type = type(getattr(Settings(), name))
+    if setting_type is bool:
+        return r.boolean(data, name, "", bool(getattr(Settings(), name)))
     if setting_type is float:
         return r.number(data, name, "", 0.0, positive=True)
     if setting_type is int:
@@ -143,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--config", dest="config_file", metavar="FILE", help="YAML config file"
             )
             continue
+        if isinstance(_SCALARS[name].default, bool):
+            # --insecure / --no-insecure, --reflection / --no-reflection
+            parser.add_argument(
+                "--" + name.replace("_", "-"), dest=name, action=argparse.BooleanOptionalAction,
+                default=None, help=f"env SWITCHYARD_{name.upper()} (true/false)",
+            )
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -185,6 +205,11 @@ def load_settings(
                 check_url(url)
         except RedisUrlError as exc:
             raise ConfigError(f"setting {name}: {exc}") from None
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise ConfigError("settings tls_cert_file and tls_key_file go together: give both "
+                          "(--tls-cert FILE --tls-key FILE) to turn TLS on, or neither")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise ConfigError("setting tls_client_ca_file (mTLS) needs TLS: give --tls-cert and --tls-key too")
     if settings.submit_wait_timeout_seconds > SUBMIT_WAIT_MAX_SECONDS:
         raise ConfigError(f"setting submit_wait_timeout_seconds={settings.submit_wait_timeout_seconds:g}: "
                           f"must be at most {SUBMIT_WAIT_MAX_SECONDS:g}")

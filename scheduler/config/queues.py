@@ -27,7 +27,11 @@ _QUEUE_KEYS = (
     "max_depth",
     "max_error_rate",
     "retry_policy",
+    "serializer",
 )
+
+SERIALIZER_NAMES = ("json", "msgpack")
+"""Encodings a queue's Celery messages may use (docs/arguments.md)."""
 
 
 def parse_queues(
@@ -82,6 +86,7 @@ def parse_queues(
                 retry_policy=r.policy_ref(m, "retry_policy", path, policies)
                 if "retry_policy" in m
                 else "",
+                serializer=r.choice(m, "serializer", path, SERIALIZER_NAMES) or "json",
             )
         )
     return tuple(specs)

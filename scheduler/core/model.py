@@ -80,6 +80,8 @@ class QueueSpec:
     """Alert threshold: warn when the share of recent tasks that failed exceeds this (0 = off)."""
     retry_policy: str = ""
     """Retry policy of its tasks unless the submitter names one ("" = the global default)."""
+    serializer: str = "json"
+    """Encoding of its tasks' Celery messages unless the submitter names one: json or msgpack."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class PendingTask:
     """Its payload is too large to travel in the Celery message; the worker loads it from Redis."""
     time_limits: tuple[float, float] | None = None
     """(soft, hard) seconds (0 = none), or None when it has neither."""
+    serializer: str = "json"
+    """Encoding of its Celery message: json or msgpack (scheduler/dispatch.py)."""
 
     @property
     def order_key(self) -> tuple[int, int]:

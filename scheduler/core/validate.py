@@ -44,6 +44,8 @@ class TaskInput:
     hard_time_limit_seconds: float = 0.0
     allow_unschedulable: bool = False
     """Accept it even when no known worker could ever run it (scheduler/core/schedulable.py)."""
+    serializer: str = ""
+    """Encoding of its Celery message: "json", "msgpack", or "" for its queue's."""
 
 
 @dataclass(frozen=True)

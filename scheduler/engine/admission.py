@@ -27,6 +27,7 @@ from scheduler.core.validate import (
     payload_digest,
     validate_input,
 )
+from scheduler.dispatch import msgpack_celery_body
 from scheduler.engine.placement import Placement
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Accepted
@@ -110,8 +111,15 @@ class Admission:
         now = self.shared.clock()
         decisions = [self._classify(item, len(items) if many else 0) for item in items]
         await self._refuse_unschedulable(items, decisions, many)
-        submission = _Submission([self._new_task(item, decision, now) for item, decision in
-                                  zip(items, decisions, strict=True)], decisions, many)
+        new_tasks: list[NewTask] = []
+        for index, (item, decision) in enumerate(zip(items, decisions, strict=True)):
+            try:
+                new_tasks.append(self._new_task(item, decision, now, index if many else None))
+            except SchedulerError as exc:
+                problems.append(exc)
+        if problems:
+            raise batch_error(problems)
+        submission = _Submission(new_tasks, decisions, many)
         self._waiting.append(submission)
         if self._committer is None or self._committer.done():
             # Its own task, so a caller that goes away mid-commit cannot strand the others.
@@ -234,10 +242,22 @@ class Admission:
     def _classify(self, item: TaskInput, batch_size: int) -> Classification:
         return classify(item.submission, self.rules, batch_size)
 
-    def _new_task(self, item: TaskInput, decision: Classification, now: float) -> NewTask:
+    def _new_task(self, item: TaskInput, decision: Classification, now: float, index: int | None) -> NewTask:
         sub = item.submission
-        spec = self.shared.settings.queue(decision.queue)
+        settings = self.shared.settings
+        spec = settings.queue(decision.queue)
         args_json, kwargs_json = item.args_json or "[]", item.kwargs_json or "{}"
+        payload_bytes = len(args_json) + len(kwargs_json)
+        serializer = item.serializer or (spec.serializer if spec else "json")
+        celery_body = ""
+        if serializer == "msgpack" and payload_bytes <= settings.inline_payload_bytes:
+            # Built once here, where the arguments are parsed anyway; dispatch.lua only splices it
+            # in (scheduler/dispatch.py says why). By-reference msgpack tasks need none.
+            try:
+                celery_body = msgpack_celery_body(args_json, kwargs_json)
+            except ValueError as exc:
+                where = f"tasks[{index}]: " if index is not None else ""
+                raise InvalidArgument(f"{where}{exc}") from None
         record = TaskRecord(
             task_id=uuid.uuid4().hex,
             name=sub.task_name,
@@ -254,14 +274,16 @@ class Admission:
             submitted_at=now,
             reason=decision.reason,
             class_reason=decision.reason,
-            payload_bytes=len(args_json) + len(kwargs_json),
+            payload_bytes=payload_bytes,
             payload_digest=payload_digest(item),
             idempotency_key=item.idempotency_key,
             retry_policy=decision.retry_policy,
             soft_time_limit=item.soft_time_limit_seconds or (spec.soft_time_limit_seconds if spec else 0.0),
             hard_time_limit=item.hard_time_limit_seconds or (spec.hard_time_limit_seconds if spec else 0.0),
+            serializer=serializer,
+            body_ready=bool(celery_body),
         )
-        return NewTask(record, args_json, kwargs_json)
+        return NewTask(record, args_json, kwargs_json, celery_body)
 
     async def _original(self, task_id: str, decision: Classification) -> Accepted:
         """The answer for a deduplicated submission: the task the key already names."""

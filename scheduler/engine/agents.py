@@ -171,6 +171,14 @@ class Agents:
             return
         await self.liveness.declare_lost(worker, f"its Celery worker exited ({exit_code}: {reason})")
 
+    async def credentials_revoked(self, worker_id: str, session: int) -> None:
+        """The agent's stream was ended because its token was revoked: it cannot reconnect, so the
+        worker is lost at once and its work fails over (no grace period to wait out)."""
+        worker = self.shared.fleet.get(worker_id)
+        if worker is None or worker.session != session or worker.lost:
+            return
+        await self.liveness.declare_lost(worker, "its agent's token was revoked")
+
     def stream_closed(self, worker_id: str, session: int) -> None:
         """The stream dropped: the worker has the grace period to reconnect before it is lost."""
         worker = self.shared.fleet.get(worker_id)

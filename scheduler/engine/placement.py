@@ -97,7 +97,7 @@ class Placement:
         attempt = task.attempt + 1
         envelope = self.shared.messages.envelope(HandOut(
             task.task_id, attempt, assignment.worker_id, task.task_name, task.by_reference,
-            soft_time_limit=soft or None, hard_time_limit=hard or None,
+            soft_time_limit=soft or None, hard_time_limit=hard or None, serializer=task.serializer,
         ))
         reason = f"placed on {assignment.reason}; {task.class_reason}".rstrip("; ")
         return HandOutRequest(task.task_id, assignment.worker_id, attempt, task.by_reference,

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -137,6 +138,10 @@ def _reason(exc: BaseException) -> str:
     for _depth in range(4):
         if cause is None:
             break
+        if isinstance(cause, ssl.SSLError):
+            # Its errno is OpenSSL's, not the system's: strerror would say "Operation not permitted".
+            detail = getattr(cause, "verify_message", None) or cause.reason or str(cause)
+            return f"TLS handshake failed: {detail}"
         if isinstance(cause, OSError) and cause.errno:
             return os.strerror(cause.errno)
         cause = cause.__cause__ or cause.__context__
@@ -276,8 +281,12 @@ class Connection:
             problem, advice = f"the state store at {self.location} is still loading its data", "wait until it has loaded"
         elif isinstance(exc, redis_errors.ReadOnlyError):
             problem, advice = f"the state store at {self.location} is a read-only replica", "point redis_url at the primary"
+        elif isinstance(exc, redis_errors.AuthenticationError):
+            problem, advice = f"the state store at {self.location} refused the login", "check the password in redis_url"
         else:
             problem, advice = f"cannot reach the state store at {self.location}", "check that Redis is running and reachable"
+            if self.location.startswith("rediss://"):
+                advice += " and that the TLS options of redis_url (ssl_ca_certs, ssl_certfile, ssl_keyfile) fit it"
         return StateUnavailable(f"{problem} ({reason}); {advice} — the request can be retried")
 
 

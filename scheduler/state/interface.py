@@ -42,6 +42,8 @@ class NewTask:
     """Metadata as classified (its seq, state and attempt are set by the store)."""
     args_json: str
     kwargs_json: str
+    celery_body: str = ""
+    """A msgpack task's ready-made Celery body (base64), when it travels inline; "" otherwise."""
 
 
 SubmitGroup = Sequence[NewTask]

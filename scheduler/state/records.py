@@ -72,6 +72,11 @@ class TaskRecord:
     next_attempt_at: float = 0.0
     start_returns: int = 0
     """Times a hand-out of it missed the start deadline and it went back to pending."""
+    serializer: str = "json"
+    """Encoding of its Celery message: json or msgpack (scheduler/dispatch.py)."""
+    body_ready: bool = False
+    """The hash holds its msgpack Celery body ready-made (CELERY_BODY_FIELD), so the payload
+    travels inline; a msgpack task without one travels by reference. Decided at submission."""
 
     def pending_task(self, inline_limit: int, seq: int | None = None) -> PendingTask:
         """The core's view of this task while it waits for a worker (payloads larger than
@@ -90,9 +95,11 @@ class TaskRecord:
             preferred_labels=tuple(sorted(self.preferred_labels.items())),
             task_name=sys.intern(self.name),
             attempt=self.attempt,
-            by_reference=self.payload_bytes > inline_limit,
+            # A msgpack body is built at submission (or not): the limit in force then decided.
+            by_reference=not self.body_ready if self.serializer == "msgpack" else self.payload_bytes > inline_limit,
             time_limits=(self.soft_time_limit, self.hard_time_limit)
             if self.soft_time_limit or self.hard_time_limit else None,
+            serializer="msgpack" if self.serializer == "msgpack" else "json",
         )
 
 
@@ -154,18 +161,29 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
     "error_type": ("error_type", str, str),
     "next_attempt_at": ("next_attempt_at", _time, _time_text),
     "start_returns": ("start_returns", lambda raw: int(raw or 0), str),
+    "serializer": ("serializer", lambda raw: raw or "json", str),
+    "body_ready": ("body_ready", lambda raw: raw == "1", lambda v: "1" if v else "0"),
 }
 assert {attr for attr, _d, _e in _CODEC.values()} == {f.name for f in fields(TaskRecord)}
+
+SERIALIZER_FIELDS = ("serializer", "body_ready")
+"""Written at submission only for a msgpack task: a JSON task's hash lacks them (their absence
+reads as json), so the JSON submit path writes exactly what it wrote before msgpack existed."""
 
 RECORD_FIELDS = tuple(_CODEC)
 """Every field of a task hash that a record holds: what reads fetch (HMGET), never the payload."""
 
+CELERY_BODY_FIELD = "celery_body"
+"""Payload field of a msgpack task whose body travels inline: its protocol-2 body as msgpack,
+base64-encoded (as kombu's Redis transport stores a binary body); dispatch.lua splices it in."""
+
 SUBMIT_FIELDS = tuple(name for name in _CODEC if name not in {
     "seq", "state", "attempt", "dispatched_at", "gpu_index", "served_queue",
     "started_at", "progress", "progress_msg", "finished_at", "result_json", "error", "traceback",
-    "error_type", "next_attempt_at", "start_returns",
+    "error_type", "next_attempt_at", "start_returns", *SERIALIZER_FIELDS,
 })
-"""Fields written at submission; the submit script adds seq, state and attempt itself."""
+"""Fields written at submission; the submit script adds seq, state and attempt itself (and
+`encode_submitted` SERIALIZER_FIELDS for a task that is not JSON)."""
 
 
 def decode_fields(values: Sequence[str | None]) -> TaskRecord | None:
@@ -195,8 +213,12 @@ _SUBMIT_CODEC = [(name, _CODEC[name][0], _CODEC[name][2]) for name in SUBMIT_FIE
 
 
 def encode_submitted(record: TaskRecord) -> list[str]:
-    """SUBMIT_FIELDS of the record as a flat [field, value, ...] list (the submit hot path)."""
-    return [x for name, attr, encode in _SUBMIT_CODEC for x in (name, encode(getattr(record, attr)))]
+    """SUBMIT_FIELDS of the record as a flat [field, value, ...] list (the submit hot path), and
+    SERIALIZER_FIELDS when the task is not JSON."""
+    flat = [x for name, attr, encode in _SUBMIT_CODEC for x in (name, encode(getattr(record, attr)))]
+    if record.serializer != "json":
+        flat += ["serializer", record.serializer, "body_ready", "1" if record.body_ready else "0"]
+    return flat
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, cast
 from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED, PAYLOAD_FIELDS
 
 from scheduler.core.model import TaskState
-from scheduler.dispatch import BODY_EMBED
+from scheduler.dispatch import BODY_EMBED, EMPTY_MSGPACK_BODY, payload_mode
 from scheduler.state import records
 from scheduler.state.connection import StorePart, guarded, queue_script
 from scheduler.state.interface import (
@@ -89,6 +89,8 @@ class RedisTaskStore(StorePart):
                 record = task.record
                 fields = records.encode_submitted(record)
                 fields += (PAYLOAD_FIELDS[0], task.args_json, PAYLOAD_FIELDS[1], task.kwargs_json)
+                if task.celery_body:
+                    fields += (records.CELERY_BODY_FIELD, task.celery_body)
                 items.append([record.task_id, record.idempotency_key, record.payload_digest, fields])
             # One argument per group: redis-py encodes each argument in Python, cjson decodes in C.
             args.append(json.dumps(items))
@@ -96,9 +98,10 @@ class RedisTaskStore(StorePart):
 
     def _dispatch_args(self, requests: Sequence[HandOutRequest], now: float) -> list[Any]:
         keys = self._keys
-        args: list[Any] = [keys.task(""), keys.inflight(""), repr(now), BODY_EMBED, len(requests)]
+        args: list[Any] = [keys.task(""), keys.inflight(""), repr(now), BODY_EMBED, EMPTY_MSGPACK_BODY,
+                           len(requests)]
         for r in requests:
-            args += [r.task_id, r.worker_id, r.attempt, "1" if r.by_reference else "0",
+            args += [r.task_id, r.worker_id, r.attempt, payload_mode(r.by_reference, r.envelope.serializer),
                      "" if r.gpu_index is None else r.gpu_index, r.served_queue, r.reason,
                      r.envelope.queue, *r.envelope.pieces]
         return args

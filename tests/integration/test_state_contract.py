@@ -19,6 +19,7 @@ import pytest
 from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, fence_started
 
 from scheduler.core.model import TaskState, WorkerType
+from scheduler.dispatch import msgpack_celery_body
 from scheduler.state.interface import (
     Applied,
     CancelStatus,
@@ -160,6 +161,29 @@ async def dispatch_fences_a_new_attempt_and_queues_its_message(b: Backend) -> No
     assert (by_reference.task_id, by_reference.by_reference, by_reference.args, by_reference.kwargs) == (
         "b", True, [], {})
     assert await b.payload("b") == ("[1]", "{}")  # the claim hands it over
+
+
+async def msgpack_hand_outs_carry_the_body_built_at_submission(b: Backend) -> None:
+    # Integers beyond 2^53 (exact in msgpack's uint64), empty objects and arrays, null, non-ASCII.
+    args, kwargs = '[1, "\u00e9", [], {}]', '{"big": 18446744073709551615, "empty": {}, "none": null, "f": 1.5}'
+    body = msgpack_celery_body(args, kwargs)
+    inline = new_task("a", payload=(args, kwargs))
+    inline = NewTask(replace(inline.record, serializer="msgpack", body_ready=True), args, kwargs, body)
+    by_reference = NewTask(replace(new_task("b").record, serializer="msgpack"), "[1]", "{}")
+    await submit(b, [inline, by_reference, new_task("c")])
+    # Decided at submission: a built body travels inline whatever the inline limit says now.
+    assert [(await record(b, t)).pending_task(0).by_reference for t in ("a", "b", "c")] == [False, True, True]
+    handed = await b.state.tasks.dispatch(
+        [hand_out("a", serializer="msgpack"), hand_out("b", by_reference=True, serializer="msgpack"),
+         hand_out("c")], T0 + 2)
+    assert handed == [True, True, True]
+    first, second, third = await b.queued("w1")
+    assert contents([first, second, third]) == [
+        ("a", 1, [1, "\u00e9", [], {}], {"big": 2**64 - 1, "empty": {}, "none": None, "f": 1.5}),
+        ("b", 1, [], {}), ("c", 1, [1], {})]
+    assert [m.properties["body_encoding"] for m in (first, second, third)] == ["base64", "base64", "utf-8"]
+    assert second.by_reference and not first.by_reference
+    assert first.headers["argsrepr"] == args  # the repr stays readable JSON
 
 
 async def dispatch_refuses_a_task_not_pending_at_the_previous_attempt(b: Backend) -> None:
@@ -538,6 +562,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     same_key_and_payload_is_deduplicated,
     a_conflict_writes_nothing_of_its_group_and_other_groups_go_on,
     dispatch_fences_a_new_attempt_and_queues_its_message,
+    msgpack_hand_outs_carry_the_body_built_at_submission,
     dispatch_refuses_a_task_not_pending_at_the_previous_attempt,
     sync_match_hands_out_in_the_submit_round_trip,
     a_completion_hands_the_freed_slot_out_in_the_same_round_trip,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import kombu
@@ -23,19 +24,20 @@ from switchyard.wire import (
 )
 
 from scheduler.core.model import TaskState
-from scheduler.dispatch import BODY_EMBED
+from scheduler.dispatch import BODY_EMBED, msgpack_celery_body
 from scheduler.errors import StateUnavailable
 from scheduler.state.connection import RoundTrips
 from scheduler.state.interface import (
     Applied,
     CancelStatus,
     IdempotencyConflict,
+    NewTask,
     Started,
     SubmitOutcome,
 )
 from scheduler.state.records import TaskRecord
 from scheduler.state.store import RedisState
-from tests.support.celery_queue import decode_message
+from tests.support.celery_queue import decode_message, hand_out_request
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.store_kit import (
     KEYS,
@@ -233,6 +235,29 @@ def test_kombus_redis_transport_delivers_the_queued_message_as_sent(run, fresh_r
             assert (message.headers["id"], message.headers["task"], message.headers[HEADER_TASK_ID]) == (
                 "a-1", "demo.add", "a")
             assert message.content_type == "application/json"
+        finally:
+            queue.close()
+
+
+def test_kombus_redis_transport_decodes_a_msgpack_hand_out(run, fresh_redis):
+    args, kwargs = '[1, [], {}]', '{"big": 18446744073709551615, "s": "\u00e9"}'
+
+    async def scenario(state: RedisState) -> None:
+        task = new_task("m", args_json=args, kwargs_json=kwargs)
+        await submitted(state, NewTask(replace(task.record, serializer="msgpack", body_ready=True), args, kwargs,
+                                       msgpack_celery_body(args, kwargs)))
+        request = hand_out_request("m", "w1", 1, task_name="demo.add", serializer="msgpack")
+        assert await state.tasks.dispatch([request], 1002.0) == [True]
+
+    run(scenario)
+    with kombu.Connection(fresh_redis.url) as connection:
+        # A consumer that accepts msgpack, as the agent makes every worker's Celery app do.
+        queue = connection.SimpleQueue(worker_queue("w1"), no_ack=True, accept=["json", "msgpack"])
+        try:
+            message = queue.get(timeout=5)
+            # kombu undoes the base64 body_encoding and unpacks by content type, as a worker does.
+            assert (message.content_type, message.content_encoding) == ("application/x-msgpack", "binary")
+            assert message.decode() == [[1, [], {}], {"big": 2**64 - 1, "s": "\u00e9"}, json.loads(BODY_EMBED)]
         finally:
             queue.close()
 

@@ -9,10 +9,12 @@ payload exactly as scheduler/state/scripts/dispatch.lua does (the fake state use
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 from switchyard.wire import HEADER_ATTEMPT, HEADER_PAYLOAD_REF, HEADER_TASK_ID, HEADER_WORKER_ID
 
 from scheduler.dispatch import BODY_EMBED, CeleryMessages, Envelope, HandOut
@@ -34,9 +36,10 @@ def messages() -> CeleryMessages:
 
 def hand_out_request(task_id: str, worker_id: str = "w1", attempt: int = 1, *, by_reference: bool = False,
                      gpu_index: int | None = None, served_queue: str = "", reason: str = "",
-                     task_name: str = "t.job") -> HandOutRequest:
+                     task_name: str = "t.job", serializer: str = "json") -> HandOutRequest:
     """A placement decision to commit, with the Celery message the engine would build for it."""
-    envelope = messages().envelope(HandOut(task_id, attempt, worker_id, task_name, by_reference))
+    envelope = messages().envelope(HandOut(task_id, attempt, worker_id, task_name, by_reference,
+                                           serializer=serializer))
     return HandOutRequest(task_id, worker_id, attempt, by_reference, gpu_index, served_queue,
                           reason or f"placed on {worker_id}", envelope)
 
@@ -52,11 +55,12 @@ def _clip(text: str) -> str:
     return raw[:cut].decode() + "..."
 
 
-def message_text(envelope: Envelope, args_json: str, kwargs_json: str) -> str:
+def message_text(envelope: Envelope, args_json: str, kwargs_json: str, celery_body: str | None = None) -> str:
     """The queued message: the envelope's pieces with the body, argsrepr and kwargsrepr between
-    them, each JSON-encoded (the script uses cjson; the decoded values are the same)."""
+    them, each JSON-encoded (the script uses cjson; the decoded values are the same). A msgpack
+    envelope takes its ready-made body (`celery_body`, base64) as it is."""
     head, after_body, after_argsrepr, tail = envelope.pieces
-    body = f"[{args_json}, {kwargs_json}, {BODY_EMBED}]"
+    body = f"[{args_json}, {kwargs_json}, {BODY_EMBED}]" if celery_body is None else celery_body
     encode = json.dumps
     return (head + encode(body, ensure_ascii=False) + after_body + encode(_clip(args_json), ensure_ascii=False)
             + after_argsrepr + encode(_clip(kwargs_json), ensure_ascii=False) + tail)
@@ -85,12 +89,18 @@ class QueuedMessage:
 
 
 def decode_message(raw: str) -> QueuedMessage:
-    """A queued message as the worker's consumer decodes it (utf-8 body: raw protocol-2 JSON)."""
+    """A queued message as the worker's consumer decodes it (utf-8 body: raw protocol-2 JSON;
+    base64 body: msgpack, as kombu's Redis transport stores binary bodies)."""
     envelope = json.loads(raw)
     properties = envelope["properties"]
-    assert properties["body_encoding"] == "utf-8", properties
-    assert envelope["content-type"] == "application/json"
-    args, kwargs, embed = json.loads(envelope["body"])
+    if envelope["content-type"] == "application/x-msgpack":
+        assert properties["body_encoding"] == "base64", properties
+        assert envelope["content-encoding"] == "binary"
+        args, kwargs, embed = msgpack.unpackb(base64.b64decode(envelope["body"]), raw=False)
+    else:
+        assert properties["body_encoding"] == "utf-8", properties
+        assert envelope["content-type"] == "application/json"
+        args, kwargs, embed = json.loads(envelope["body"])
     assert embed == json.loads(BODY_EMBED)
     headers = envelope["headers"]
     return QueuedMessage(

@@ -5,7 +5,9 @@ work records it in the broker's Redis so a test can see *where* and *when* user 
 ran, independent of what the scheduler reports:
 
 * `e2e:runs`  — RPUSH of a JSON record when user code starts;
-* `e2e:done`  — RPUSH of the same record when user code reaches its end.
+* `e2e:done`  — RPUSH of the same record when user code reaches its end;
+* `e2e:content_types` — HSET celery id -> the content type of the message Celery received
+  (json or msgpack: how the message travelled, which user code cannot see).
 
 A record is `{"tag", "worker", "pid", "celery_id", "attempt", "ts"}`; `celery_id` is
 `<task_id>-<attempt>` by the wire contract and `attempt` comes from the attempt header
@@ -33,6 +35,7 @@ how a test makes the scheduler hand a worker a task it does not register."""
 
 RUNS_KEY = "e2e:runs"
 DONE_KEY = "e2e:done"
+CONTENT_TYPES_KEY = "e2e:content_types"
 GATE_PREFIX = "e2e:gate:"
 
 
@@ -141,3 +144,10 @@ def _drop_ghost_tasks(sender: Any = None, **_: Any) -> None:
     # reported its task names and before Celery's consumer reads the registry.
     for name in filter(None, os.environ.get(GHOST_TASKS_ENV, "").split(",")):
         app.tasks.pop(name, None)
+
+
+@signals.task_received.connect(weak=False)
+def _record_content_type(request: Any = None, **_: Any) -> None:
+    # The worker's main process, once per message it accepted: what the serializer really was.
+    if request is not None:
+        broker_redis().hset(CONTENT_TYPES_KEY, request.id, request.content_type or "")

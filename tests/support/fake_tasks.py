@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, FENCE_STARTED_SUFFIX, PAYLOAD_FIELDS
 
 from scheduler.core.model import TaskState
+from scheduler.dispatch import EMPTY_MSGPACK_BODY
 from scheduler.state.interface import (
     Applied,
     CancelOutcome,
@@ -34,12 +35,12 @@ from scheduler.state.interface import (
     SubmitOutcome,
 )
 from scheduler.state.records import (
+    CELERY_BODY_FIELD,
     RECORD_FIELDS,
-    SUBMIT_FIELDS,
     TaskRecord,
     WorkerRecord,
     decode_fields,
-    encode_task,
+    encode_submitted,
 )
 from tests.support.celery_queue import message_text
 
@@ -169,8 +170,11 @@ class FakeTaskStore:
             record = new.record
             task = t.hashes.setdefault(record.task_id, {})
             task.update(seq=str(t.seq), state="pending", attempt="0")
-            task.update(encode_task(record, SUBMIT_FIELDS))
+            flat = encode_submitted(record)
+            task.update(zip(flat[::2], flat[1::2], strict=True))
             task.update(zip(PAYLOAD_FIELDS, (new.args_json, new.kwargs_json), strict=True))
+            if new.celery_body:
+                task[CELERY_BODY_FIELD] = new.celery_body
             if record.idempotency_key:
                 t.idempotency[record.idempotency_key] = record.task_id
             t.pending[record.task_id] = t.seq
@@ -194,7 +198,9 @@ class FakeTaskStore:
         by_queue: dict[str, list[str]] = defaultdict(list)
         for r in requests:
             task = t.hashes.get(r.task_id, {})
-            if task.get("state") != "pending" or int(task.get("attempt") or "0") + 1 != r.attempt:
+            body_missing = (r.envelope.serializer == "msgpack" and not r.by_reference
+                            and CELERY_BODY_FIELD not in task)
+            if task.get("state") != "pending" or int(task.get("attempt") or "0") + 1 != r.attempt or body_missing:
                 handed.append(False)
                 continue
             task.update(state="dispatched", worker=r.worker_id, attempt=str(r.attempt), fence=str(r.attempt),
@@ -204,7 +210,10 @@ class FakeTaskStore:
             args_json, kwargs_json = "[]", "{}"
             if not r.by_reference:
                 args_json, kwargs_json = task.get("args_json", "[]"), task.get("kwargs_json", "{}")
-            by_queue[r.envelope.queue].append(message_text(r.envelope, args_json, kwargs_json))
+            celery_body = None
+            if r.envelope.serializer == "msgpack":
+                celery_body = EMPTY_MSGPACK_BODY if r.by_reference else task[CELERY_BODY_FIELD]
+            by_queue[r.envelope.queue].append(message_text(r.envelope, args_json, kwargs_json, celery_body))
             t.pending.pop(r.task_id, None)
             t.inflight[r.worker_id].add(r.task_id)
             handed.append(True)

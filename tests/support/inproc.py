@@ -116,8 +116,10 @@ class ProtocolWorker:
     def __init__(self, target: str, worker_id: str, broker_url: str, state_url: str, *,
                  worker_type: int = worker_pb2.WORKER_TYPE_CPU, slots: int = 1,
                  gpus: tuple[int, ...] = (), labels: dict[str, str] | None = None,
-                 prefix: str = "sy", heartbeat_interval: float = 0.2) -> None:
+                 prefix: str = "sy", heartbeat_interval: float = 0.2,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self.worker_id = worker_id
+        self.metadata = metadata  # sent on Connect (an agent token: `authorization: Bearer ...`)
         self.queue_name = worker_queue(worker_id)
         self.keys = Keys(prefix)
         self.heartbeat_interval = heartbeat_interval
@@ -140,6 +142,7 @@ class ProtocolWorker:
         self._broker = Connection(broker_url)
         self._threads: list[threading.Thread] = []
         self.heartbeating = True
+        self.stream_error: grpc.RpcError | None = None
 
     # stream -----------------------------------------------------------------------------
     def _requests(self) -> Iterator[agent_pb2.ConnectRequest]:
@@ -152,7 +155,7 @@ class ProtocolWorker:
 
     def connect(self) -> ProtocolWorker:
         stub = agent_pb2_grpc.AgentGatewayStub(self._channel)
-        self._responses = stub.Connect(self._requests())
+        self._responses = stub.Connect(self._requests(), metadata=self.metadata or None)
         welcome = next(self._responses)
         assert welcome.HasField("welcome"), welcome
         self.welcome = welcome.welcome
@@ -166,8 +169,8 @@ class ProtocolWorker:
         try:
             for message in self._responses:
                 self.commands.append(message)
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError as exc:
+            self.stream_error = exc  # how the scheduler ended the stream
 
     def _heartbeat(self) -> None:
         sequence = 0

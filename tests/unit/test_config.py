@@ -312,6 +312,11 @@ QUEUES = (
             ["queues[2].default_priority: 11 must be an integer 1-10"],
         ),
         (
+            QUEUES + "  - name: io\n    serializer: pickle\n",
+            8,
+            ["queues[2].serializer", "'pickle' must be one of json, msgpack"],
+        ),
+        (
             QUEUES + "  - name: gpu\n",
             7,
             ["queues[2].name", "duplicate queue name 'gpu' (first defined on line 3)"],
@@ -469,3 +474,9 @@ def test_env_default_retry_policy_must_exist(tmp_path):
 def test_bad_env_value_names_the_setting():
     with pytest.raises(ConfigError, match="heartbeat_timeout_seconds='-1'"):
         load_settings([], {"SWITCHYARD_HEARTBEAT_TIMEOUT_SECONDS": "-1"})
+
+
+def test_a_queue_may_ask_for_msgpack_and_json_is_the_default(tmp_path):
+    path = write(tmp_path, QUEUES.replace("    class: cpu\n", "    class: cpu\n    serializer: msgpack\n"))
+    settings = load_settings(["--config", path], {})
+    assert {q.name: q.serializer for q in settings.queues} == {"gpu": "json", "cpu": "msgpack"}

@@ -10,13 +10,16 @@ from switchyard.wire import FENCE_FIELD, PAYLOAD_FIELDS
 
 from scheduler.core.model import GpuNeed, TaskClass, TaskState, WorkerType
 from scheduler.state.records import (
+    CELERY_BODY_FIELD,
     RECORD_FIELDS,
+    SERIALIZER_FIELDS,
     SUBMIT_FIELDS,
     TaskRecord,
     WorkerRecord,
     decode_fields,
     decode_task,
     decode_worker,
+    encode_submitted,
     encode_task,
     encode_worker,
 )
@@ -66,6 +69,8 @@ TASK_FIELDS: dict[str, st.SearchStrategy[object]] = {
     "error_type": _text,
     "next_attempt_at": _time,
     "start_returns": _count,
+    "serializer": st.sampled_from(["json", "msgpack"]),
+    "body_ready": st.booleans(),
 }
 task_records = st.builds(TaskRecord, **TASK_FIELDS)
 
@@ -91,6 +96,16 @@ def test_submission_writes_only_the_submission_fields_and_keeps_them(record):
     assert encode_task(decode_task(submitted), SUBMIT_FIELDS) == submitted
 
 
+@given(task_records)
+def test_a_json_submission_writes_no_serializer_fields_and_others_keep_theirs(record):
+    flat = encode_submitted(record)
+    written = dict(zip(flat[::2], flat[1::2], strict=True))
+    assert written.keys() == set(SUBMIT_FIELDS) | (set(SERIALIZER_FIELDS) if record.serializer != "json" else set())
+    back = decode_task(written)
+    assert (back.serializer, back.body_ready) == (
+        (record.serializer, record.body_ready) if record.serializer != "json" else ("json", False))
+
+
 def test_the_submit_script_owns_sequence_state_and_attempt():
     assert not {"seq", "state", "attempt"} & set(SUBMIT_FIELDS)
     assert {"id", "name", "queue", "payload_digest", "idem"} <= set(SUBMIT_FIELDS)
@@ -108,13 +123,18 @@ def test_an_hmget_of_a_missing_task_reads_as_none():
 
 def test_reads_never_fetch_the_payload_or_the_fence():
     assert set(RECORD_FIELDS) == set(encode_task(TaskRecord("t", "n", "q")))
-    assert not (set(PAYLOAD_FIELDS) | {FENCE_FIELD}) & set(RECORD_FIELDS)
+    assert not (set(PAYLOAD_FIELDS) | {FENCE_FIELD, CELERY_BODY_FIELD}) & set(RECORD_FIELDS)
 
 
 @given(task_records, st.integers(min_value=0, max_value=2**20))
 def test_a_pending_task_travels_by_reference_above_the_inline_limit(record, limit):
     pending = record.pending_task(limit)
-    assert pending.by_reference is (record.payload_bytes > limit)
+    if record.serializer == "msgpack":
+        # Decided at submission: a msgpack task travels inline exactly when its body was built then.
+        assert pending.by_reference is not record.body_ready
+    else:
+        assert pending.by_reference is (record.payload_bytes > limit)
+    assert pending.serializer == record.serializer
     assert (pending.task_id, pending.attempt, pending.task_name, pending.seq) == (
         record.task_id, record.attempt, record.name, record.seq)
     limits = (record.soft_time_limit, record.hard_time_limit)

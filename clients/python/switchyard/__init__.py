@@ -6,7 +6,9 @@
         task_id = client.submit("text.summarize", kwargs={"text": "..."}, content_type="text").task_id
         print(client.wait(task_id, timeout=60).result)
 
-The generated protobuf modules live in :mod:`switchyard.v1` for callers that want the raw API.
+The asyncio client, with the same operations and options, is
+:class:`switchyard.aio.AsyncSchedulerClient`. The generated protobuf modules live in
+:mod:`switchyard.v1` for callers that want the raw API.
 """
 
 from __future__ import annotations

@@ -12,13 +12,19 @@ leader when it is one of the client's addresses, else to the next address; after
 has failed once it backs off (exponentially, with jitter) and tries again, until
 ``failover_timeout`` seconds have passed. The address that last answered is where the next call
 goes first. ``DEADLINE_EXCEEDED`` (a scheduler that hangs) is retried the same way, but only for
-calls that are safe to repeat; no other status is retried.
+calls that are safe to repeat; no other status is retried. Those rules live in
+:mod:`switchyard._failover` (no I/O), shared with the asyncio client (:mod:`switchyard.aio`);
+what each operation sends and returns lives in :mod:`switchyard._calls`.
+
+Every channel, to each of the addresses, is opened the same way (:mod:`switchyard.security`):
+TLS when a CA, a client certificate or ``tls=True`` is given, and the bearer token, when there is
+one, on every call.
 """
 
 from __future__ import annotations
 
 import logging
-import random
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +33,10 @@ from typing import Any, Self
 
 import grpc
 
+from switchyard._calls import ResultT, UnaryCall
+from switchyard._failover import Failover, should_retry
 from switchyard.exceptions import InvalidArgument, SwitchyardError, from_rpc_error
+from switchyard.security import BearerTokenInterceptor, open_channel, resolve_tls, resolve_token
 from switchyard.v1 import scheduler_pb2_grpc
 from switchyard.wire import DEFAULT_SCHEDULER_PORT, LEADER_METADATA_KEY
 
@@ -50,11 +59,6 @@ _TARGET_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:"
 DEFAULT_FAILOVER_TIMEOUT = 30.0
 """How long, in seconds, a call keeps trying the schedulers after ``UNAVAILABLE``: long enough
 for a standby to take over (5 s by default) or a scheduler to restart."""
-
-RETRY_FIRST_DELAY = 0.1
-"""Backoff after the first round in which every address failed, seconds (before jitter)."""
-RETRY_MAX_DELAY = 2.0
-"""The backoff doubles each round up to this, seconds."""
 
 log = logging.getLogger("switchyard.client")
 
@@ -104,13 +108,6 @@ def leader_hint(error: grpc.RpcError) -> str | None:
     return None
 
 
-def _retry_delay(round_number: int) -> float:
-    """Backoff before round ``round_number`` (0-based): doubling up to a cap, with "equal jitter"
-    (half fixed, half random) so many clients losing one scheduler do not return in step."""
-    ceiling = min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2.0**round_number)
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
 def _channel_options(max_message_mb: int, keepalive_time_s: float) -> list[tuple[str, int]]:
     max_bytes = max_message_mb * 1024 * 1024
     return [
@@ -144,6 +141,17 @@ class Connection:
     ``auto_idempotency_keys`` makes ``submit`` give a task without an idempotency key one of its
     own, so that retrying it cannot create a duplicate.
 
+    Security (docs/security.md): ``tls_ca`` (a PEM file) turns TLS on and is the CA the
+    schedulers' certificates must chain to; ``tls=True`` turns it on with the system's roots;
+    ``tls_cert`` and ``tls_key`` are the client's certificate for mTLS; ``tls_server_name`` the
+    name to expect in the schedulers' certificates when it is not the host dialled. ``token``
+    (or ``token_file``, read again whenever it changes) is sent on every call as
+    ``authorization: Bearer <token>``. Left out, they come from ``SWITCHYARD_TOKEN``,
+    ``SWITCHYARD_TOKEN_FILE`` and ``SWITCHYARD_TLS_CA``/``_CERT``/``_KEY``/``_SERVER_NAME``;
+    ``tls=False`` ignores the TLS variables. A file that cannot be read, or a malformed token,
+    raises :class:`~switchyard.security.CredentialError` (an ``InvalidArgument``) here, before
+    any call.
+
     Use it as a context manager, or call :meth:`close`.
     """
 
@@ -157,6 +165,13 @@ class Connection:
         channel: grpc.Channel | None = None,
         failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT,
         auto_idempotency_keys: bool = True,
+        tls: bool | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if failover_timeout < 0:
             raise InvalidArgument(f"failover_timeout must be >= 0 seconds; got {failover_timeout!r}")
@@ -168,6 +183,11 @@ class Connection:
         self.failover_timeout = failover_timeout
         self.auto_idempotency_keys = auto_idempotency_keys
         self._options = _channel_options(max_message_mb, keepalive_time_s)
+        self.tls = resolve_tls(tls=tls, ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key,
+                               server_name=tls_server_name)
+        """The TLS settings every channel uses; None: plaintext."""
+        self._tls_credentials = self.tls.credentials() if self.tls is not None else None
+        self._token = resolve_token(token, token_file)
         self._lock = threading.Lock()
         self._given_channel = channel
         self._channels: dict[str, grpc.Channel] = {}
@@ -208,8 +228,11 @@ class Connection:
             if stub is None:
                 if self._given_channel is not None and address == self.addresses[0]:
                     channel = self._given_channel
+                    if self._token is not None:
+                        channel = grpc.intercept_channel(channel, BearerTokenInterceptor(self._token))
                 else:
-                    channel = self._channels[address] = grpc.insecure_channel(address, options=self._options)
+                    channel = self._channels[address] = open_channel(
+                        address, self._options, self.tls, self._token, credentials=self._tls_credentials)
                 stub = self._stubs[address] = scheduler_pb2_grpc.SchedulerStub(channel)  # type: ignore[no-untyped-call]
             return stub
 
@@ -221,6 +244,18 @@ class Connection:
     def _failover(self, *, announce_at_once: bool = False) -> Failover:
         """A fresh :class:`Failover` for one logical call that has just failed."""
         return Failover(self, announce_at_once=announce_at_once)
+
+    @staticmethod
+    def _wait_for_next_try(failover: Failover, failed: str, error: SwitchyardError, hint: str | None) -> str:
+        """Where ``failover`` says to try next, after sleeping the backoff it asks for."""
+        next_try = failover.next_try(failed, error, hint)
+        if next_try.delay > 0:
+            time.sleep(next_try.delay)
+        return next_try.address
+
+    def _run(self, call: UnaryCall[ResultT]) -> ResultT:
+        """Run one operation of :mod:`switchyard._calls` and convert its response."""
+        return call.result(self._call(call.rpc, call.request, repeatable=call.repeatable))
 
     def _call(self, rpc: str, request: Any, timeout: float | None = None, *, repeatable: bool = True) -> Any:
         """One unary call of the ``Scheduler`` method named ``rpc``, following the leader.
@@ -238,108 +273,13 @@ class Connection:
                 response = method(request, timeout=per_attempt)
             except grpc.RpcError as exc:
                 error = from_rpc_error(exc)
-                if not _retryable(error, repeatable):
+                if not should_retry(error, repeatable):
                     self._reached = True  # a scheduler answered, even if with an error
                     raise error from None
                 failover = failover or self._failover()
-                address = failover.next_address(address, error, leader_hint(exc))
+                address = self._wait_for_next_try(failover, address, error, leader_hint(exc))
                 continue
             self._answered(address)
             if failover is not None:
                 failover.recovered(address)
             return response
-
-
-def _retryable(error: SwitchyardError, repeatable: bool) -> bool:
-    if error.status_code is grpc.StatusCode.UNAVAILABLE:
-        return True
-    return repeatable and error.status_code is grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Failover:
-    """One logical call's way through the scheduler addresses after a failure.
-
-    :meth:`next_address` says where to try next: the leader a standby named (when it is one of
-    the client's addresses), else the next address not yet tried in this round; a leader outside
-    the list comes last. When every address of a round has failed it sleeps (exponential backoff
-    with jitter) and starts a new round, until the connection's ``failover_timeout`` has passed
-    since the failure; then it raises. A client that never reached a scheduler gets one round.
-    """
-
-    def __init__(self, connection: Connection, *, announce_at_once: bool = False) -> None:
-        self.connection = connection
-        self.deadline = time.monotonic() + connection.failover_timeout
-        self.announce_at_once = announce_at_once
-        self.tried: list[str] = []
-        """Addresses tried in the current round."""
-        self.ever_tried: list[str] = []
-        self.rounds = 0
-        self.attempts = 0
-        self.announced = False
-
-    def next_address(self, failed: str, error: SwitchyardError, hint: str | None) -> str:
-        """Where to try after ``failed`` answered ``error`` (naming ``hint`` as the leader).
-
-        May sleep between rounds. Raises when the time is up: ``error`` itself after a single
-        attempt, otherwise an error of the same kind that names every address tried.
-        """
-        self.attempts += 1
-        for address in (failed, hint):
-            if address and address not in self.ever_tried:
-                self.ever_tried.append(address)
-        if failed not in self.tried:
-            self.tried.append(failed)
-        if hint:
-            self.connection._reached = True  # a standby answered: the schedulers are there
-        log.debug("scheduler at %s: %s%s", failed, error, f" (leader: {hint})" if hint else "")
-        if self.announce_at_once and not self.announced:
-            self._announce(failed, error)
-        patient = self.connection._reached and self.connection.failover_timeout > 0
-        address = self._untried(failed, hint)
-        if address is not None and (time.monotonic() < self.deadline or not patient):
-            return address
-        # Every address failed in this round (or the time is up).
-        remaining = self.deadline - time.monotonic()
-        if not patient or remaining <= 0:
-            raise self._gave_up(failed, error, patient)
-        if not self.announced:
-            self._announce(failed, error)
-        time.sleep(min(_retry_delay(self.rounds), remaining))
-        self.rounds += 1
-        self.tried.clear()
-        next_round = self._untried(failed, hint)
-        assert next_round is not None  # with nothing tried, some address is untried
-        return next_round
-
-    def recovered(self, address: str) -> None:
-        """``address`` answered after the failure; say so if the failure was announced."""
-        if self.announced:
-            log.info("reconnected to %s", address)
-
-    def _announce(self, address: str, error: SwitchyardError) -> None:
-        self.announced = True
-        log.warning("lost the scheduler at %s (%s); reconnecting...", address, error)
-
-    def _untried(self, failed: str, hint: str | None) -> str | None:
-        addresses = self.connection.addresses
-        if hint in addresses and hint not in self.tried:
-            return hint
-        start = addresses.index(failed) + 1 if failed in addresses else 0
-        for offset in range(len(addresses)):
-            address = addresses[(start + offset) % len(addresses)]
-            if address not in self.tried:
-                return address
-        # A leader the client was not told about: maybe an address only its peers can reach.
-        if hint and hint not in self.tried:
-            return hint
-        return None
-
-    def _gave_up(self, failed: str, error: SwitchyardError, patient: bool) -> SwitchyardError:
-        if self.attempts == 1:
-            return error
-        within = f" within {self.connection.failover_timeout:g} s" if patient else ""
-        message = (
-            f"no scheduler at {', '.join(self.ever_tried)} could serve the call{within}; "
-            f"the last, {failed}, answered: {error.message}"
-        )
-        return type(error)(message, status_code=error.status_code)

@@ -13,78 +13,58 @@ frozen view (``switchyard.TaskView`` ...), never a bare protobuf (each view keep
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import grpc
 
+from switchyard import _calls
 from switchyard._admin import AdminCalls
+from switchyard._calls import (
+    AUTO_IDEMPOTENCY_KEY_PREFIX,
+    MAX_PAGE_SIZE,
+    TASK_STATES,
+    TaskPages,
+    change_key,
+)
 from switchyard._connection import Failover, leader_hint
-from switchyard._convert import enum_label
-from switchyard._options import TaskOptions, TaskOptionsDict, build_submit_request
+from switchyard._options import TaskOptions, TaskOptionsDict
 from switchyard._task_views import CancelResult, Explanation, SubmitResult, TaskView
 from switchyard.exceptions import (
     DeadlineExceeded,
-    InvalidArgument,
     SwitchyardError,
     Unavailable,
     from_rpc_error,
 )
-from switchyard.v1 import scheduler_pb2
 
-__all__ = ["TASK_STATES", "SchedulerClient"]
-
-AUTO_IDEMPOTENCY_KEY_PREFIX = "switchyard-auto-"
-"""Start of the idempotency keys the client makes up for submissions that have none."""
-
-TASK_STATES: tuple[str, ...] = tuple(
-    value.name.removeprefix("TASK_STATE_").lower()
-    for value in scheduler_pb2.TaskState.DESCRIPTOR.values
-    if value.number != scheduler_pb2.TASK_STATE_UNSPECIFIED
-)
-"""Every task state by name (``"pending"``, ``"running"``...), in life-cycle order."""
-
-MAX_PAGE_SIZE = 500
-"""Most tasks the scheduler returns per :meth:`SchedulerClient.list_tasks` page."""
-
-
-def _state_enum_names(states: Iterable[str] | str) -> list[str]:
-    """Task state names (``"running"``) as the proto's enum names (``"TASK_STATE_RUNNING"``);
-    InvalidArgument naming the valid ones."""
-    names = [states] if isinstance(states, str) else list(states)
-    enum_names = []
-    for name in names:
-        label = name.strip().lower().removeprefix("task_state_")
-        if label not in TASK_STATES:
-            raise InvalidArgument(f"unknown task state {name!r}; valid states: {', '.join(TASK_STATES)}")
-        enum_names.append(f"TASK_STATE_{label.upper()}")
-    return enum_names
-
-
-def _batch_item_request(task_name: str, **options: Any) -> scheduler_pb2.SubmitTaskRequest:
-    """One ``submit_batch`` item (``submit``'s arguments by name) as a request."""
-    return build_submit_request(task_name, TaskOptions(**options))
-
-
-def _change_key(view: TaskView) -> tuple[object, ...]:
-    """What makes a task's new version news to a watcher (the scheduler's own rule): a resumed
-    watch starts with the current state, which is no news when it was the last one seen."""
-    return (view.state, view.attempt, view.progress, view.progress_message, view.worker_id)
+# The constants are defined with the requests they shape (switchyard._calls).
+__all__ = ["AUTO_IDEMPOTENCY_KEY_PREFIX", "MAX_PAGE_SIZE", "TASK_STATES", "SchedulerClient"]
 
 
 class SchedulerClient(AdminCalls):
     """A connection to a Switchyard scheduler, or to several that share one Redis.
 
     ``SchedulerClient(target=DEFAULT_TARGET, *, timeout=10.0, max_message_mb=16,
-    keepalive_time_s=60.0, channel=None, failover_timeout=30.0, auto_idempotency_keys=True)``:
+    keepalive_time_s=60.0, channel=None, failover_timeout=30.0, auto_idempotency_keys=True,
+    tls=None, tls_ca=None, tls_cert=None, tls_key=None, tls_server_name=None, token=None,
+    token_file=None)``:
     ``target`` is ``HOST:PORT``, or several schedulers as ``"HOST:PORT,HOST:PORT"`` (or a list);
     ``timeout`` the deadline, in seconds, of every unary call; ``max_message_mb`` raises gRPC's
     send/receive limits so large payloads and results fit. Use it as a context manager, or call
     :meth:`close`. Queue, worker and dead-letter calls come from
     :class:`~switchyard._admin.AdminCalls`.
+
+    A scheduler with TLS and tokens (docs/security.md)::
+
+        SchedulerClient("sched.internal:50051", tls_ca="ca.crt", token_file="/run/secrets/token")
+
+    ``tls_ca`` turns TLS on (``tls=True`` alone trusts the system's roots), ``tls_cert`` and
+    ``tls_key`` add a client certificate (mTLS), and the token (``token``, or ``token_file``,
+    read again when it changes) goes with every call to every address. Left out, they come
+    from ``SWITCHYARD_TOKEN``, ``SWITCHYARD_TOKEN_FILE`` and ``SWITCHYARD_TLS_CA``/``_CERT``/
+    ``_KEY``/``_SERVER_NAME``. A call the scheduler refuses raises :class:`Unauthenticated` (no
+    or unknown token) or :class:`PermissionDenied` (the token's role may not do it).
 
     Several schedulers: one leads, the others answer ``UNAVAILABLE`` and name the leader. Every
     call finds the leader and follows it on failover, for up to ``failover_timeout`` seconds
@@ -116,12 +96,8 @@ class SchedulerClient(AdminCalls):
         Without ``idempotency_key`` the client makes one up (unless ``auto_idempotency_keys``
         is off), so that retrying after a lost connection cannot create the task twice.
         """
-        request = build_submit_request(task_name, TaskOptions(args=args, kwargs=kwargs, **options))
-        made_up = self._give_idempotency_key(request)
-        response: scheduler_pb2.SubmitTaskResponse = self._call(
-            "SubmitTask", request, repeatable=bool(request.idempotency_key)
-        )
-        return self._submit_result(response, made_up)
+        options_given = TaskOptions(args=args, kwargs=kwargs, **options)
+        return self._run(_calls.submit(task_name, options_given, make_up_keys=self.auto_idempotency_keys))
 
     def submit_batch(self, tasks: Iterable[Mapping[str, Any]]) -> list[SubmitResult]:
         """Submit several tasks atomically (all accepted or none), results in order.
@@ -130,43 +106,13 @@ class SchedulerClient(AdminCalls):
         ``{"task_name": "text.summarize", "kwargs": {"text": "..."}, "priority": 8}``. Items
         without an idempotency key get one as in :meth:`submit`.
         """
-        requests = [_batch_item_request(**spec) for spec in tasks]
-        made_up = [self._give_idempotency_key(request) for request in requests]
-        response: scheduler_pb2.SubmitBatchResponse = self._call(
-            "SubmitBatch",
-            scheduler_pb2.SubmitBatchRequest(tasks=requests),
-            repeatable=all(request.idempotency_key for request in requests),
-        )
-        return [
-            self._submit_result(result, item_made_up)
-            for result, item_made_up in zip(response.results, made_up, strict=False)
-        ]
-
-    def _give_idempotency_key(self, request: scheduler_pb2.SubmitTaskRequest) -> bool:
-        """Give ``request`` a fresh idempotency key if it has none (and the client makes them
-        up); True when it did. One key per logical submission: every retry reuses it."""
-        if request.idempotency_key or not self.auto_idempotency_keys:
-            return False
-        request.idempotency_key = AUTO_IDEMPOTENCY_KEY_PREFIX + uuid.uuid4().hex
-        return True
-
-    @staticmethod
-    def _submit_result(response: scheduler_pb2.SubmitTaskResponse, made_up_key: bool) -> SubmitResult:
-        result = SubmitResult.from_proto(response)
-        if made_up_key and result.deduplicated:
-            # Only this call's own earlier attempt can hold a key made up for it: to the caller
-            # the task is new, not a duplicate of something they submitted before.
-            result = dataclasses.replace(result, deduplicated=False)
-        return result
+        return self._run(_calls.submit_batch(tasks, make_up_keys=self.auto_idempotency_keys))
 
     # --- tasks --------------------------------------------------------------------------
 
     def get(self, task_id: str) -> TaskView:
         """The task's current state."""
-        response: scheduler_pb2.GetTaskResponse = self._call(
-            "GetTask", scheduler_pb2.GetTaskRequest(task_id=task_id)
-        )
-        return TaskView.from_proto(response.task)
+        return self._run(_calls.get_task(task_id))
 
     def watch(self, task_id: str, *, timeout: float | None = None) -> Iterator[TaskView]:
         """The task now and after every change; ends after a terminal state.
@@ -179,7 +125,7 @@ class SchedulerClient(AdminCalls):
         ``timeout`` bounds the whole watch (None: no deadline) and raises
         :class:`DeadlineExceeded`. Closing the iterator early cancels the call.
         """
-        request = scheduler_pb2.WatchTaskRequest(task_id=task_id)
+        request = _calls.watch_request(task_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         address = self.current_address
         failover: Failover | None = None
@@ -197,7 +143,7 @@ class SchedulerClient(AdminCalls):
                         failover.recovered(address)
                         failover = None
                     view = TaskView.from_proto(response.task)
-                    key = _change_key(view)
+                    key = change_key(view)
                     if key == last_key:
                         continue
                     last_key = key
@@ -217,7 +163,7 @@ class SchedulerClient(AdminCalls):
             # Announce at once only a stream that was delivering: a first connection that fails
             # is an error to report, not a loss to recover from.
             failover = failover or self._failover(announce_at_once=last_key is not None)
-            address = failover.next_address(address, error, hint)
+            address = self._wait_for_next_try(failover, address, error, hint)
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskView:
         """Block until the task reaches a terminal state and return it.
@@ -238,13 +184,7 @@ class SchedulerClient(AdminCalls):
         connection lost after the scheduler cancelled makes the retry raise
         :class:`FailedPrecondition` (the task has ended) although the cancel took effect.
         """
-        response: scheduler_pb2.CancelTaskResponse = self._call(
-            "CancelTask", scheduler_pb2.CancelTaskRequest(task_id=task_id), repeatable=False
-        )
-        return CancelResult(
-            task=TaskView.from_proto(response.task),
-            previous_state=enum_label(scheduler_pb2.TaskState, response.previous_state, "TASK_STATE_"),
-        )
+        return self._run(_calls.cancel_task(task_id))
 
     def list_tasks(
         self,
@@ -266,14 +206,8 @@ class SchedulerClient(AdminCalls):
         the token back, with the same filters, for the next page (or use :meth:`iter_tasks`).
         A pending task carries its stored reason; :meth:`get` gives its live wait reason.
         """
-        if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size must be 1-{MAX_PAGE_SIZE}; got {page_size}")
-        request = scheduler_pb2.ListTasksRequest(
-            states=_state_enum_names(states), queue=queue, worker_id=worker_id, task_name=task_name,
-            page_size=page_size, page_token=page_token,
-        )
-        response: scheduler_pb2.ListTasksResponse = self._call("ListTasks", request)
-        return [TaskView.from_proto(task) for task in response.tasks], response.next_page_token
+        return self._run(_calls.list_tasks(states, queue=queue, worker_id=worker_id, task_name=task_name,
+                                           page_size=page_size, page_token=page_token))
 
     def iter_tasks(
         self,
@@ -287,18 +221,11 @@ class SchedulerClient(AdminCalls):
     ) -> Iterator[TaskView]:
         """Tasks as :meth:`list_tasks` finds them, newest first, following the pages until there
         are no more or ``limit`` tasks were yielded."""
-        if limit is not None and limit < 0:
-            raise InvalidArgument(f"limit must be >= 0; got {limit}")
-        yielded = 0
-        while limit is None or yielded < limit:
-            wanted = MAX_PAGE_SIZE if limit is None else min(MAX_PAGE_SIZE, max(1, limit - yielded))
-            tasks, page_token = self.list_tasks(states, queue=queue, worker_id=worker_id, task_name=task_name,
-                                                page_size=wanted, page_token=page_token)
-            for task in tasks[: None if limit is None else limit - yielded]:
-                yielded += 1
-                yield task
-            if not page_token:
-                return
+        pages = TaskPages(limit, page_token)
+        while (wanted := pages.next_page_size()) is not None:
+            tasks, next_token = self.list_tasks(states, queue=queue, worker_id=worker_id, task_name=task_name,
+                                                page_size=wanted, page_token=pages.page_token)
+            yield from pages.take(tasks, next_token)
 
     # --- placement ----------------------------------------------------------------------
 
@@ -311,13 +238,8 @@ class SchedulerClient(AdminCalls):
     ) -> Explanation:
         """Dry run of :meth:`submit` with the same arguments: how the task would be classified,
         which worker would take it now, and why every other worker would not. Stores nothing."""
-        request = build_submit_request(task_name, TaskOptions(args=args, kwargs=kwargs, **options))
-        return self._explain(scheduler_pb2.ExplainPlacementRequest(task=request))
+        return self._run(_calls.explain(task_name, TaskOptions(args=args, kwargs=kwargs, **options)))
 
     def explain_task(self, task_id: str) -> Explanation:
         """Where an existing (pending) task would be placed now, and why."""
-        return self._explain(scheduler_pb2.ExplainPlacementRequest(task_id=task_id))
-
-    def _explain(self, request: scheduler_pb2.ExplainPlacementRequest) -> Explanation:
-        response: scheduler_pb2.ExplainPlacementResponse = self._call("ExplainPlacement", request)
-        return Explanation.from_proto(response)
+        return self._run(_calls.explain_task(task_id))

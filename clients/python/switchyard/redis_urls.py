@@ -14,6 +14,19 @@ primary under (`sentinel monitor MASTER_NAME ...`), DB the database (0 when left
 credentials before `@` are the Redis servers'; `sentinel_username`/`sentinel_password` those of
 the Sentinels, when they require any.
 
+A Redis that speaks TLS is reached with `rediss://`; its TLS options are query parameters, the
+names redis-py and kombu both read (`TLS_QUERY_OPTIONS`), so one URL serves the scheduler, the
+agent's Celery worker and its broker alike (docs/security.md):
+
+    rediss://:PASSWORD@redis.internal:6380/0?ssl_cert_reqs=required&ssl_ca_certs=/etc/tls/redis-ca.crt
+        [&ssl_certfile=/etc/tls/client.crt&ssl_keyfile=/etc/tls/client.key]
+
+`check_url` refuses a TLS option on a `redis://` URL (it would be ignored: no TLS at all), an
+unknown `ssl_*` option (a typo would silently weaken the check) and a TLS file that does not
+exist. The certificate is verified unless `ssl_cert_reqs=none` says otherwise; `celery_broker`
+writes `ssl_cert_reqs=required` into a broker URL that says nothing, because kombu would
+otherwise connect without verifying. TLS to a Sentinel-managed Redis is not supported yet.
+
 Everything that connects with such a URL goes through this module: the scheduler's asyncio
 client (`async_client`), the worker side's synchronous clients (`sync_client`), and the Celery
 app's broker settings for the same Redis (`celery_broker`, and `celery_broker_target` to read
@@ -24,6 +37,7 @@ never contains a password.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +58,18 @@ CELERY_SENTINEL_SCHEME = "sentinel"
 """kombu's scheme for one Sentinel of a `;`-separated broker URL."""
 SENTINEL_QUERY_OPTIONS = ("sentinel_username", "sentinel_password")
 """The only options a `redis+sentinel://` URL takes."""
+TLS_QUERY_OPTIONS = {
+    "ssl_cert_reqs": "whether the server's certificate is verified: required (the default), optional or none",
+    "ssl_ca_certs": "PEM file of the CA(s) the server's certificate must chain to (default: the system's)",
+    "ssl_ca_path": "directory of CA certificates, instead of or besides ssl_ca_certs",
+    "ssl_certfile": "this client's certificate (PEM), for a Redis with tls-auth-clients yes",
+    "ssl_keyfile": "the private key (PEM) of ssl_certfile",
+    "ssl_check_hostname": "true or false: whether the certificate must name the host dialled",
+}
+"""The TLS options a `rediss://` URL may carry, and what each does."""
+TLS_FILE_OPTIONS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+"""TLS options that name a file or directory (which must exist)."""
+CERT_REQS_VALUES = ("required", "optional", "none")
 URL_FORMS = (
     "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], rediss://..., unix:///PATH[?db=DB] or "
     "redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER_NAME[/DB]"
@@ -143,9 +169,33 @@ def check_url(url: str) -> None:
         hint = " (TLS to a Sentinel-managed Redis is not supported yet)" if scheme == "rediss+sentinel" else ""
         raise RedisUrlError(f"{_shown(url)} is not a Redis URL{hint}: use {URL_FORMS}")
     try:
-        urlsplit(url).port  # noqa: B018 (reading it validates it)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (reading it validates it)
     except ValueError as exc:
         raise RedisUrlError(f"{_shown(url)}: {exc}") from None
+    _check_tls_options(url, scheme, parse_qs(parts.query, keep_blank_values=True))
+
+
+def _check_tls_options(url: str, scheme: str, query: Mapping[str, list[str]]) -> None:
+    """RedisUrlError for TLS options that would be ignored, misspelt or point at nothing."""
+    tls_options = [name for name in query if name.startswith("ssl_")]
+    if tls_options and scheme != "rediss":
+        raise RedisUrlError(f"{_shown(url)} has TLS options ({', '.join(sorted(tls_options))}) but no TLS: "
+                            f"write rediss:// for a Redis that speaks TLS")
+    unknown = sorted(set(tls_options) - set(TLS_QUERY_OPTIONS))
+    if unknown:
+        raise RedisUrlError(f"{_shown(url)}: unknown TLS option(s) {', '.join(unknown)}; a rediss:// URL takes "
+                            f"{', '.join(TLS_QUERY_OPTIONS)}")
+    cert_reqs = (query.get("ssl_cert_reqs") or [""])[-1]
+    if cert_reqs and cert_reqs not in CERT_REQS_VALUES:
+        raise RedisUrlError(f"{_shown(url)}: ssl_cert_reqs must be one of {', '.join(CERT_REQS_VALUES)}; "
+                            f"got {cert_reqs!r}")
+    if bool(query.get("ssl_certfile")) != bool(query.get("ssl_keyfile")):
+        raise RedisUrlError(f"{_shown(url)}: a client certificate needs both ssl_certfile and ssl_keyfile")
+    for name in TLS_FILE_OPTIONS:
+        path = (query.get(name) or [""])[-1]
+        if path and not os.path.exists(path):
+            raise RedisUrlError(f"{_shown(url)}: {name} {path} does not exist")
 
 
 def display_url(url: str) -> str:
@@ -284,11 +334,17 @@ class CeleryBroker:
 def celery_broker(url: str) -> CeleryBroker:
     """The Celery broker settings for the Redis `url` names.
 
-    A plain URL is its own broker URL. A Sentinel URL becomes kombu's form: one
+    A plain URL is its own broker URL; a `rediss://` one gets `ssl_cert_reqs=required` when it
+    does not say, since kombu would otherwise not verify the server (redis-py does by default).
+    A Sentinel URL becomes kombu's form: one
     `sentinel://[USER:PASSWORD@]HOST:PORT/DB` per Sentinel, joined by `;`, with the transport
     option `master_name` (and `sentinel_kwargs` carrying the Sentinels' credentials).
     """
     if not is_sentinel_url(url):
+        scheme, _, _ = url.strip().partition("://")
+        query = parse_qs(url.partition("?")[2].partition("#")[0], keep_blank_values=True)
+        if scheme.lower() == "rediss" and "ssl_cert_reqs" not in query:
+            url += ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
         return CeleryBroker(url)
     target = parse_sentinel_url(url)
     credentials = ""

@@ -48,6 +48,15 @@ LEADER_METADATA_KEY = "switchyard-leader"
 """Trailing metadata of an UNAVAILABLE answer from a scheduler that does not lead: the leader's
 address (HOST:PORT), absent when no leader is known. Clients and agents follow it."""
 
+AUTHORIZATION_METADATA_KEY = "authorization"
+"""Request metadata carrying the caller's token, as `BEARER_PREFIX + token` (docs/security.md)."""
+BEARER_PREFIX = "Bearer "
+"""How the value of `AUTHORIZATION_METADATA_KEY` starts (RFC 6750)."""
+TOKEN_ENV = "SWITCHYARD_TOKEN"
+"""Environment variable the client, the CLI and the agent read their token from."""
+TOKEN_FILE_ENV = "SWITCHYARD_TOKEN_FILE"
+"""Environment variable naming a file that holds the token (a mounted Kubernetes Secret)."""
+
 EVENTS_GROUP = "scheduler"
 """Consumer group the scheduler reads the lifecycle stream with."""
 

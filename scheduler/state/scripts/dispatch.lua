@@ -3,16 +3,19 @@
 -- committed hand-out unpublished or a published one uncommitted.
 -- KEYS[1] = P:pending
 -- ARGV[1] = P:task:, ARGV[2] = P:inflight: (key prefixes), ARGV[3] = now,
--- ARGV[4] = the protocol-2 body's embed JSON, ARGV[5] = number of hand-outs, then per hand-out
---           12 values: task id, worker id, attempt, by reference ('1': the payload stays here),
+-- ARGV[4] = the protocol-2 body's embed JSON, ARGV[5] = the msgpack body (base64) of a
+--           by-reference msgpack hand-out, ARGV[6] = number of hand-outs, then per hand-out
+--           12 values: task id, worker id, attempt, payload mode ('0' JSON body from the stored
+--           args/kwargs, '1' JSON body without them: by reference, the payload stays here,
+--           '2' the stored msgpack body celery_body, '3' ARGV[5]: msgpack by reference),
 --           GPU index ('' = none), served queue ('' = its own), placement reason, Celery queue
 --           (the worker's list), then the message envelope in four pieces (see
 --           scheduler/dispatch.py): the body, argsrepr and kwargsrepr go between them.
--- Task hash: reads state, attempt (and args_json, kwargs_json when they travel inline);
---            writes state, worker, attempt, fence, dispatched_at, gpu_index, served_queue,
---            started_at, progress, progress_msg, reason.
+-- Task hash: reads state, attempt (and args_json, kwargs_json when they travel inline, and
+--            celery_body for mode '2'); writes state, worker, attempt, fence, dispatched_at,
+--            gpu_index, served_queue, started_at, progress, progress_msg, reason.
 -- Returns 1 (handed out) or 0 (no longer pending at that attempt: nothing written) per hand-out.
-local task_prefix, inflight_prefix, now, embed = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local task_prefix, inflight_prefix, now, embed, empty_msgpack = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local REPR_LIMIT, CHUNK = 1024, 500
 local out, gone, by_worker, by_queue = {}, {}, {}, {}
 
@@ -34,25 +37,37 @@ local function add(map, key, value)
   table.insert(list, value)
 end
 
-local pos = 6
-for i = 1, tonumber(ARGV[5]) do
-  local id, worker, attempt, by_ref = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3] == '1'
+local pos = 7
+for i = 1, tonumber(ARGV[6]) do
+  local id, worker, attempt, mode = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
+  local by_ref = mode == '1' or mode == '3'
   local task = task_prefix .. id
   local cur
-  if by_ref then
-    cur = redis.call('HMGET', task, 'state', 'attempt')
-  else
+  if mode == '0' then
     cur = redis.call('HMGET', task, 'state', 'attempt', 'args_json', 'kwargs_json')
+  elseif mode == '2' then
+    cur = redis.call('HMGET', task, 'state', 'attempt', 'args_json', 'kwargs_json', 'celery_body')
+  else
+    cur = redis.call('HMGET', task, 'state', 'attempt')
   end
-  if cur[1] == 'pending' and tonumber(cur[2] or '0') + 1 == tonumber(attempt) then
+  -- A msgpack hand-out whose stored body is missing is not made (never expected: the body is
+  -- written with the task); a message without its arguments would run the task wrongly.
+  if cur[1] == 'pending' and tonumber(cur[2] or '0') + 1 == tonumber(attempt)
+      and (mode ~= '2' or cur[5]) then
     redis.call('HSET', task, 'state', 'dispatched', 'worker', worker, 'attempt', attempt,
                'fence', attempt, 'dispatched_at', now, 'gpu_index', ARGV[pos + 4],
                'served_queue', ARGV[pos + 5], 'started_at', '', 'progress', '0',
                'progress_msg', '', 'reason', ARGV[pos + 6])
     local args, kwargs = '[]', '{}'
     if not by_ref then args, kwargs = cur[3] or '[]', cur[4] or '{}' end
-    local body = '[' .. args .. ', ' .. kwargs .. ', ' .. embed .. ']'
-    add(by_queue, ARGV[pos + 7], ARGV[pos + 8] .. cjson.encode(body) .. ARGV[pos + 9]
+    local body
+    if mode == '0' or mode == '1' then
+      body = cjson.encode('[' .. args .. ', ' .. kwargs .. ', ' .. embed .. ']')
+    else
+      -- base64 needs no JSON escaping.
+      body = '"' .. (mode == '2' and cur[5] or empty_msgpack) .. '"'
+    end
+    add(by_queue, ARGV[pos + 7], ARGV[pos + 8] .. body .. ARGV[pos + 9]
         .. cjson.encode(clip(args)) .. ARGV[pos + 10] .. cjson.encode(clip(kwargs)) .. ARGV[pos + 11])
     add(by_worker, worker, id)
     table.insert(gone, id)

@@ -1,6 +1,7 @@
 """``switchyard``: the command line for a Switchyard scheduler.
 
-    switchyard [--scheduler HOST:PORT[,HOST:PORT...]] [--failover-timeout S] [--json] COMMAND ...
+    switchyard [--scheduler HOST:PORT[,HOST:PORT...]] [--failover-timeout S] [--json]
+               [--tls-ca FILE [--tls-cert FILE --tls-key FILE]] [--token-file FILE] COMMAND ...
 
 Commands: submit, explain, get, watch, cancel, tasks, queues, workers, pause, resume, drain,
 dead-letters, retry-dead-letter, purge-dead-letters, submit-batch, undrain, unquarantine, top.
@@ -11,6 +12,9 @@ succeed, 2 bad usage -- before any network call --, 3 unreachable, 4 timed out, 
 With several schedulers the leader is found and followed; a call, ``watch`` or ``submit --wait``
 that loses the scheduler retries for up to ``--failover-timeout`` seconds and says so on stderr
 (``switchyard: lost the scheduler at ...; reconnecting...``, ``switchyard: reconnected to ...``).
+A scheduler with TLS and tokens (docs/security.md) takes ``--tls-ca`` (and ``--tls-cert``/
+``--tls-key`` for mTLS) and ``--token-file``, or the ``SWITCHYARD_TLS_*``, ``SWITCHYARD_TOKEN``
+and ``SWITCHYARD_TOKEN_FILE`` variables; a TLS file or token that cannot be used exits 2.
 
 The grammar is in :mod:`switchyard.cli.parser`, what each command does in
 :mod:`switchyard.cli.commands`, and what it prints in :mod:`switchyard.cli.render`.
@@ -35,7 +39,9 @@ from switchyard.cli.exits import (
 )
 from switchyard.cli.parser import build_parser, usage_problem
 from switchyard.client import SchedulerClient
-from switchyard.exceptions import DeadlineExceeded, SwitchyardError, Unavailable
+from switchyard.exceptions import DeadlineExceeded, SwitchyardError, Unauthenticated, Unavailable
+from switchyard.security import CredentialError
+from switchyard.wire import TOKEN_ENV
 
 __all__ = ["main"]
 
@@ -74,7 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     _report_reconnects()
     try:
-        with SchedulerClient(options.scheduler, failover_timeout=options.failover_timeout) as client:
+        client = SchedulerClient(
+            options.scheduler, failover_timeout=options.failover_timeout, tls=options.tls or None,
+            tls_ca=options.tls_ca, tls_cert=options.tls_cert, tls_key=options.tls_key,
+            tls_server_name=options.tls_server_name, token_file=options.token_file,
+        )
+    except CredentialError as exc:  # a TLS file or token that cannot be used: before any call
+        print(f"switchyard: error: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with client:
             return COMMANDS[options.command](client, options, sys.stdout)
     except Unavailable as exc:
         print(f"error: {exc.code}: {exc.message} (is switchyard-scheduler listening on {options.scheduler}?)", file=sys.stderr)
@@ -82,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeadlineExceeded as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_TIMEOUT
+    except Unauthenticated as exc:
+        print(f"error: {exc.code}: {exc.message} (give a token with --token-file FILE or {TOKEN_ENV})", file=sys.stderr)
+        return EXIT_FAILURE
     except SwitchyardError as exc:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return EXIT_FAILURE

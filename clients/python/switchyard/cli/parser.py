@@ -25,6 +25,8 @@ from switchyard.cli.exits import EXIT_STATUS_HELP
 from switchyard.cli.top import DEFAULT_INTERVAL
 from switchyard.client import TASK_STATES
 from switchyard.exceptions import InvalidArgument
+from switchyard.security import TLS_CA_ENV, TLS_CERT_ENV, TLS_KEY_ENV, TLS_SERVER_NAME_ENV
+from switchyard.wire import TOKEN_ENV, TOKEN_FILE_ENV
 
 __all__ = ["TASK_FLAGS", "DefaultsHelpFormatter", "build_parser", "task_arguments", "usage_problem"]
 
@@ -271,6 +273,28 @@ def _add_global_options(parser: argparse.ArgumentParser, *, in_subcommand: bool)
         ),
     )
     parser.add_argument("--json", action="store_true", default=default_json, help="print JSON instead of text")
+    _add_security_options(parser, in_subcommand=in_subcommand)
+
+
+def _add_security_options(parser: argparse.ArgumentParser, *, in_subcommand: bool) -> None:
+    """TLS and the token (docs/security.md). Unset flags fall back to the SWITCHYARD_* variables,
+    read by the client (`switchyard.security`); a token is never a flag, as a command line is
+    visible to every user of the machine."""
+    unset: Any = argparse.SUPPRESS if in_subcommand else None
+    parser.add_argument("--tls", action="store_true", default=argparse.SUPPRESS if in_subcommand else False,
+                        help="use TLS, trusting the system's CAs (implied by --tls-ca/--tls-cert)")
+    parser.add_argument("--tls-ca", metavar="FILE", default=unset,
+                        help=f"PEM CA the scheduler's certificate must chain to; turns TLS on (env {TLS_CA_ENV})")
+    parser.add_argument("--tls-cert", metavar="FILE", default=unset,
+                        help=f"client certificate (PEM) for a scheduler that requires one (mTLS) (env {TLS_CERT_ENV})")
+    parser.add_argument("--tls-key", metavar="FILE", default=unset,
+                        help=f"private key (PEM) of --tls-cert (env {TLS_KEY_ENV})")
+    parser.add_argument("--tls-server-name", metavar="NAME", default=unset,
+                        help="name the scheduler's certificate must carry when it differs from the host dialled "
+                        f"(env {TLS_SERVER_NAME_ENV})")
+    parser.add_argument("--token-file", metavar="FILE", default=unset,
+                        help=f"file holding the token sent as 'authorization: Bearer ...' (env {TOKEN_FILE_ENV}; "
+                        f"or the token itself in {TOKEN_ENV})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from switchyard.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
@@ -38,6 +39,12 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_DEAD_LETTERED: _ClassVar[TaskState]
     TASK_STATE_CANCELLED: _ClassVar[TaskState]
 
+class Serializer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERIALIZER_UNSPECIFIED: _ClassVar[Serializer]
+    SERIALIZER_JSON: _ClassVar[Serializer]
+    SERIALIZER_MSGPACK: _ClassVar[Serializer]
+
 class WorkerStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORKER_STATUS_UNSPECIFIED: _ClassVar[WorkerStatus]
@@ -72,6 +79,9 @@ TASK_STATE_FAILED: TaskState
 TASK_STATE_RETRYING: TaskState
 TASK_STATE_DEAD_LETTERED: TaskState
 TASK_STATE_CANCELLED: TaskState
+SERIALIZER_UNSPECIFIED: Serializer
+SERIALIZER_JSON: Serializer
+SERIALIZER_MSGPACK: Serializer
 WORKER_STATUS_UNSPECIFIED: WorkerStatus
 WORKER_STATUS_CONNECTED: WorkerStatus
 WORKER_STATUS_UNREACHABLE: WorkerStatus
@@ -85,7 +95,7 @@ WORKER_STATE_QUARANTINED: WorkerState
 WORKER_STATE_LOST: WorkerState
 
 class SubmitTaskRequest(_message.Message):
-    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size", "preferred_labels", "allow_unschedulable")
+    __slots__ = ("task_name", "args_json", "kwargs_json", "content_type", "gpu", "gpu_memory_mb", "priority", "queue", "idempotency_key", "labels", "user_initiated", "retry_policy", "soft_time_limit_seconds", "hard_time_limit_seconds", "batch_size", "preferred_labels", "allow_unschedulable", "args", "kwargs", "serializer")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +127,9 @@ class SubmitTaskRequest(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_LABELS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_UNSCHEDULABLE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    KWARGS_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     task_name: str
     args_json: str
     kwargs_json: str
@@ -134,7 +147,10 @@ class SubmitTaskRequest(_message.Message):
     batch_size: int
     preferred_labels: _containers.ScalarMap[str, str]
     allow_unschedulable: bool
-    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., preferred_labels: _Optional[_Mapping[str, str]] = ..., allow_unschedulable: _Optional[bool] = ...) -> None: ...
+    args: _struct_pb2.ListValue
+    kwargs: _struct_pb2.Struct
+    serializer: Serializer
+    def __init__(self, task_name: _Optional[str] = ..., args_json: _Optional[str] = ..., kwargs_json: _Optional[str] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., priority: _Optional[int] = ..., queue: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., user_initiated: _Optional[bool] = ..., retry_policy: _Optional[str] = ..., soft_time_limit_seconds: _Optional[float] = ..., hard_time_limit_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., preferred_labels: _Optional[_Mapping[str, str]] = ..., allow_unschedulable: _Optional[bool] = ..., args: _Optional[_Union[_struct_pb2.ListValue, _Mapping]] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
 
 class SubmitTaskResponse(_message.Message):
     __slots__ = ("task_id", "queue", "priority", "task_class", "deduplicated", "reason")
@@ -171,7 +187,7 @@ class GetTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "task_name", "state", "queue", "priority", "worker_id", "attempt", "result_json", "error", "progress", "progress_message", "submitted_at", "dispatched_at", "started_at", "finished_at", "reason", "task_class", "content_type", "gpu", "gpu_memory_mb", "labels", "traceback", "retry_policy", "failures", "next_attempt_at", "error_type", "effective_priority")
+    __slots__ = ("task_id", "task_name", "state", "queue", "priority", "worker_id", "attempt", "result_json", "error", "progress", "progress_message", "submitted_at", "dispatched_at", "started_at", "finished_at", "reason", "task_class", "content_type", "gpu", "gpu_memory_mb", "labels", "traceback", "retry_policy", "failures", "next_attempt_at", "error_type", "effective_priority", "result", "serializer")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +222,8 @@ class Task(_message.Message):
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
     EFFECTIVE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    SERIALIZER_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     task_name: str
     state: TaskState
@@ -233,7 +251,9 @@ class Task(_message.Message):
     next_attempt_at: _timestamp_pb2.Timestamp
     error_type: str
     effective_priority: int
-    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., traceback: _Optional[str] = ..., retry_policy: _Optional[str] = ..., failures: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[str] = ..., effective_priority: _Optional[int] = ...) -> None: ...
+    result: _struct_pb2.Value
+    serializer: Serializer
+    def __init__(self, task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., queue: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., result_json: _Optional[str] = ..., error: _Optional[str] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., submitted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dispatched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., task_class: _Optional[_Union[TaskClass, str]] = ..., content_type: _Optional[str] = ..., gpu: _Optional[_Union[GpuRequirement, str]] = ..., gpu_memory_mb: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., traceback: _Optional[str] = ..., retry_policy: _Optional[str] = ..., failures: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error_type: _Optional[str] = ..., effective_priority: _Optional[int] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., serializer: _Optional[_Union[Serializer, str]] = ...) -> None: ...
 
 class GetTaskResponse(_message.Message):
     __slots__ = ("task",)

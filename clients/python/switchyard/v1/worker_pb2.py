@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/worker.proto\x12\rswitchyard.v1\"\x84\x01\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_mb\x18\x04 \x01(\x04\x12\x16\n\x0ememory_free_mb\x18\x05 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x06 \x01(\r\"\xa9\x01\n\x12WorkerCapabilities\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x17\n\x0fmemory_total_mb\x18\x02 \x01(\x04\x12&\n\x04gpus\x18\x03 \x03(\x0b\x32\x18.switchyard.v1.GpuDevice\x12\x15\n\rgpu_simulated\x18\x04 \x01(\x08\x12\x16\n\x0e\x64river_version\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\"w\n\nWorkerLoad\x12\x14\n\x0c\x61\x63tive_tasks\x18\x01 \x01(\r\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x03 \x01(\x02\x12&\n\x04gpus\x18\x04 \x03(\x0b\x32\x18.switchyard.v1.GpuDevice*k\n\nWorkerType\x12\x1b\n\x17WORKER_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORKER_TYPE_CPU\x10\x01\x12\x13\n\x0fWORKER_TYPE_GPU\x10\x02\x12\x16\n\x12WORKER_TYPE_HYBRID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aswitchyard/v1/worker.proto\x12\rswitchyard.v1\"\x84\x01\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x17\n\x0fmemory_total_mb\x18\x04 \x01(\x04\x12\x16\n\x0ememory_free_mb\x18\x05 \x01(\x04\x12\x1b\n\x13utilization_percent\x18\x06 \x01(\r\"\xa9\x01\n\x12WorkerCapabilities\x12\x11\n\tcpu_count\x18\x01 \x01(\r\x12\x17\n\x0fmemory_total_mb\x18\x02 \x01(\x04\x12&\n\x04gpus\x18\x03 \x03(\x0b\x32\x18.switchyard.v1.GpuDevice\x12\x15\n\rgpu_simulated\x18\x04 \x01(\x08\x12\x16\n\x0e\x64river_version\x18\x05 \x01(\t\x12\x10\n\x08hostname\x18\x06 \x01(\t\"w\n\nWorkerLoad\x12\x14\n\x0c\x61\x63tive_tasks\x18\x01 \x01(\r\x12\x13\n\x0b\x63pu_percent\x18\x02 \x01(\x02\x12\x16\n\x0ememory_percent\x18\x03 \x01(\x02\x12&\n\x04gpus\x18\x04 \x03(\x0b\x32\x18.switchyard.v1.GpuDevice*k\n\nWorkerType\x12\x1b\n\x17WORKER_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fWORKER_TYPE_CPU\x10\x01\x12\x13\n\x0fWORKER_TYPE_GPU\x10\x02\x12\x16\n\x12WORKER_TYPE_HYBRID\x10\x03\x42HZFgithub.com/switchyard/switchyard/clients/go/switchyard/v1;switchyardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'switchyard.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'ZFgithub.com/switchyard/switchyard/clients/go/switchyard/v1;switchyardv1'
   _globals['_WORKERTYPE']._serialized_start=473
   _globals['_WORKERTYPE']._serialized_end=580
   _globals['_GPUDEVICE']._serialized_start=46
