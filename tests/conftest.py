@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier: a real redis-server per test module.
+"""Fixtures shared by every tier: a real redis-server per test module; and, for the whole
+session, the search of every log line the suite wrote for the secrets tests used (issue 11).
 
 hypothesis is imported here, at start-up: its pytest plugin otherwise imports it lazily at the
 end of the run, while gRPC/kombu threads are alive, and CPython 3.11's compiler can then fail
@@ -7,12 +8,64 @@ with "AST constructor recursion depth mismatch".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported before any test starts threads; see note below)
 import pytest
 
 from tests.support.redis_server import RedisServer
+from tests.support.secret_logs import SUITE_SECRETS
+
+
+class _SuiteLog(logging.Handler):
+    """Every log record written in the test process during the session, formatted."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(f"{record.name}: {record.getMessage()} {record.exc_text or ''}")
+        except Exception:
+            self.lines.append(f"{record.msg!r} {record.args!r}")
+
+
+_SUITE_LOG = _SuiteLog()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(_SUITE_LOG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when any log line of the suite — the test process's own records and every
+    `*.log` file its scheduler, agent, Celery, Redis and Prometheus processes wrote under the
+    session's temporary folder — holds a secret a test registered (tokens, Redis passwords)."""
+    logging.getLogger().removeHandler(_SUITE_LOG)
+    if not SUITE_SECRETS:
+        return
+    leaks = [f"(test process) {line}" for line in _SUITE_LOG.lines if any(s in line for s in SUITE_SECRETS)]
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    base: Path | None = factory.getbasetemp() if factory is not None else None
+    files = sorted(base.rglob("*.log")) if base is not None and base.exists() else []
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        leaks += [f"{path}: {line}" for line in text.splitlines() if any(s in line for s in SUITE_SECRETS)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"secret search: {len(SUITE_SECRETS)} secret(s) looked for in "
+                            f"{len(_SUITE_LOG.lines)} in-process log line(s) and {len(files)} log file(s): "
+                            f"{len(leaks)} leak(s)")
+        for leak in leaks[:20]:
+            reporter.write_line(f"  LEAK {leak[:300]}")
+    if leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from switchyard.v1 import scheduler_pb2_grpc
 
 from tests.support.certs import make_ca, make_cert
 from tests.support.redis_server import RedisServer, env_without_switchyard
+from tests.support.secret_logs import register
 from tests.support.stack import CHANNEL_OPTIONS, REPO_ROOT, VENV_BIN, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -47,8 +48,8 @@ LIVE_TESTS = (
 SECURE_WORKER_ID = "go-tls-w1"
 # name -> (role, worker id bound to the token, token). The scheduler's file holds digests only.
 TOKENS = {
-    "go-client": ("client", "", "sy-go-client-token-31c9"),
-    "go-admin": ("admin", "", "sy-go-admin-token-8e2d"),
+    "go-client": ("client", "", register("sy-go-client-token-31c9")),
+    "go-admin": ("admin", "", register("sy-go-admin-token-8e2d")),
     "go-agent": ("agent", SECURE_WORKER_ID, "sy-go-agent-token-a41f"),
 }
 

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.support.certs import make_ca, make_cert
 from tests.support.node import NODE_CLIENT_DIR, node_client_problem, node_env
 from tests.support.schedulers import NOT_SERVING, SchedulerProc
+from tests.support.secret_logs import register
 from tests.support.stack import REPO_ROOT, VENV_BIN, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -96,7 +97,7 @@ def secure_env(stack: Stack, tmp_path: Path) -> Iterator[dict[str, str]]:
     wrong_ca = make_ca(certs, "unrelated-ca")
     server_cert, server_key = make_cert(certs, ca, "scheduler")
     client_cert, client_key = make_cert(certs, ca, "node-client", client=True)
-    tokens = {"node-ci": secrets.token_urlsafe(24), "node-ci-2": secrets.token_urlsafe(24)}
+    tokens = {"node-ci": register(secrets.token_urlsafe(24)), "node-ci-2": register(secrets.token_urlsafe(24))}
     tokens_file = tmp_path / "tokens.yaml"
     tokens_file.write_text(
         "tokens:\n"

@@ -27,12 +27,13 @@ from switchyard.v1 import scheduler_pb2_grpc
 from tests.support.certs import make_ca, make_cert
 from tests.support.redis_server import wait_until
 from tests.support.redis_tls import DEFAULT_PASSWORD, TlsRedisServer, redis_supports_tls
+from tests.support.secret_logs import register
 from tests.support.stack import CHANNEL_OPTIONS, VENV_BIN, Stack
 
 TOKENS = {
-    "ci": ("client", "", "sy-e2e-client-token-9d8c"),
-    "ops": ("admin", "", "sy-e2e-admin-token-7b6a"),
-    "tls-w1": ("agent", "tls-w1", "sy-e2e-agent-token-5f4e"),
+    "ci": ("client", "", register("sy-e2e-client-token-9d8c")),
+    "ops": ("admin", "", register("sy-e2e-admin-token-7b6a")),
+    "tls-w1": ("agent", "tls-w1", register("sy-e2e-agent-token-5f4e")),
 }
 """name -> (role, worker id, token)."""
 

@@ -22,6 +22,7 @@ from switchyard.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 from tests.support.certs import make_ca, make_cert
 from tests.support.redis_server import RedisServer, env_without_switchyard, free_port, wait_until
+from tests.support.secret_logs import register
 from tests.support.stack import REPO_ROOT, VENV_BIN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -148,7 +149,7 @@ def test_insecure_serves_a_network_address_and_says_so(fresh_redis: RedisServer,
 def test_a_scheduler_with_tls_and_tokens_serves_a_network_address(fresh_redis: RedisServer, tmp_path: Path) -> None:
     ca = make_ca(tmp_path)
     cert, key = make_cert(tmp_path, ca, "scheduler")
-    token = "sytok-e2e-startup-4f0c2b9d7e"
+    token = register("sytok-e2e-startup-4f0c2b9d7e")
     tokens = tmp_path / "tokens.yaml"
     tokens.write_text(f"tokens:\n  - {{name: ops, role: admin, sha256: '{hashlib.sha256(token.encode()).hexdigest()}'}}\n")
     port, log = free_port(), tmp_path / "secured.log"

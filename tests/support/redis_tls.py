@@ -16,8 +16,9 @@ import redis
 
 from tests.support.certs import CertificateAuthority, make_ca, make_cert
 from tests.support.redis_server import RedisServer
+from tests.support.secret_logs import register
 
-DEFAULT_PASSWORD = "sy-redis-pw-5e1b"
+DEFAULT_PASSWORD = register("sy-redis-pw-5e1b")
 
 
 def redis_supports_tls(binary: str = "redis-server") -> bool:

@@ -13,6 +13,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+SUITE_SECRETS: set[str] = set()
+"""Every secret any test registered (`register`); tests/conftest.py searches every log line the
+whole suite wrote for them when the session ends."""
+
+
+def register(value: str) -> str:
+    """Register `value` as a secret for the suite-wide search; returns it."""
+    SUITE_SECRETS.add(value)
+    return value
+
 
 class _Recorder(logging.Handler):
     def __init__(self) -> None:
@@ -52,7 +62,7 @@ class SecretWatch:
     def secret(self, value: str) -> str:
         """Register `value` as a secret (returned, so a test can write `token = watch.secret(...)`)."""
         self.secrets.add(value)
-        return value
+        return register(value)
 
     def add_file(self, path: Path) -> None:
         """Search this log file too (read when `leaks` runs)."""
