@@ -195,8 +195,10 @@ def force_worker_settings(conf: Any) -> None:
     # Task events (received, started, succeeded, failed) are how Flower learns of tasks: the
     # scheduler publishes hand-outs from a Lua script, so no Celery client ever sends a
     # task-sent event; without these a Switchyard task is invisible in Flower. celeryd_init
-    # runs before the worker reads this setting, so it applies with or without -E.
-    conf.worker_send_task_events = True
+    # runs before the worker reads this setting, so it applies with or without -E. They cost
+    # about two Redis PUBLISHes per task: SWITCHYARD_TASK_EVENTS=0 turns them off where no one
+    # watches with Flower (docs/benchmarks.md).
+    conf.worker_send_task_events = os.environ.get(environment.TASK_EVENTS, "1") != "0"
 
 
 def _on_celeryd_init(sender: Any = None, conf: Any = None, **_: Any) -> None:

@@ -28,6 +28,8 @@ RUN_DIR = "SWITCHYARD_RUN_DIR"
 AGENT_PID = "SWITCHYARD_AGENT_PID"
 """The agent's pid, so the worker can stop when its agent dies."""
 VISIBILITY_TIMEOUT = "SWITCHYARD_VISIBILITY_TIMEOUT"
+TASK_EVENTS = "SWITCHYARD_TASK_EVENTS"
+"""`0` turns Celery task events off (on by default, so Flower sees Switchyard's tasks)."""
 """kombu visibility timeout in seconds; inherited from the agent's own environment."""
 
 

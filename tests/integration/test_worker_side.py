@@ -375,6 +375,21 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
                                                    "visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_SECONDS}
 
 
+def test_task_events_are_on_unless_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from celery import Celery as CeleryApp
+
+    from worker_agent.celery_hooks import force_worker_settings
+
+    monkeypatch.delenv("SWITCHYARD_TASK_EVENTS", raising=False)
+    app = CeleryApp("events", broker="memory://")
+    force_worker_settings(app.conf)
+    assert app.conf.worker_send_task_events is True  # Flower sees Switchyard's tasks
+    monkeypatch.setenv("SWITCHYARD_TASK_EVENTS", "0")
+    quiet = CeleryApp("quiet", broker="memory://")
+    force_worker_settings(quiet.conf)
+    assert quiet.conf.worker_send_task_events is False
+
+
 def test_hard_time_limit_kill_reported_as_failed(
         worker_side: WorkerSide, announcements: Announcements) -> None:
     # The pool child is killed, so it cannot report; the worker's main process must.
