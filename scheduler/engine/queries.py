@@ -154,7 +154,9 @@ class Queries:
         for worker in self.shared.fleet:
             if not worker.accepting:
                 continue
-            idle = replace(worker.view(), in_flight=0, in_flight_by_queue={}, quarantined=False)
+            # A queue has no one task name: which names a worker registers does not count here.
+            idle = replace(worker.view(), in_flight=0, in_flight_by_queue={}, quarantined=False,
+                           registered_tasks=frozenset())
             count += evaluate(probe, idle, ctx).eligible
         return count
 

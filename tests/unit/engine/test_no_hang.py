@@ -238,3 +238,12 @@ async def test_returns_are_counted_durably_across_a_restart() -> None:
     await look(fresh, DEADLINE + 1)
     failed = await task(fresh, task_id)
     assert (failed.state, failed.start_returns) == (TaskState.FAILED, 1)
+
+
+async def test_a_worker_that_reports_its_task_names_still_counts_as_serving_its_queues() -> None:
+    # A queue has no one task name: ListQueues' worker count and its "no worker" alert must not
+    # read a registered list as "serves nothing".
+    rig = make_engine()
+    await connect(rig, "w1", registered_tasks=["media.transcode"])
+    (queue,) = [q for q in await rig.engine.queries.list_queues() if q.spec.name == "cpu_standard"]
+    assert queue.workers == 1
