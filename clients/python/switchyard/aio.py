@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, Unpack
@@ -37,7 +36,7 @@ import grpc
 import grpc.aio
 
 from switchyard import _calls
-from switchyard._calls import ResultT, TaskPages, UnaryCall, change_key
+from switchyard._calls import ResultT, TaskPages, UnaryCall
 from switchyard._connection import (
     DEFAULT_FAILOVER_TIMEOUT,
     DEFAULT_TARGET,
@@ -49,11 +48,10 @@ from switchyard._failover import Failover, should_retry
 from switchyard._fleet_views import QueueView, WorkerChange, WorkerView
 from switchyard._options import TaskOptions, TaskOptionsDict
 from switchyard._task_views import CancelResult, DeadLetterView, Explanation, SubmitResult, TaskView
+from switchyard._watch import WatchProgress
 from switchyard.exceptions import (
-    DeadlineExceeded,
     InvalidArgument,
     SwitchyardError,
-    Unavailable,
     from_rpc_error,
 )
 from switchyard.security import resolve_tls, resolve_token, warn_plaintext_token
@@ -248,43 +246,32 @@ class AsyncSchedulerClient:
         Leaving early cancels the call once the iterator is closed: wrap it in
         ``contextlib.aclosing`` to close it at once.
         """
-        request = _calls.watch_request(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        progress = WatchProgress(task_id, timeout)
         address = self._current
         failover: Failover | None = None
-        last_key: tuple[object, ...] | None = None
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceeded(f"task {task_id} did not finish within {timeout:g} s")
             hint: str | None = None
-            call = self._stub_for(address).WatchTask(request, timeout=remaining, metadata=self._metadata())
+            call = self._stub_for(address).WatchTask(progress.request, timeout=progress.remaining(),
+                                                     metadata=self._metadata())
             try:
                 async for response in call:
                     self._answered(address)
                     if failover is not None:
                         failover.recovered(address)
                         failover = None
-                    view = TaskView.from_proto(response.task)
-                    key = change_key(view)
-                    if key == last_key:
+                    view = progress.news(response)
+                    if view is None:
                         continue
-                    last_key = key
                     yield view
                     if view.done:
                         return
-                error: SwitchyardError = Unavailable(f"the stream ended before task {task_id} finished")
+                error: SwitchyardError = progress.ended_early()
             except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                if error.status_code is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    raise DeadlineExceeded(f"task {task_id} did not finish within {timeout:g} s") from None
-                if error.status_code is not grpc.StatusCode.UNAVAILABLE:
-                    raise error from None
-                hint = leader_hint(exc)
+                error, hint = progress.broken(exc)
             finally:
                 call.cancel()
             # As in the synchronous client: announce at once only a stream that was delivering.
-            failover = failover or self._failover(announce_at_once=last_key is not None)
+            failover = failover or self._failover(announce_at_once=progress.delivered)
             address = await self._wait_for_next_try(failover, address, error, hint)
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskView:

@@ -13,7 +13,6 @@ frozen view (``switchyard.TaskView`` ...), never a bare protobuf (each view keep
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
@@ -26,16 +25,13 @@ from switchyard._calls import (
     MAX_PAGE_SIZE,
     TASK_STATES,
     TaskPages,
-    change_key,
 )
-from switchyard._connection import Failover, leader_hint
+from switchyard._connection import Failover
 from switchyard._options import TaskOptions, TaskOptionsDict
 from switchyard._task_views import CancelResult, Explanation, SubmitResult, TaskView
+from switchyard._watch import WatchProgress
 from switchyard.exceptions import (
-    DeadlineExceeded,
     SwitchyardError,
-    Unavailable,
-    from_rpc_error,
 )
 
 # The constants are defined with the requests they shape (switchyard._calls).
@@ -125,44 +121,32 @@ class SchedulerClient(AdminCalls):
         ``timeout`` bounds the whole watch (None: no deadline) and raises
         :class:`DeadlineExceeded`. Closing the iterator early cancels the call.
         """
-        request = _calls.watch_request(task_id)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        progress = WatchProgress(task_id, timeout)
         address = self.current_address
         failover: Failover | None = None
-        last_key: tuple[object, ...] | None = None
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise DeadlineExceeded(f"task {task_id} did not finish within {timeout:g} s")
             hint: str | None = None
-            call = self._stub_for(address).WatchTask(request, timeout=remaining)
+            call = self._stub_for(address).WatchTask(progress.request, timeout=progress.remaining())
             try:
                 for response in call:
                     self._answered(address)
                     if failover is not None:
                         failover.recovered(address)
                         failover = None
-                    view = TaskView.from_proto(response.task)
-                    key = change_key(view)
-                    if key == last_key:
+                    view = progress.news(response)
+                    if view is None:
                         continue
-                    last_key = key
                     yield view
                     if view.done:
                         return
-                error: SwitchyardError = Unavailable(f"the stream ended before task {task_id} finished")
+                error: SwitchyardError = progress.ended_early()
             except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-                if error.status_code is grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
-                    raise DeadlineExceeded(f"task {task_id} did not finish within {timeout:g} s") from None
-                if error.status_code is not grpc.StatusCode.UNAVAILABLE:
-                    raise error from None
-                hint = leader_hint(exc)
+                error, hint = progress.broken(exc)
             finally:
                 call.cancel()
             # Announce at once only a stream that was delivering: a first connection that fails
             # is an error to report, not a loss to recover from.
-            failover = failover or self._failover(announce_at_once=last_key is not None)
+            failover = failover or self._failover(announce_at_once=progress.delivered)
             address = self._wait_for_next_try(failover, address, error, hint)
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskView:
