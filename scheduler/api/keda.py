@@ -39,10 +39,16 @@ from typing import Any
 from externalscaler import externalscaler_pb2, externalscaler_pb2_grpc
 from switchyard.wire import label_key_problem
 
-from scheduler.api.servicers import Context, EngineSource, _abort_for, _rpc, _until_stopped
+from scheduler.api.servicers import (
+    Context,
+    EngineSource,
+    LeaderBound,
+    _abort_for,
+    _rpc,
+    _until_stopped,
+)
 from scheduler.core.demand import Pool
 from scheduler.core.model import WorkerType
-from scheduler.engine import Engine
 from scheduler.errors import InvalidArgument
 
 log = logging.getLogger("switchyard.scheduler.api.keda")
@@ -120,16 +126,8 @@ def metric_name(pool: Pool) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
-class ExternalScalerServicer(externalscaler_pb2_grpc.ExternalScalerServicer):
+class ExternalScalerServicer(LeaderBound, externalscaler_pb2_grpc.ExternalScalerServicer):
     """KEDA's external scaler over the engine's pool demand (engine/autoscale.py)."""
-
-    def __init__(self, engines: EngineSource) -> None:
-        self._engines = engines
-
-    @property
-    def engine(self) -> Engine:
-        """This call's engine (raises NotLeader or StateUnavailable, mapped like any error)."""
-        return self._engines.current()
 
     @_rpc
     async def IsActive(self, request: externalscaler_pb2.ScaledObjectRef, context: Context) -> externalscaler_pb2.IsActiveResponse:

@@ -112,8 +112,8 @@ def _rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     return wrapper
 
 
-class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    """The public Scheduler service."""
+class LeaderBound:
+    """Base of the servicers: each call asks for the current term's engine."""
 
     def __init__(self, engines: EngineSource) -> None:
         self._engines = engines
@@ -122,6 +122,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def engine(self) -> Engine:
         """This call's engine (raises NotLeader or StateUnavailable, mapped like any error)."""
         return self._engines.current()
+
+
+class SchedulerServicer(LeaderBound, scheduler_pb2_grpc.SchedulerServicer):
+    """The public Scheduler service."""
 
     @_rpc
     async def SubmitTask(self, request: scheduler_pb2.SubmitTaskRequest, context: Context) -> scheduler_pb2.SubmitTaskResponse:
