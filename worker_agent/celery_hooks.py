@@ -8,8 +8,8 @@ Celery loads the user's app, so the user's code needs no change. What it does:
   msgpack messages only (queues or tasks may ask for msgpack: docs/arguments.md; never pickle),
   one visibility timeout for the whole fleet, and running tasks that survive a lost broker
   connection (a Redis restart must not cancel them; fencing makes any redelivery harmless).
-  It also turns on Celery task events (as `-E` would), so Flower and `celery events` see
-  every task Switchyard hands out, on its worker, with its state.
+  Celery task events stay as Celery has them (off unless `-E` or the app's config; Flower turns
+  them on by itself); `SWITCHYARD_TASK_EVENTS=1` turns them on from the start, `=0` off.
 * `worker_init` (main process, after the user's task modules are imported and before the pool
   forks or any tracer is built) replaces every user task's `run` with a fenced wrapper;
   prefork children inherit it. Under an agent it then reports the registered task names and
@@ -192,13 +192,14 @@ def force_worker_settings(conf: Any) -> None:
     # A lost broker connection (a Redis restart) must not cancel running tasks: they finish and
     # report; their messages, if redelivered, are fenced off by the claim.
     conf.worker_cancel_long_running_tasks_on_connection_loss = False
-    # Task events (received, started, succeeded, failed) are how Flower learns of tasks: the
-    # scheduler publishes hand-outs from a Lua script, so no Celery client ever sends a
-    # task-sent event; without these a Switchyard task is invisible in Flower. celeryd_init
-    # runs before the worker reads this setting, so it applies with or without -E. They cost
-    # about two Redis PUBLISHes per task: SWITCHYARD_TASK_EVENTS=0 turns them off where no one
-    # watches with Flower (docs/benchmarks.md).
-    conf.worker_send_task_events = os.environ.get(environment.TASK_EVENTS, "1") != "0"
+    # Task events (received, started, succeeded, failed) are how Flower learns of tasks. As in
+    # plain Celery they are off unless asked for (-E, the app's config): Flower turns them on by
+    # itself (its `enable_events` broadcast, every 5 s), and a fleet nobody watches saves their
+    # cost (about two Redis PUBLISHes and 0.1-0.2 ms of worker CPU per task: docs/benchmarks.md).
+    # SWITCHYARD_TASK_EVENTS=1 turns them on from the worker's start, =0 keeps them off.
+    task_events = os.environ.get(environment.TASK_EVENTS, "")
+    if task_events in ("0", "1"):
+        conf.worker_send_task_events = task_events == "1"
 
 
 def _on_celeryd_init(sender: Any = None, conf: Any = None, **_: Any) -> None:

@@ -29,7 +29,8 @@ AGENT_PID = "SWITCHYARD_AGENT_PID"
 """The agent's pid, so the worker can stop when its agent dies."""
 VISIBILITY_TIMEOUT = "SWITCHYARD_VISIBILITY_TIMEOUT"
 TASK_EVENTS = "SWITCHYARD_TASK_EVENTS"
-"""`0` turns Celery task events off (on by default, so Flower sees Switchyard's tasks)."""
+"""`1` turns Celery task events on from the worker's start, `0` keeps them off; unset leaves
+Celery's own setting (off unless `-E`; Flower turns them on by itself)."""
 """kombu visibility timeout in seconds; inherited from the agent's own environment."""
 
 

@@ -2,9 +2,10 @@
 
 The scheduler publishes each hand-out's Celery message from a Lua script, so no Celery client
 ever sends a `task-sent` event; Flower learns of a task only from the worker's own task events,
-which the agent turns on (`worker_agent.celery_hooks.force_worker_settings`). This test runs the
-real Flower (PyPI `flower`) on the fleet's broker, submits work through Switchyard and reads
-Flower's HTTP API the way an operator's script would.
+which are off by default (as in plain Celery) until Flower turns them on with its periodic
+`enable_events` broadcast. This test runs the real Flower (PyPI `flower`) on the fleet's broker,
+with workers started as the agent starts them by default, submits work through Switchyard and
+reads Flower's HTTP API the way an operator's script would.
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def flower(stack: Stack) -> Iterator[Flower]:
 
 
 def test_flower_shows_switchyard_tasks_with_their_worker_and_state(stack: Stack, flower: Flower) -> None:
-    stack.add_worker("gpu1", "gpu", concurrency=2, simulate_gpu="1xA100:40960")
-    stack.add_worker("cpu1", "cpu", concurrency=2)
+    # INFO: the workers log the moment Flower turns their task events on (waited for below).
+    info = ("--loglevel", "INFO")
+    stack.add_worker("gpu1", "gpu", concurrency=2, simulate_gpu="1xA100:40960", extra_celery_args=info)
+    stack.add_worker("cpu1", "cpu", concurrency=2, extra_celery_args=info)
     stack.wait_workers_connected(["gpu1", "cpu1"])
 
     # Flower's event receiver is live once it has heard both workers' heartbeat events; the
@@ -89,6 +92,13 @@ def test_flower_shows_switchyard_tasks_with_their_worker_and_state(stack: Stack,
         return alive if nodes.get("gpu1") and nodes.get("cpu1") else None
 
     wait_until(both_alive, timeout=30, interval=0.2, message="Flower to hear both workers")
+    # Task events start off (Celery's default); Flower's enable_events broadcast (every 5 s)
+    # turns them on, and each worker logs it.
+    enabled = "Events of group {task} enabled by remote."
+    for worker_id in ("gpu1", "cpu1"):
+        log_path = stack.workers[worker_id].log_path
+        wait_until(lambda path=log_path: enabled in path.read_text(errors="replace"), timeout=30,
+                   interval=0.2, message=f"Flower to turn on task events in {worker_id}")
 
     submitted = {
         stack.submit("e2e.sleep", [0.1, "video"], content_type="video").task_id: "gpu1",

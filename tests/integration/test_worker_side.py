@@ -375,7 +375,7 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
                                                    "visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_SECONDS}
 
 
-def test_task_events_are_on_unless_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_task_events_follow_celery_unless_switchyard_task_events_says(monkeypatch: pytest.MonkeyPatch) -> None:
     from celery import Celery as CeleryApp
 
     from worker_agent.celery_hooks import force_worker_settings
@@ -383,9 +383,18 @@ def test_task_events_are_on_unless_switched_off(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("SWITCHYARD_TASK_EVENTS", raising=False)
     app = CeleryApp("events", broker="memory://")
     force_worker_settings(app.conf)
-    assert app.conf.worker_send_task_events is True  # Flower sees Switchyard's tasks
+    assert app.conf.worker_send_task_events is False  # Celery's default: off until Flower asks
+    configured = CeleryApp("configured", broker="memory://")
+    configured.conf.worker_send_task_events = True
+    force_worker_settings(configured.conf)
+    assert configured.conf.worker_send_task_events is True  # the app's own choice stands
+    monkeypatch.setenv("SWITCHYARD_TASK_EVENTS", "1")
+    on = CeleryApp("on", broker="memory://")
+    force_worker_settings(on.conf)
+    assert on.conf.worker_send_task_events is True
     monkeypatch.setenv("SWITCHYARD_TASK_EVENTS", "0")
     quiet = CeleryApp("quiet", broker="memory://")
+    quiet.conf.worker_send_task_events = True
     force_worker_settings(quiet.conf)
     assert quiet.conf.worker_send_task_events is False
 
