@@ -109,9 +109,37 @@ def _script_text(name: str) -> str:
     return resources.files("scheduler.state").joinpath("scripts").joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+_PAIR_TEMPLATE = """
+local function first_part(KEYS, ARGV)
+{first}
+end
+local function second_part(KEYS, ARGV)
+{second}
+end
+-- Two operations in one call (scheduler/state/connection.py, `pair_script`): ARGV[1] and
+-- ARGV[2] = how many of the KEYS and of the remaining ARGV are the first operation's.
+local function slice(list, first, last)
+  local out = {{}}
+  for i = first, last do out[#out + 1] = list[i] end
+  return out
+end
+local first_keys, first_args = tonumber(ARGV[1]), tonumber(ARGV[2])
+local first_reply = first_part(slice(KEYS, 1, first_keys), slice(ARGV, 3, 2 + first_args))
+return {{first_reply, second_part(slice(KEYS, first_keys + 1, #KEYS), slice(ARGV, 3 + first_args, #ARGV))}}
+"""
+
+
+def pair_script(first: str, second: str) -> str:
+    """One script running the operations `scripts/<first>.lua` then `scripts/<second>.lua`, each
+    with its own KEYS and ARGV, behind one fence check: one EVALSHA and one lease read where a
+    pipeline of the two would send two of each. Replies {first's reply, second's reply}."""
+    return _PAIR_TEMPLATE.format(first=_script_text(first), second=_script_text(second))
+
+
 @dataclass(frozen=True)
 class Scripts:
-    """The registered Lua scripts, one per atomic operation; each starts with fence.lua."""
+    """The registered Lua scripts, one per atomic operation (and the pairs the hot path runs
+    together: `pair_script`); each starts with fence.lua."""
 
     submit: FencedScript
     dispatch: FencedScript
@@ -120,14 +148,21 @@ class Scripts:
     cancel: FencedScript
     promote: FencedScript
     purge_dead: FencedScript
+    submit_dispatch: FencedScript
+    """submit.lua then dispatch.lua: a submission handed out in its own round (sync match)."""
+    apply_dispatch: FencedScript
+    """apply.lua then dispatch.lua: reports applied and the slots they free handed out again."""
 
     @classmethod
     def register(cls, client: aioredis.Redis, fence: Fence, lease_key: str) -> Scripts:
         """Register every `scripts/<operation>.lua` shipped with this package on `client`."""
         prologue = _script_text("fence")
+        texts = {name: _script_text(name) for name in cls.__dataclass_fields__ if "_dispatch" not in name}
+        texts["submit_dispatch"] = pair_script("submit", "dispatch")
+        texts["apply_dispatch"] = pair_script("apply", "dispatch")
         return cls(**{
-            name: FencedScript(client.register_script(prologue + _script_text(name)), fence, lease_key)
-            for name in cls.__dataclass_fields__
+            name: FencedScript(client.register_script(prologue + text), fence, lease_key)
+            for name, text in texts.items()
         })
 
 
@@ -293,6 +328,12 @@ class Connection:
 def queue_script(pipe: Any, script: FencedScript, keys: list[str], args: list[Any]) -> None:
     """Queue a fenced script call on a pipeline (one bare EVALSHA)."""
     script.queue(pipe, keys, args)
+
+
+def pair_call(first_keys: Sequence[Any], first_args: Sequence[Any], second_keys: Sequence[Any],
+              second_args: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The KEYS and ARGV of a `pair_script` call from those of its two operations."""
+    return [*first_keys, *second_keys], [len(first_keys), len(first_args), *first_args, *second_args]
 
 
 class StorePart:

@@ -16,7 +16,7 @@ from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED, PAYLO
 from scheduler.core.model import TaskState
 from scheduler.dispatch import BODY_EMBED, EMPTY_MSGPACK_BODY, payload_mode
 from scheduler.state import records
-from scheduler.state.connection import StorePart, guarded, queue_script
+from scheduler.state.connection import StorePart, guarded, pair_call, queue_script
 from scheduler.state.interface import (
     Applied,
     CancelOutcome,
@@ -118,18 +118,22 @@ class RedisTaskStore(StorePart):
         dispatch_args = self._dispatch_args(hand_outs, now) if hand_outs else []
         replica_wait = self._conn.replica_wait
 
+        submit_keys = [keys.seq, keys.pending, keys.tasks]
+
         def build(pipe: Any) -> None:
-            queue_script(pipe, self._scripts.submit, [keys.seq, keys.pending, keys.tasks], submit_args)
             if hand_outs:
-                queue_script(pipe, self._scripts.dispatch, [keys.pending], dispatch_args)
+                queue_script(pipe, self._scripts.submit_dispatch,
+                             *pair_call(submit_keys, submit_args, [keys.pending], dispatch_args))
+            else:
+                queue_script(pipe, self._scripts.submit, submit_keys, submit_args)
             # Still the same round trip: WAIT answers once replicas have this connection's writes.
             replica_wait.queue(pipe)
 
         replies = await self._pipelined(build)
         if replica_wait.replicas:
             replica_wait.reached(int(replies[-1]), self._conn.location)
-        handed = [bool(flag) for flag in replies[1]] if hand_outs else []
-        return [_submit_outcomes(reply) for reply in replies[0]], handed
+        submitted, handed = replies[0] if hand_outs else (replies[0], [])
+        return [_submit_outcomes(reply) for reply in submitted], [bool(flag) for flag in handed]
 
     @guarded
     async def get(self, task_id: str) -> TaskRecord | None:
@@ -183,18 +187,14 @@ class RedisTaskStore(StorePart):
         self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
         hand_outs: Sequence[HandOutRequest], now: float,
     ) -> tuple[list[Applied | None], list[bool]]:
-        """`apply`, then `dispatch` the hand-outs (the slots those reports free), in one round trip."""
+        """`apply`, then `dispatch` the hand-outs (the slots those reports free), in one script call."""
         if not hand_outs:
             return await self.apply(events, outcomes, retention), []
         keys = self._keys
-        apply_args = self._apply_args(events, outcomes, retention)
-        dispatch_args = self._dispatch_args(hand_outs, now)
-
-        def build(pipe: Any) -> None:
-            queue_script(pipe, self._scripts.apply, [keys.events, keys.retry, keys.dead_letters], apply_args)
-            queue_script(pipe, self._scripts.dispatch, [keys.pending], dispatch_args)
-
-        applied, handed = await self._pipelined(build)
+        script_keys, script_args = pair_call(
+            [keys.events, keys.retry, keys.dead_letters], self._apply_args(events, outcomes, retention),
+            [keys.pending], self._dispatch_args(hand_outs, now))
+        applied, handed = await self._scripts.apply_dispatch(keys=script_keys, args=script_args)
         return _applied(applied), [bool(flag) for flag in handed]
 
     async def _then_record(self, script: Any, keys: list[str], args: list[Any], task_id: str) -> tuple[Any, TaskRecord | None]:

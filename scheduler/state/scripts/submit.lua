@@ -27,19 +27,30 @@ local function read_group(text)
 end
 
 local function conflict(items)
-  -- Decide duplicates and conflicts before writing anything (the group is all or none).
-  local seen = {}
+  -- Decide duplicates and conflicts before anything else is written (the group is all or
+  -- none). A fresh key is claimed for its item at once (SET NX: one command where a GET and a
+  -- later SET were two); on a conflict the keys claimed so far are given back.
+  local seen, claimed = {}, {}
+  local function refuse(index, existing)
+    if #claimed > 0 then redis.call('DEL', unpack(claimed)) end
+    return {'conflict', tostring(index - 1), existing}
+  end
   for i, item in ipairs(items) do
     if item.idem ~= '' then
-      local existing = redis.call('GET', idem_prefix .. item.idem)
-      if existing then
-        local digest = redis.call('HGET', task_prefix .. existing, 'payload_digest')
-        if digest and digest ~= item.digest then return {'conflict', tostring(i - 1), existing} end
-        item.existing = existing
-      elseif seen[item.idem] then
-        if seen[item.idem].digest ~= item.digest then return {'conflict', tostring(i - 1), ''} end
-        item.same_as = seen[item.idem]
+      local first = seen[item.idem]
+      if first then
+        if first.digest ~= item.digest then return refuse(i, first.existing or '') end
+        item.same_as = first
       else
+        local key = idem_prefix .. item.idem
+        if redis.call('SET', key, item.id, 'NX', 'EX', ttl) then
+          table.insert(claimed, key)
+        else
+          local existing = redis.call('GET', key)
+          local digest = redis.call('HGET', task_prefix .. existing, 'payload_digest')
+          if digest and digest ~= item.digest then return refuse(i, existing) end
+          item.existing = existing
+        end
         seen[item.idem] = item
       end
     end
@@ -56,7 +67,8 @@ local function write(items)
   local out, members = {'ok'}, {}
   for _, item in ipairs(items) do
     if item.existing or item.same_as then
-      table.insert(out, item.existing or item.same_as.id); table.insert(out, '-1')
+      local first = item.same_as or item
+      table.insert(out, first.existing or first.id); table.insert(out, '-1')
     else
       seq = seq + 1
       local key, fields = task_prefix .. item.id, item.fields
@@ -66,7 +78,6 @@ local function write(items)
       for first = 1, #fields, HSET_CHUNK do
         redis.call('HSET', key, unpack(fields, first, math.min(#fields, first + HSET_CHUNK - 1)))
       end
-      if item.idem ~= '' then redis.call('SET', idem_prefix .. item.idem, item.id, 'EX', ttl) end
       table.insert(members, seq); table.insert(members, item.id)
       table.insert(out, item.id); table.insert(out, tostring(seq))
     end
