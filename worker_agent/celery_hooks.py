@@ -6,8 +6,8 @@ Celery loads the user's app, so the user's code needs no change. What it does:
 * `celeryd_init` forces the settings Switchyard relies on: late acks, prefetch 1, no requeue
   when a pool child dies (the scheduler re-dispatches with a new attempt instead), JSON and
   msgpack messages only (queues or tasks may ask for msgpack: docs/arguments.md; never pickle),
-  one visibility timeout for the whole fleet, and running tasks that survive a lost broker
-  connection (a Redis restart must not cancel them; fencing makes any redelivery harmless).
+  no kombu ack emulation (the scheduler redelivers, as new fenced attempts), and running tasks
+  that survive a lost broker connection (a Redis restart must not cancel them).
   Celery task events stay as Celery has them (off unless `-E` or the app's config; Flower turns
   them on by itself); `SWITCHYARD_TASK_EVENTS=1` turns them on from the start, `=0` off.
 * `worker_init` (main process, after the user's task modules are imported and before the pool
@@ -48,7 +48,6 @@ from typing import Any
 import redis
 from celery import signals
 from celery.exceptions import Ignore, Reject
-from switchyard.wire import DEFAULT_VISIBILITY_TIMEOUT_SECONDS
 
 from worker_agent import environment, kombu_fixes, progress
 from worker_agent.attempts import (
@@ -173,9 +172,6 @@ def not_registered_text(task_name: str, worker_id: str, registered: list[str]) -
 
 def force_worker_settings(conf: Any) -> None:
     """Apply the Celery settings the wire contract depends on, overriding the user's."""
-    visibility_timeout = int(
-        os.environ.get(environment.VISIBILITY_TIMEOUT) or DEFAULT_VISIBILITY_TIMEOUT_SECONDS
-    )
     conf.task_acks_late = True
     conf.worker_prefetch_multiplier = 1
     conf.task_reject_on_worker_lost = False
@@ -187,7 +183,13 @@ def force_worker_settings(conf: Any) -> None:
     conf.result_accept_content = ["json"]
     conf.broker_transport_options = {
         **dict(conf.broker_transport_options or {}),
-        "visibility_timeout": visibility_timeout,
+        # No kombu ack emulation (its `unacked` hash, index and visibility-timeout restores: 8
+        # Redis commands and 2 round trips of the worker per task). The scheduler already
+        # redelivers what a worker never finished, as a new fenced attempt (a lost worker's
+        # tasks are re-queued, a hand-out that never starts is taken back at its start
+        # deadline); a message kombu restored would only be fenced off. The worker consumes
+        # its own queue only, which only the scheduler writes (docs/wire-contract.md).
+        "ack_emulation": False,
     }
     # A lost broker connection (a Redis restart) must not cancel running tasks: they finish and
     # report; their messages, if redelivered, are fenced off by the claim.

@@ -27,11 +27,9 @@ RUN_DIR = "SWITCHYARD_RUN_DIR"
 """The agent's private directory: pid files of running attempts and runtime labels."""
 AGENT_PID = "SWITCHYARD_AGENT_PID"
 """The agent's pid, so the worker can stop when its agent dies."""
-VISIBILITY_TIMEOUT = "SWITCHYARD_VISIBILITY_TIMEOUT"
 TASK_EVENTS = "SWITCHYARD_TASK_EVENTS"
 """`1` turns Celery task events on from the worker's start, `0` keeps them off; unset leaves
 Celery's own setting (off unless `-E`; Flower turns them on by itself)."""
-"""kombu visibility timeout in seconds; inherited from the agent's own environment."""
 
 
 AGENT_SECRETS = (TOKEN_ENV, TOKEN_FILE_ENV)

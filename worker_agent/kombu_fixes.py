@@ -10,9 +10,8 @@ and shuts the worker down, so every Redis restart would take every busy Switchya
 
 `install()` makes kombu raise the connection error this really is (Redis cannot be reached through
 a connection that was torn down), which Celery already handles: it reconnects, the running tasks
-go on, and their reports reach Redis through the report buffer. The messages stay in kombu's
-`unacked` hash and come back after the visibility timeout, when the claim acknowledges them
-without running anything (their attempts have moved on). Installed in the Celery worker process
+go on, and their reports reach Redis through the report buffer. (With kombu's ack emulation off,
+as the agent sets it, nothing is given back to the queue: the messages are simply done.) Installed in the Celery worker process
 only (`worker_agent.celery_hooks`), and only if kombu still has the method it wraps.
 """
 

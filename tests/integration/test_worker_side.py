@@ -19,7 +19,6 @@ announced too: that is how "never started" is proved without sleeping.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -35,7 +34,6 @@ import pytest
 import redis
 from celery import Celery
 from switchyard.wire import (
-    DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
     FENCE_FIELD,
     HEADER_ATTEMPT,
     HEADER_PAYLOAD_REF,
@@ -340,8 +338,8 @@ def test_claim_survives_redis_forgetting_scripts(
 
 
 def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> None:
-    # Ignore (stale attempt) must ack: nothing may linger in kombu's unacked ledger, or it
-    # would be redelivered after the visibility timeout.
+    # Ignore (stale attempt) must ack: the message is consumed, not given back to the queue.
+    # (No kombu ack emulation: its `unacked` ledger is never written.)
     tid = new_tid()
     worker_side.hand_out(tid, 1, state="cancelled", **{FENCE_FIELD: "cancelled"})
     worker_side.publish("agent_app.record", tid, 1, args=["never"], hand_out=False)
@@ -349,7 +347,7 @@ def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> No
     worker_side.publish("agent_app.record", marker, 1, args=[f"marker-{marker}"])
     wait_until(lambda: "succeeded" in worker_side.event_types(marker), timeout=15, message="marker ran")
 
-    wait_until(lambda: worker_side.broker.hlen("unacked") == 0, timeout=10, message="unacked empty")
+    assert worker_side.broker.exists("unacked", "unacked_index") == 0
     assert worker_side.broker.llen(QUEUE) == 0
     assert "stale attempt 1 of task " + tid in worker_side.worker_log()
     assert worker_side.task(tid)[FENCE_FIELD] == "cancelled"
@@ -357,7 +355,7 @@ def test_every_message_acked_including_stale_ones(worker_side: WorkerSide) -> No
     assert "agent_app.record" in fenced_line and "celery." not in fenced_line
 
 
-def test_visibility_timeout_and_late_acks_forced() -> None:
+def test_late_acks_forced_and_kombu_ack_emulation_off() -> None:
     from celery import Celery as CeleryApp
 
     from worker_agent.celery_hooks import force_worker_settings
@@ -366,13 +364,12 @@ def test_visibility_timeout_and_late_acks_forced() -> None:
     app.conf.task_acks_late = False
     app.conf.worker_prefetch_multiplier = 4
     app.conf.broker_transport_options = {"fanout_prefix": True}
-    os.environ.pop("SWITCHYARD_VISIBILITY_TIMEOUT", None)
     force_worker_settings(app.conf)
     assert app.conf.task_acks_late is True
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.task_reject_on_worker_lost is False
     assert app.conf.broker_transport_options == {"fanout_prefix": True,
-                                                   "visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_SECONDS}
+                                                   "ack_emulation": False}
 
 
 def test_task_events_follow_celery_unless_switchyard_task_events_says(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,10 +23,6 @@ WORKER_QUEUE_PREFIX = "sy.w."
 DEFAULT_KEY_PREFIX = "sy"
 """Prefix of every Redis key Switchyard writes (the scheduler's `key_prefix` setting)."""
 
-DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 43200
-"""kombu's visibility timeout for Switchyard's Celery traffic; must be identical fleet-wide and
-longer than the longest task (a task still unacknowledged after it is delivered again)."""
-
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 WORKER_ID_RULE = "1-128 letters, digits, '_', '.', '-', starting with a letter or digit"
 
