@@ -77,6 +77,9 @@ class Queries:
         updates: asyncio.Queue[TaskRecord] = asyncio.Queue()
         watchers[task_id].add(updates)
         try:
+            # Marked before the first read: a claim after the mark announces the start, one
+            # before it is in what the read returns.
+            await self.shared.state.tasks.watch(task_id)
             current = await self.get_task(task_id)
             yield current
             last = _change_key(current)

@@ -148,6 +148,7 @@ class Scripts:
     cancel: FencedScript
     promote: FencedScript
     purge_dead: FencedScript
+    watch: FencedScript
     submit_dispatch: FencedScript
     """submit.lua then dispatch.lua: a submission handed out in its own round (sync match)."""
     apply_dispatch: FencedScript

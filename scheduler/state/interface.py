@@ -189,6 +189,11 @@ class TaskStore(Protocol):
         """Records of many ids in one round trip (missing ones are skipped)."""
         ...
 
+    async def watch(self, task_id: str) -> None:
+        """Mark the task watched: its worker's claim then announces the start (`EventLog.started`);
+        a task nobody watches is claimed without one. Nothing happens for a missing task."""
+        ...
+
     async def dispatch(self, requests: Sequence[HandOutRequest], now: float) -> list[bool]:
         """Commit hand-outs and queue their messages (pending -> dispatched, new attempt, fence),
         all in one step; False where the task was no longer pending at that attempt."""

@@ -150,6 +150,11 @@ class RedisTaskStore(StorePart):
         return [r for values in await pipe.execute() if (r := records.decode_fields(values)) is not None]
 
     @guarded
+    async def watch(self, task_id: str) -> None:
+        """Mark the task watched: from now on its claims announce the start (see watch.lua)."""
+        await self._scripts.watch(keys=[self._keys.task(task_id)], args=[])
+
+    @guarded
     async def dispatch(self, requests: Sequence[HandOutRequest], now: float) -> list[bool]:
         """Commit the round's hand-outs and queue their Celery messages, in one script."""
         if not requests:

@@ -238,7 +238,8 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         confirmed = claims.get_message(timeout=10)
         assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
         # Handed out as the scheduler's hand-out script records it: the fence is in the task hash.
-        state.hset(keys.task("long"), mapping={"state": "dispatched", "attempt": "1", FENCE_FIELD: "1"})
+        state.hset(keys.task("long"), mapping={"state": "dispatched", "attempt": "1", FENCE_FIELD: "1",
+                                                   "watched": "1"})
         publisher.send_task("agent_app.sleep", args=[30], queue=worker_queue("late"), task_id="long-1",
                             headers={HEADER_TASK_ID: "long", HEADER_ATTEMPT: 1, HEADER_WORKER_ID: "late",
                                      HEADER_PAYLOAD_REF: 0}, serializer="json")

@@ -274,8 +274,11 @@ async def a_separate_started_report_moves_a_dispatched_task_once(b: Backend) -> 
 
 
 async def a_claim_announces_its_start(b: Backend) -> None:
-    await submitted(b, "a")
-    await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
+    await submitted(b, "a", "quiet")
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("quiet")], T0 + 1)
+    await b.state.tasks.watch("a")
+    await b.state.tasks.watch("missing")  # no such task: nothing is created
+    assert await b.state.tasks.load(["missing"]) == []
     starts = b.state.events.started()
     heard = asyncio.ensure_future(anext(starts))
     try:
@@ -284,7 +287,9 @@ async def a_claim_announces_its_start(b: Backend) -> None:
                 break
             await asyncio.sleep(0.01)
         assert not await b.claim("a", 2, "w1", T0 + 2)  # refused: announces nothing
+        assert await b.claim("quiet", 1, "w1", T0 + 2)  # nobody watches it: announces nothing
         assert await b.claim("a", 1, "w1", T0 + 2)
+        # Announcements arrive in order: had either claim before it announced, that came first.
         assert await asyncio.wait_for(heard, timeout=5) == Started("a", 1, "w1")
     finally:
         heard.cancel()

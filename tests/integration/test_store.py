@@ -269,6 +269,7 @@ def test_the_claim_records_the_start_and_announces_it(run, fresh_redis):
     async def scenario(state: RedisState) -> None:
         await submitted(state, new_task("a"), new_task("b"))
         await state.tasks.dispatch([hand_out("a"), hand_out("b", by_reference=True)], 1002.0)
+        await state.tasks.watch("a")  # as WatchTask does: only a watched task's claim is announced
         worker = aioredis.Redis.from_url(fresh_redis.url, decode_responses=True)
         claim = worker.register_script(claim_script())
         starts = state.events.started()

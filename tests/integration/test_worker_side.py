@@ -109,7 +109,7 @@ class WorkerSide:
         """Record a hand-out in the task hash as the hand-out script does (`fields` override)."""
         self.state.hset(KEYS.task(tid), mapping={
             "state": "dispatched", "attempt": str(attempt), FENCE_FIELD: str(attempt),
-            "worker": WORKER_ID, **fields,
+            "worker": WORKER_ID, "watched": "1", **fields,
         })
 
     def publish(self, task_name: str, tid: str, attempt: int, args: list[Any] | None = None,

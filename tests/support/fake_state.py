@@ -184,7 +184,8 @@ class FakeState:
 
     def claim(self, task_id: str, attempt: int, worker_id: str, ts: float) -> bool:
         """The worker's fenced claim (claim.lua): only the current attempt starts, and only once;
-        the start is recorded in the task and announced on the notify channel."""
+        the start is recorded in the task and, when the task is watched, announced on the notify
+        channel."""
         return self.claim_payload(task_id, attempt, worker_id, ts) is not None
 
     def claim_payload(self, task_id: str, attempt: int, worker_id: str, ts: float) -> tuple[str, str] | None:
@@ -193,8 +194,9 @@ class FakeState:
         if task is None or task.get("fence") != str(attempt):
             return None
         task.update(fence=f"{attempt}{FENCE_STARTED_SUFFIX}", state="running", started_at=repr(ts))
-        for heard in self.tables.subscribers:
-            heard.put_nowait(Started(task_id, attempt, worker_id))
+        if task.get("watched") == "1":
+            for heard in self.tables.subscribers:
+                heard.put_nowait(Started(task_id, attempt, worker_id))
         args_json, kwargs_json = (task.get(name, "") for name in PAYLOAD_FIELDS)
         return args_json, kwargs_json
 

@@ -188,6 +188,11 @@ class FakeTaskStore:
     async def load(self, task_ids: Iterable[str]) -> list[TaskRecord]:
         return [r for task_id in task_ids if (r := self.t.record(task_id)) is not None]
 
+    async def watch(self, task_id: str) -> None:
+        task = self.t.hashes.get(task_id)
+        if task is not None:
+            task["watched"] = "1"
+
     async def dispatch(self, requests: Sequence[HandOutRequest], now: float) -> list[bool]:
         return self._dispatch(requests, now) if requests else []
 

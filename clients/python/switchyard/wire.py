@@ -117,6 +117,7 @@ class Keys:
     P:inflight:<worker>     set     task ids dispatched to or running on a worker
     P:events                stream  lifecycle reports from workers (group "scheduler")
     P:notify                pubsub  "started <task_id> <attempt> <worker_id>" from each claim
+                                    of a watched task (task hash field watched = 1)
     P:idem:<key>            string  task id of an idempotency key (expires)
     P:paused                set     paused queue names
     P:workers               hash    worker id -> last registration (JSON), for restarts
