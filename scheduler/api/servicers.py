@@ -20,6 +20,7 @@ from switchyard.wire import LEADER_METADATA_KEY
 from scheduler.api import auth, convert
 from scheduler.api.status import status_of
 from scheduler.engine import Engine
+from scheduler.engine.admission import breathe
 from scheduler.engine.agents import Agents
 from scheduler.errors import NotLeader
 
@@ -134,10 +135,18 @@ class SchedulerServicer(LeaderBound, scheduler_pb2_grpc.SchedulerServicer):
 
     @_rpc
     async def SubmitBatch(self, request: scheduler_pb2.SubmitBatchRequest, context: Context) -> scheduler_pb2.SubmitBatchResponse:
-        accepted = await self.engine.admission.submit(
+        many = len(request.tasks) > 1
+        items = []
+        for index, task in enumerate(request.tasks):
+            await breathe(index)
             # Errors name the item as admission's do: by index when there are several.
-            [convert.task_input(t, index if len(request.tasks) > 1 else None) for index, t in enumerate(request.tasks)])
-        return scheduler_pb2.SubmitBatchResponse(results=[convert.submit_response(a) for a in accepted])
+            items.append(convert.task_input(task, index if many else None))
+        accepted = await self.engine.admission.submit(items)
+        results = []
+        for index, one in enumerate(accepted):
+            await breathe(index)
+            results.append(convert.submit_response(one))
+        return scheduler_pb2.SubmitBatchResponse(results=results)
 
     @_rpc
     async def GetTask(self, request: scheduler_pb2.GetTaskRequest, context: Context) -> scheduler_pb2.GetTaskResponse:

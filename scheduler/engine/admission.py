@@ -35,6 +35,17 @@ from scheduler.errors import AlreadyExists, FailedPrecondition, InvalidArgument,
 from scheduler.state.interface import IdempotencyConflict, NewTask, SubmitOutcome
 from scheduler.state.records import TaskRecord
 
+YIELD_EVERY = 500
+"""Items of a big batch handled between two yields to the event loop: a SubmitBatch of 10,000
+tasks must not hold the loop for a second (lease renewals, heartbeats and other calls wait)."""
+
+
+async def breathe(index: int) -> None:
+    """Let the event loop run other work every `YIELD_EVERY` items of a loop over a batch."""
+    if index and not index % YIELD_EVERY:
+        await asyncio.sleep(0)
+
+
 REGISTRATIONS_REFRESH_SECONDS = 30.0
 """Stored worker registrations are re-read at most this often for the unschedulable check (the
 live fleet is read at every check; a registration only adds workers not connected now)."""
@@ -101,18 +112,22 @@ class Admission:
             raise InvalidArgument("no tasks given")
         many = len(items) > 1
         problems: list[SchedulerError] = []
+        decisions: list[Classification] = []
         for index, item in enumerate(items):
+            await breathe(index)
             try:
                 validate_input(item, self.limits, index if many else None)
             except SchedulerError as exc:
                 problems.append(exc)
+                continue
+            decisions.append(self._classify(item, len(items) if many else 0))
         if problems:
             raise batch_error(problems)
         now = self.shared.clock()
-        decisions = [self._classify(item, len(items) if many else 0) for item in items]
         await self._refuse_unschedulable(items, decisions, many)
         new_tasks: list[NewTask] = []
         for index, (item, decision) in enumerate(zip(items, decisions, strict=True)):
+            await breathe(index)
             try:
                 new_tasks.append(self._new_task(item, decision, now, index if many else None))
             except SchedulerError as exc:
@@ -188,7 +203,9 @@ class Admission:
             return
         accepted: list[Accepted] = []
         queued = False
-        for new, decision, outcome in zip(submission.new_tasks, submission.decisions, result, strict=True):
+        for index, (new, decision, outcome) in enumerate(
+                zip(submission.new_tasks, submission.decisions, result, strict=True)):
+            await breathe(index)
             if outcome.deduplicated:
                 accepted.append(await self._original(outcome.task_id, decision))
                 continue

@@ -349,18 +349,23 @@ class StorePart:
     async def _pipelined(self, build: Callable[[Any], None]) -> list[Any]:
         """Run the commands `build` queues in one round trip. After a Redis restart or SCRIPT
         FLUSH (NOSCRIPT) the scripts are loaded and the pipeline runs again: every pipeline here
-        holds only scripts (all refused together when Redis forgot them) and reads."""
+        holds only scripts (all refused together when Redis forgot them) and reads.
+
+        Errors come back as values and the first is raised as it is: redis-py's own raising
+        quotes the failed command, shortened with textwrap, which for a SubmitBatch of 10,000
+        tasks took seconds of this process's only thread (enough to miss a lease renewal)."""
         for attempt in range(2):
             pipe = self._redis.pipeline(transaction=False)
             build(pipe)
-            try:
-                return list(await pipe.execute())
-            except redis_errors.NoScriptError:
-                if attempt:
-                    raise
-                for script in vars(self._scripts).values():
-                    await self._redis.script_load(script.script)
-                await self._redis.script_load(self._conn.lease_script.script)
+            replies = list(await pipe.execute(raise_on_error=False))
+            errors = [reply for reply in replies if isinstance(reply, Exception)]
+            if not errors:
+                return replies
+            if attempt or not isinstance(errors[0], redis_errors.NoScriptError):
+                raise errors[0]
+            for script in vars(self._scripts).values():
+                await self._redis.script_load(script.script)
+            await self._redis.script_load(self._conn.lease_script.script)
         raise AssertionError("unreachable")
 
 

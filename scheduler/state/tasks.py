@@ -6,6 +6,7 @@ hash: the task's payload lives in the same hash and can be megabytes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -68,6 +69,9 @@ def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> lis
             fields.get("error_type", ""), outcome.action.value, repr(outcome.next_attempt_at), outcome.reason]
 
 
+YIELD_EVERY = 500
+"""Tasks encoded between two yields to the event loop (scheduler/engine/admission.py says why)."""
+
 TRIM_INTERVAL_SECONDS = 1.0
 """How often applying reports also trims the stream behind them (a trim per batch is waste)."""
 
@@ -80,12 +84,14 @@ class RedisTaskStore(StorePart):
     def _record_read(self, pipe: Any, task_id: str) -> None:
         pipe.hmget(self._keys.task(task_id), records.RECORD_FIELDS)
 
-    def _submit_args(self, groups: Sequence[SubmitGroup], ttl: int) -> list[Any]:
+    async def _submit_args(self, groups: Sequence[SubmitGroup], ttl: int) -> list[Any]:
         keys = self._keys
         args: list[Any] = [keys.task(""), keys.idempotency(""), ttl]
         for group in groups:
             items = []
-            for task in group:
+            for index, task in enumerate(group):
+                if index and not index % YIELD_EVERY:
+                    await asyncio.sleep(0)  # a batch of 10,000 must not hold the event loop
                 record = task.record
                 fields = records.encode_submitted(record)
                 fields += (PAYLOAD_FIELDS[0], task.args_json, PAYLOAD_FIELDS[1], task.kwargs_json)
@@ -114,7 +120,7 @@ class RedisTaskStore(StorePart):
         """Write each group atomically, then hand out `hand_outs` (at `now`), in one round trip
         (which ends with the replica wait, when one is configured: `ReplicaWait`)."""
         keys = self._keys
-        submit_args = self._submit_args(groups, idempotency_ttl_seconds)
+        submit_args = await self._submit_args(groups, idempotency_ttl_seconds)
         dispatch_args = self._dispatch_args(hand_outs, now) if hand_outs else []
         replica_wait = self._conn.replica_wait
 

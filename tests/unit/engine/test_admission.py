@@ -225,3 +225,32 @@ async def test_a_sync_match_of_a_refused_submission_is_not_handed_out_and_frees_
     assert worker.in_flight.keys() == {first}
     after = await submit(rig)
     assert [h.task_id for h in rig.state.take("w2")] == [after]
+
+
+async def test_a_big_batch_lets_the_event_loop_run_other_work_while_it_is_admitted() -> None:
+    # A SubmitBatch of thousands of tasks is Python work without a natural await: unless it
+    # yields, lease renewals, heartbeats and other calls wait for all of it (a 10,000-task
+    # batch held the loop for most of a second, near the lease renewal's limit).
+    from scheduler.engine.admission import YIELD_EVERY
+
+    rig = make_engine()
+    count = YIELD_EVERY * 8
+    ticks = 0
+    done = asyncio.Event()
+
+    async def other_work() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    before = ticks
+    accepted = await rig.engine.admission.submit([item(args_json=f"[{n}]") for n in range(count)])
+    during = ticks - before
+    done.set()
+    await ticker
+    assert len(accepted) == count
+    # At least one turn of the other work per YIELD_EVERY items validated and admitted.
+    assert during >= count // YIELD_EVERY, during
