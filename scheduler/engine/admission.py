@@ -292,7 +292,8 @@ class Admission:
             reason=decision.reason,
             class_reason=decision.reason,
             payload_bytes=payload_bytes,
-            payload_digest=payload_digest(item),
+            # Only an idempotency key ever compares payloads (a task without one is never found by one).
+            payload_digest=payload_digest(item) if item.idempotency_key else "",
             idempotency_key=item.idempotency_key,
             retry_policy=decision.retry_policy,
             soft_time_limit=item.soft_time_limit_seconds or (spec.soft_time_limit_seconds if spec else 0.0),
