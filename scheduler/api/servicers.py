@@ -20,7 +20,7 @@ from switchyard.wire import LEADER_METADATA_KEY
 from scheduler.api import auth, convert
 from scheduler.api.status import status_of
 from scheduler.engine import Engine
-from scheduler.engine.admission import breathe
+from scheduler.engine.admission import YIELD_EVERY, breathe
 from scheduler.engine.agents import Agents
 from scheduler.errors import NotLeader
 
@@ -138,13 +138,15 @@ class SchedulerServicer(LeaderBound, scheduler_pb2_grpc.SchedulerServicer):
         many = len(request.tasks) > 1
         items = []
         for index, task in enumerate(request.tasks):
-            await breathe(index)
+            if index and not index % YIELD_EVERY:
+                await breathe()
             # Errors name the item as admission's do: by index when there are several.
             items.append(convert.task_input(task, index if many else None))
         accepted = await self.engine.admission.submit(items)
         results = []
         for index, one in enumerate(accepted):
-            await breathe(index)
+            if index and not index % YIELD_EVERY:
+                await breathe()
             results.append(convert.submit_response(one))
         return scheduler_pb2.SubmitBatchResponse(results=results)
 

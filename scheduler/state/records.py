@@ -18,7 +18,7 @@ from typing import Any
 from scheduler.core.model import GpuNeed, PendingTask, TaskClass, TaskState, WorkerType
 
 
-@dataclass(frozen=True)
+@dataclass
 class TaskRecord:
     """One task as stored in `P:task:<id>` (metadata and state; the payload lives apart)."""
 
@@ -125,11 +125,11 @@ _CODEC: dict[str, tuple[str, Any, Any]] = {
     "id": ("task_id", str, str),
     "name": ("name", str, str),
     "queue": ("queue", str, str),
-    "state": ("state", lambda raw: TaskState(raw or TaskState.PENDING), lambda v: v.value),
+    "state": ("state", lambda raw: TaskState(raw or TaskState.PENDING), str),
     "priority": ("priority", lambda raw: int(raw or 0), str),
     "seq": ("seq", lambda raw: int(raw or 0), str),
-    "class": ("task_class", lambda raw: TaskClass(raw or TaskClass.CPU), lambda v: v.value),
-    "gpu": ("gpu", lambda raw: GpuNeed(raw or GpuNeed.UNSPECIFIED), lambda v: v.value),
+    "class": ("task_class", lambda raw: TaskClass(raw or TaskClass.CPU), str),
+    "gpu": ("gpu", lambda raw: GpuNeed(raw or GpuNeed.UNSPECIFIED), str),
     "gpu_mem": ("gpu_memory_mb", lambda raw: int(raw or 0), str),
     "labels": ("labels", _labels, _labels_text),
     "preferred_labels": ("preferred_labels", _labels, _labels_text),
