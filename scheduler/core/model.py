@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 from switchyard.wire import TERMINAL_STATE_NAMES
@@ -121,28 +122,24 @@ class Classification:
     """Soft affinity labels (from the submission or a rule)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PendingTask:
-    """A task waiting for a worker slot (slotted: a million of them wait in memory at scale)."""
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class TaskKind:
+    """What a pending task has in common with others of its kind: everything but its id, order,
+    submission time and attempt. Held once per kind (`task_kind`), so a million pending tasks of
+    a few kinds cost a million small `PendingTask`s, not a million copies of these fields."""
 
-    task_id: str
     queue: str
     priority: int
-    seq: int
-    """Global submission order; ties in priority go first-in first-out by it."""
     task_class: TaskClass
     gpu: GpuNeed
     gpu_memory_mb: int = 0
     labels: tuple[tuple[str, str], ...] = ()
-    submitted_at: float = 0.0
     class_reason: str = ""
     """Why classification put it where it is (kept for explanations)."""
     preferred_labels: tuple[tuple[str, str], ...] = ()
     """Soft affinity labels."""
     task_name: str = ""
     """Celery task name (rate limits match on it)."""
-    attempt: int = 0
-    """Hand-outs so far; the next one is attempt + 1."""
     by_reference: bool = False
     """Its payload is too large to travel in the Celery message; the worker loads it from Redis."""
     time_limits: tuple[float, float] | None = None
@@ -150,10 +147,116 @@ class PendingTask:
     serializer: str = "json"
     """Encoding of its Celery message: json or msgpack (scheduler/dispatch.py)."""
 
+
+_KIND_FIELDS = tuple(f.name for f in fields(TaskKind))
+_KINDS: weakref.WeakValueDictionary[tuple[object, ...], TaskKind] = weakref.WeakValueDictionary()
+
+
+def task_kind(*values: object) -> TaskKind:
+    """The one shared TaskKind with these field values (in TaskKind's field order); kinds no
+    pending task holds any more are dropped."""
+    kind = _KINDS.get(values)
+    if kind is None:
+        kind = _KINDS[values] = TaskKind(*values)  # type: ignore[arg-type]
+    return kind
+
+
+_UNSET: object = object()
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class PendingTask:
+    """A task waiting for a worker slot: its own id, order, submission time and attempt, and its
+    shared `TaskKind` (slotted and small: a million of them wait in memory at scale).
+
+    Built like a flat record (`PendingTask(task_id, queue, priority, seq, task_class, gpu, ...)`,
+    positionally or by name) and read like one (`task.queue`); `dataclasses.replace` works too,
+    with a kind field among the changes or not."""
+
+    task_id: str
+    seq: int
+    """Global submission order; ties in priority go first-in first-out by it."""
+    submitted_at: float
+    attempt: int
+    """Hand-outs so far; the next one is attempt + 1."""
+    kind: TaskKind
+
+    def __init__(self, task_id: str, queue: str | object = _UNSET, priority: int | object = _UNSET,
+                 seq: int = 0, task_class: TaskClass | object = _UNSET, gpu: GpuNeed | object = _UNSET,
+                 gpu_memory_mb: int | object = _UNSET, labels: tuple[tuple[str, str], ...] | object = _UNSET,
+                 submitted_at: float = 0.0, class_reason: str | object = _UNSET,
+                 preferred_labels: tuple[tuple[str, str], ...] | object = _UNSET,
+                 task_name: str | object = _UNSET, attempt: int = 0, by_reference: bool | object = _UNSET,
+                 time_limits: tuple[float, float] | object | None = _UNSET, serializer: str | object = _UNSET,
+                 kind: TaskKind | None = None) -> None:
+        given = (queue, priority, task_class, gpu, gpu_memory_mb, labels, class_reason, preferred_labels,
+                 task_name, by_reference, time_limits, serializer)
+        if kind is None:
+            if _UNSET in given[:4]:
+                raise TypeError("PendingTask needs queue, priority, task_class and gpu (or a kind)")
+            defaults = (None, None, None, None, 0, (), "", (), "", False, None, "json")
+            values = tuple(d if v is _UNSET else v for v, d in zip(given, defaults, strict=True))
+        else:
+            values = tuple(getattr(kind, name) if v is _UNSET else v
+                           for v, name in zip(given, _KIND_FIELDS, strict=True))
+        object.__setattr__(self, "task_id", task_id)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "submitted_at", submitted_at)
+        object.__setattr__(self, "attempt", attempt)
+        object.__setattr__(self, "kind", task_kind(*values))
+
+    @property
+    def queue(self) -> str:
+        return self.kind.queue
+
+    @property
+    def priority(self) -> int:
+        return self.kind.priority
+
+    @property
+    def task_class(self) -> TaskClass:
+        return self.kind.task_class
+
+    @property
+    def gpu(self) -> GpuNeed:
+        return self.kind.gpu
+
+    @property
+    def gpu_memory_mb(self) -> int:
+        return self.kind.gpu_memory_mb
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return self.kind.labels
+
+    @property
+    def class_reason(self) -> str:
+        return self.kind.class_reason
+
+    @property
+    def preferred_labels(self) -> tuple[tuple[str, str], ...]:
+        return self.kind.preferred_labels
+
+    @property
+    def task_name(self) -> str:
+        return self.kind.task_name
+
+    @property
+    def by_reference(self) -> bool:
+        return self.kind.by_reference
+
+    @property
+    def time_limits(self) -> tuple[float, float] | None:
+        return self.kind.time_limits
+
+    @property
+    def serializer(self) -> str:
+        return self.kind.serializer
+
     @property
     def order_key(self) -> tuple[int, int]:
         """Sort key: highest priority first, then oldest first."""
-        return (-self.priority, self.seq)
+        return (-self.kind.priority, self.seq)
 
 
 @dataclass(frozen=True)
