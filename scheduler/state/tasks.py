@@ -52,8 +52,8 @@ def _applied(reply: Sequence[Any]) -> list[Applied | None]:
     ]
 
 
-def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> list[Any]:
-    """The 11 script arguments of one report (see scripts/apply.lua)."""
+def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> list[str]:
+    """The 11 values of one report for scripts/apply.lua (all text)."""
     fields = event.fields
     if event.kind == EventKind.SUCCEEDED:
         first, second = fields.get("result_json", "null"), ""
@@ -104,13 +104,10 @@ class RedisTaskStore(StorePart):
 
     def _dispatch_args(self, requests: Sequence[HandOutRequest], now: float) -> list[Any]:
         keys = self._keys
-        args: list[Any] = [keys.task(""), keys.inflight(""), repr(now), BODY_EMBED, EMPTY_MSGPACK_BODY,
-                           len(requests)]
-        for r in requests:
-            args += [r.task_id, r.worker_id, r.attempt, payload_mode(r.by_reference, r.envelope.serializer),
-                     "" if r.gpu_index is None else r.gpu_index, r.served_queue, r.reason,
-                     r.envelope.queue, *r.envelope.pieces]
-        return args
+        rows = [[r.task_id, r.worker_id, str(r.attempt), payload_mode(r.by_reference, r.envelope.serializer),
+                 "" if r.gpu_index is None else str(r.gpu_index), r.served_queue, r.reason,
+                 r.envelope.queue, *r.envelope.pieces] for r in requests]
+        return [keys.task(""), keys.inflight(""), repr(now), BODY_EMBED, EMPTY_MSGPACK_BODY, json.dumps(rows)]
 
     @guarded
     async def submit(
@@ -186,12 +183,10 @@ class RedisTaskStore(StorePart):
         trim = time.monotonic() >= self._next_trim
         if trim:
             self._next_trim = time.monotonic() + TRIM_INTERVAL_SECONDS
-        args: list[Any] = [keys.task(""), keys.inflight(""), "1" if trim else "0", EVENTS_GROUP,
-                           max(1, int(retention.result_ttl_seconds)),
-                           max(1, int(retention.dead_letter_ttl_seconds)), len(events)]
-        for event, outcome in zip(events, outcomes, strict=True):
-            args += _report_values(event, outcome)
-        return args
+        rows = [_report_values(event, outcome) for event, outcome in zip(events, outcomes, strict=True)]
+        return [keys.task(""), keys.inflight(""), "1" if trim else "0", EVENTS_GROUP,
+                max(1, int(retention.result_ttl_seconds)), max(1, int(retention.dead_letter_ttl_seconds)),
+                json.dumps(rows)]
 
     @guarded
     async def apply_then_dispatch(

@@ -4,8 +4,8 @@
 -- KEYS[1] = P:events, KEYS[2] = P:retry, KEYS[3] = P:dlq
 -- ARGV[1] = P:task:, ARGV[2] = P:inflight: (key prefixes: the task's worker is read in here),
 -- ARGV[3] = '1' to trim the stream behind the batch, ARGV[4] = consumer group, ARGV[5] = result
---           TTL seconds, ARGV[6] = dead-letter TTL seconds, ARGV[7] = number of reports, then
---           per report 11 values: stream id, task id, type (progress|succeeded|failed|started),
+--           TTL seconds, ARGV[6] = dead-letter TTL seconds, ARGV[7] = the reports, a JSON array
+--           with one array of 11 strings per report (one argument, decoded here in C): stream id, task id, type (progress|succeeded|failed|started),
 --           attempt, ts, a, b (result_json, '' | error, traceback | progress, message),
 --           error_type, action of a failed report (fail|retry|dead_letter, as the retry policy
 --           decided), next attempt at, reason
@@ -77,12 +77,9 @@ local function apply(id, kind, attempt, ts, a, b, error_type, action, next_at, r
   return {'failed', queue, worker, wait, ran}
 end
 
-local pos = 8
-for i = 1, tonumber(ARGV[7]) do
-  table.insert(ids, ARGV[pos])
-  out[i] = apply(ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5],
-                 ARGV[pos + 6], ARGV[pos + 7], ARGV[pos + 8], ARGV[pos + 9], ARGV[pos + 10])
-  pos = pos + 11
+for i, row in ipairs(cjson.decode(ARGV[7])) do
+  table.insert(ids, row[1])
+  out[i] = apply(row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11])
 end
 for worker, list in pairs(leaving) do
   for first = 1, #list, CHUNK do
