@@ -101,6 +101,23 @@ EXIT_USAGE = 2
 REFUSED_WORKER_EXIT_SECONDS = 10.0
 
 
+RUN_DIR_BASES = ("/dev/shm",)
+"""Where the run directory goes when it can: memory (its pid files are written and removed at
+every task's start and end, several times faster on tmpfs than on a disk); else the system's
+temporary directory."""
+
+
+def make_run_dir(worker_id: str) -> Path:
+    """A fresh private run directory for this agent (pid files, runtime labels)."""
+    for base in RUN_DIR_BASES:
+        if os.path.isdir(base) and os.access(base, os.W_OK | os.X_OK):
+            try:
+                return Path(tempfile.mkdtemp(prefix=f"sy-agent-{worker_id}-", dir=base))
+            except OSError:
+                continue
+    return Path(tempfile.mkdtemp(prefix=f"sy-agent-{worker_id}-"))
+
+
 class ConfigError(ValueError):
     """The agent's command line or environment is invalid; the message says how to fix it."""
 
@@ -258,7 +275,7 @@ class Agent:
         self.prober = prober
         self.capabilities = probe_capabilities(prober=prober)
         self.worker_type = resolve_worker_type(config.worker_type, self.capabilities)
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"sy-agent-{config.worker_id}-"))
+        self.run_dir = make_run_dir(config.worker_id)
         self.worker: CeleryWorker | None = None
         self.registered_tasks: tuple[str, ...] = ()
         """Task names the Celery worker's app registers, as it reported them at start."""

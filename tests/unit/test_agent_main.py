@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import pytest
 from switchyard.v1 import worker_pb2
@@ -101,3 +102,19 @@ def test_backoff_doubles_to_the_cap_with_jitter() -> None:
     ceilings = [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0, 5.0, 5.0, 5.0]
     assert all(ceiling / 2 <= value <= ceiling for value, ceiling in zip(values, ceilings, strict=True))
     assert len(set(values)) == len(values)
+
+
+def test_the_run_directory_is_in_memory_when_it_can_be(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import tempfile
+
+    from worker_agent import main as agent_main
+
+    memory = tmp_path / "shm"
+    memory.mkdir()
+    monkeypatch.setattr(agent_main, "RUN_DIR_BASES", (str(tmp_path / "missing"), str(memory)))
+    chosen = agent_main.make_run_dir("w-1")
+    assert chosen.parent == memory and chosen.name.startswith("sy-agent-w-1-") and chosen.is_dir()
+    monkeypatch.setattr(agent_main, "RUN_DIR_BASES", (str(tmp_path / "missing"),))
+    fallback = agent_main.make_run_dir("w-1")
+    assert fallback.parent == Path(tempfile.gettempdir()) and fallback.is_dir()
+    fallback.rmdir()
