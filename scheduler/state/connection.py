@@ -8,6 +8,7 @@ password), says what to check, and says the request can be retried.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -205,12 +206,39 @@ class RoundTrips:
 
 
 def _counting(connection_class: type[Any]) -> type[Any]:
-    """`connection_class` that counts each request it writes in `RoundTrips.count`."""
+    """`connection_class` that counts each request it writes in `RoundTrips.count`, and writes
+    without a per-request task.
+
+    redis-py bounds every write by its socket timeout with `asyncio.wait_for`, which on Python
+    3.11 creates a Task, a timer and their callbacks for each command: a tenth of the
+    scheduler's CPU per task. A request the socket takes at once (every one but a very large
+    SubmitBatch) has nothing to wait for; only a write that leaves data buffered waits for the
+    buffer to drain, bounded by the same timeout, with redis-py's own errors.
+    """
 
     class CountingConnection(connection_class):  # type: ignore[misc]
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             RoundTrips.count += 1
-            await super().send_packed_command(command, check_health)
+            if not self.is_connected or not self.socket_timeout or isinstance(command, str):
+                await super().send_packed_command(command, check_health)
+                return
+            if check_health:
+                await self.check_health()
+            writer = self._writer
+            try:
+                writer.writelines([command] if isinstance(command, bytes) else command)
+                if writer.transport.get_write_buffer_size():
+                    async with asyncio.timeout(self.socket_timeout):
+                        await writer.drain()
+            except TimeoutError:
+                await self.disconnect(nowait=True)
+                raise redis_errors.TimeoutError("Timeout writing to socket") from None
+            except OSError as exc:
+                await self.disconnect(nowait=True)
+                raise redis_errors.ConnectionError(f"Error while writing to socket: {exc}") from exc
+            except BaseException:
+                await self.disconnect(nowait=True)
+                raise
 
     CountingConnection.__name__ = f"Counting{connection_class.__name__}"
     return CountingConnection
