@@ -72,6 +72,10 @@ def test_redis_back_empty_is_reported_once_and_new_work_runs(stack: Stack) -> No
     stack.wait_workers_connected(["w1"])
     running = stack.submit("e2e.sleep", [3.0, "during"], content_type="text").task_id
     stack.wait_state(running, S.TASK_STATE_RUNNING)
+    # RUNNING is the claim; user code records its start in Redis a moment later. Kill Redis only
+    # once it has, or that first write of the task itself meets the dead Redis.
+    wait_until(lambda: any(run["tag"] == "during" for run in stack.runs()), timeout=20,
+               message="the task's user code to start")
 
     stack.redis_server.kill()
     _wipe(stack.redis_server)
