@@ -19,8 +19,8 @@ from switchyard.wire import LEADER_METADATA_KEY
 
 from scheduler.api import auth, convert
 from scheduler.api.status import status_of
+from scheduler.cooperative import YIELD_EVERY, breathe
 from scheduler.engine import Engine
-from scheduler.engine.admission import YIELD_EVERY, breathe
 from scheduler.engine.agents import Agents
 from scheduler.errors import NotLeader
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scheduler import crashpoints
+from scheduler.cooperative import YIELD_EVERY, breathe
 from scheduler.core.classify import classify
 from scheduler.core.model import Classification, PendingTask, TaskState
 from scheduler.core.schedulable import KnownWorker, unschedulable_reason
@@ -34,17 +35,6 @@ from scheduler.engine.views import Accepted
 from scheduler.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SchedulerError
 from scheduler.state.interface import IdempotencyConflict, NewTask, SubmitOutcome
 from scheduler.state.records import TaskRecord
-
-YIELD_EVERY = 500
-"""Items of a big batch handled between two yields to the event loop: a SubmitBatch of 10,000
-tasks must not hold the loop for a second (lease renewals, heartbeats and other calls wait)."""
-
-
-async def breathe() -> None:
-    """Let the event loop run other work (call every `YIELD_EVERY` items of a loop over a batch:
-    `if not index % YIELD_EVERY: await breathe()` keeps the per-item cost to a modulo)."""
-    await asyncio.sleep(0)
-
 
 REGISTRATIONS_REFRESH_SECONDS = 30.0
 """Stored worker registrations are re-read at most this often for the unschedulable check (the

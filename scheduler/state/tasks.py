@@ -6,7 +6,6 @@ hash: the task's payload lives in the same hash and can be megabytes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -14,6 +13,7 @@ from typing import Any, cast
 
 from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED, PAYLOAD_FIELDS
 
+from scheduler.cooperative import YIELD_EVERY, breathe
 from scheduler.core.model import TaskState
 from scheduler.dispatch import BODY_EMBED, EMPTY_MSGPACK_BODY, payload_mode
 from scheduler.state import records
@@ -69,9 +69,6 @@ def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> lis
             fields.get("error_type", ""), outcome.action.value, repr(outcome.next_attempt_at), outcome.reason]
 
 
-YIELD_EVERY = 500
-"""Tasks encoded between two yields to the event loop (scheduler/engine/admission.py says why)."""
-
 TRIM_INTERVAL_SECONDS = 1.0
 """How often applying reports also trims the stream behind them (a trim per batch is waste)."""
 
@@ -91,7 +88,7 @@ class RedisTaskStore(StorePart):
             items = []
             for index, task in enumerate(group):
                 if index and not index % YIELD_EVERY:
-                    await asyncio.sleep(0)  # a batch of 10,000 must not hold the event loop
+                    await breathe()
                 record = task.record
                 fields = records.encode_submitted(record)
                 fields += (PAYLOAD_FIELDS[0], task.args_json, PAYLOAD_FIELDS[1], task.kwargs_json)

@@ -231,7 +231,7 @@ async def test_a_big_batch_lets_the_event_loop_run_other_work_while_it_is_admitt
     # A SubmitBatch of thousands of tasks is Python work without a natural await: unless it
     # yields, lease renewals, heartbeats and other calls wait for all of it (a 10,000-task
     # batch held the loop for most of a second, near the lease renewal's limit).
-    from scheduler.engine.admission import YIELD_EVERY
+    from scheduler.cooperative import YIELD_EVERY
 
     rig = make_engine()
     count = YIELD_EVERY * 8
