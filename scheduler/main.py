@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from switchyard.v1 import agent_pb2, agent_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from scheduler.api import keda
 from scheduler.api.auth import AccessPolicy, AuthInterceptor, TokenFile
-from scheduler.api.decoding import SafeDecoding
+from scheduler.api.decoding import safe_decoding
 from scheduler.api.grpc_metrics import MetricsInterceptor
 from scheduler.api.http_api import HttpApi
+from scheduler.api.registration import HandlerWrapper, WrappingRegistrar
 from scheduler.api.servicers import AgentGatewayServicer, SchedulerServicer
 from scheduler.api.tls import ServingCertificate
 from scheduler.config import ConfigError, load_settings
@@ -200,11 +201,15 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
     state = RedisState(settings.redis_url, settings.key_prefix,
                        ReplicaWait(settings.submit_wait_replicas, settings.submit_wait_timeout_seconds))
     metrics.count_submit_replica_timeouts(lambda: state.replica_timeouts)
-    # Metrics first: refused calls are counted with their code (Unauthenticated, PermissionDenied).
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]  # type: ignore[type-arg]
+    # Each handler is wrapped once as it is registered (api/registration.py), innermost first:
+    # requests that do not decode are answered INVALID_ARGUMENT (api/decoding.py), callers are
+    # admitted, and metrics see every call first, so refusals are counted with their code
+    # (Unauthenticated, PermissionDenied).
+    wrappers: list[HandlerWrapper] = [safe_decoding]
     if security.policy.enabled:
-        interceptors.append(AuthInterceptor(security.policy))
-    server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
+        wrappers.append(AuthInterceptor(security.policy).wrap)
+    wrappers.append(MetricsInterceptor(metrics).wrap)
+    server = grpc.aio.server(options=server_options(settings))
     try:
         if security.certificate is not None:
             port = server.add_secure_port(settings.listen, security.certificate.grpc_credentials())
@@ -234,14 +239,17 @@ async def start(settings: Settings, metrics: Metrics | None = None, *, wait_serv
     )
     # Read at scrape time: up once a lease claim has answered, down while the last one failed.
     metrics.state_store_up.source = lambda: leadership.outage is None and bool(leadership.instance)
-    # Requests that do not decode are answered INVALID_ARGUMENT, not UNKNOWN (api/decoding.py).
-    decoding = SafeDecoding(server)
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), decoding)  # type: ignore[no-untyped-call]
-    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), decoding)  # type: ignore[no-untyped-call]
-    keda.add_to_server(leadership, decoding)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    registrar = WrappingRegistrar(server, wrappers)
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(leadership), registrar)  # type: ignore[no-untyped-call]
+    agent_pb2_grpc.add_AgentGatewayServicer_to_server(AgentGatewayServicer(leadership), registrar)  # type: ignore[no-untyped-call]
+    keda.add_to_server(leadership, registrar)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     if settings.reflection:
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        # What reflection.enable_server_reflection does for an aio server, through the registrar.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(  # type: ignore[attr-defined]
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)),
+            registrar)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()

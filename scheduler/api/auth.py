@@ -465,7 +465,8 @@ async def _abort(context: Context, exc: Exception) -> None:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Admits or refuses every call before the servicer sees it, unary and streaming alike,
-    and ends a stream whose token is revoked while it is open."""
+    and ends a stream whose token is revoked while it is open; as an interceptor, or as a
+    handler wrapper applied at registration (`wrap`)."""
 
     def __init__(self, policy: AccessPolicy) -> None:
         self._policy = policy
@@ -476,8 +477,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or self._policy.is_open(method):
+        return handler if handler is None else self.wrap(handler_call_details.method, handler)
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The handler behind the admission check: what `intercept_service` does on each call,
+        done once where the method is registered (scheduler/api/registration.py)."""
+        if self._policy.is_open(method):
             return handler
         h: Any = handler
         if h.unary_unary is not None:

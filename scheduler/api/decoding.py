@@ -2,15 +2,15 @@
 
 grpc.aio answers a request its deserializer cannot parse (broken wire format, invalid UTF-8 in
 a string field) with UNKNOWN "Unexpected DecodeError", which tells the caller nothing it can act
-on. `SafeDecoding` stands in for the server while the generated `add_*Servicer_to_server`
-functions register their handlers: each deserializer returns an `Undecodable` marker instead of
-raising, and each handler answers INVALID_ARGUMENT when it meets one — at once for a single
-request, and at that message for a request stream (which then ends).
+on. `safe_decoding` wraps each handler when it is registered (registration.py): its
+deserializer returns an `Undecodable` marker instead of raising, and the handler answers
+INVALID_ARGUMENT when it meets one — at once for a single request, and at that message for a
+request stream (which then ends).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,11 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMeth
         async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
             if isinstance(request, Undecodable):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, request.reason))
-            async for response in inner_us(request, context):
+            responses = inner_us(request, context)
+            if not hasattr(responses, "__aiter__"):  # a servicer that writes with context.write
+                await responses
+                return
+            async for response in responses:
                 yield response
 
         return h._replace(request_deserializer=_safe(h.request_deserializer), unary_stream=unary_stream)  # type: ignore[no-any-return]
@@ -81,10 +85,14 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMeth
 
         async def stream_stream(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
             refused: list[str] = []
-            async for response in inner_ss(checked(requests, refused), context):
-                if refused:
-                    break
-                yield response
+            responses = inner_ss(checked(requests, refused), context)
+            if not hasattr(responses, "__aiter__"):  # a servicer that writes with context.write
+                await responses
+            else:
+                async for response in responses:
+                    if refused:
+                        break
+                    yield response
             if refused:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, refused[0]))
 
@@ -101,16 +109,7 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMeth
     return h._replace(request_deserializer=_safe(h.request_deserializer), stream_unary=stream_unary)  # type: ignore[no-any-return]
 
 
-class SafeDecoding:
-    """Pass this instead of the server to a generated `add_*Servicer_to_server` function."""
-
-    def __init__(self, server: grpc.aio.Server) -> None:
-        self._server = server
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        """Ignored: the generated code registers the same handlers by name right after."""
-
-    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
-        wrapped = {name: _wrap(name, handler) for name, handler in handlers.items()}
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
+def safe_decoding(full_method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """The handler wrapper of this module (see registration.py): requests that do not decode
+    are answered INVALID_ARGUMENT, naming the method."""
+    return _wrap(full_method.rpartition("/")[2], handler)

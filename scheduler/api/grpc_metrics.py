@@ -110,7 +110,8 @@ async def _counted_requests(requests: AsyncIterator[Any], call: _Call) -> AsyncI
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts and times every call to a method this server registers (see the module docstring)."""
+    """Counts and times every call to a method this server registers (see the module docstring):
+    as an interceptor, or as a handler wrapper applied at registration (`wrap`)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -121,9 +122,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        service, method = split_method(handler_call_details.method)
+        return handler if handler is None else self.wrap(handler_call_details.method, handler)
+
+    def wrap(self, full_method: str, handler: Handler) -> Handler:
+        """The handler, counted and timed: what `intercept_service` does on each call, done once
+        where the method is registered (scheduler/api/registration.py)."""
+        service, method = split_method(full_method)
         serializers = {"request_deserializer": handler.request_deserializer,
                        "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:

@@ -62,8 +62,9 @@ class Placement:
                 return
 
     def has_free_slot(self, now: float) -> bool:
+        """Whether some accepting worker has room (read off the fleet: no views are built)."""
         prefetch = self.shared.settings.dispatch_prefetch
-        return any(v.accepting and v.slots + prefetch > v.in_flight for v in self.shared.worker_views(now))
+        return any(w.accepting and w.slots + prefetch > len(w.in_flight) for w in self.shared.fleet)
 
     def decide(self, tasks_in_order: Iterable[PendingTask], now: float) -> list[tuple[PendingTask, HandOutRequest]]:
         """Plan `tasks_in_order` onto the fleet as it is now; the hand-outs to make, in order.
@@ -107,11 +108,14 @@ class Placement:
         """Plan a round over the pending index and take its tasks out of it (they go back with
         `put_back` if the hand-out cannot be made). Caller holds `lock`."""
         shared = self.shared
-        if not len(shared.pending) or not self.has_free_slot(now):
+        pending = shared.pending
+        # Only queues that are not paused and hold pending work: a backlog that is all paused
+        # (an intake while consumers are held back) costs no round at all.
+        queues = [q.name for q in shared.settings.queues if q.name not in shared.paused and pending.depth(q.name)]
+        if not queues or not self.has_free_slot(now):
             return []
         shared.metrics.placement_rounds.inc()
-        queues = [q.name for q in shared.settings.queues if q.name not in shared.paused]
-        chosen = self.decide(shared.pending.in_order(queues, shared.settings.aging, now), now)
+        chosen = self.decide(pending.in_order(queues, shared.settings.aging, now), now)
         for task, _request in chosen:
             shared.pending.remove(task.task_id)
         return chosen

@@ -119,6 +119,14 @@ class RedisTaskStore(StorePart):
         replica_wait = self._conn.replica_wait
 
         submit_keys = [keys.seq, keys.pending, keys.tasks]
+        if not replica_wait.replicas:
+            # A bare script call: a pipeline of one costs its own bookkeeping for nothing.
+            if hand_outs:
+                submitted, handed = await self._scripts.submit_dispatch(
+                    *pair_call(submit_keys, submit_args, [keys.pending], dispatch_args))
+            else:
+                submitted, handed = await self._scripts.submit(submit_keys, submit_args), []
+            return [_submit_outcomes(reply) for reply in submitted], [bool(flag) for flag in handed]
 
         def build(pipe: Any) -> None:
             if hand_outs:

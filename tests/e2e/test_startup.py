@@ -162,8 +162,10 @@ def test_a_scheduler_with_tls_and_tokens_serves_a_network_address(fresh_redis: R
         metrics_port = int(re.search(r"metrics on 127\.0\.0\.1:(\d+)", line).group(1))
         credentials = grpc.ssl_channel_credentials(ca.cert_path.read_bytes())
         with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            # "serving gRPC" is logged before the scheduler leads: NOT_SERVING until it does.
+            health = health_pb2_grpc.HealthStub(channel)
+            wait_until(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                       == health_pb2.HealthCheckResponse.SERVING, timeout=30, message="the scheduler to lead")
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
             stub.ListQueues(scheduler_pb2.ListQueuesRequest(), metadata=(("authorization", f"Bearer {token}"),),
                             timeout=10)

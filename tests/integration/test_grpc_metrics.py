@@ -1,6 +1,7 @@
-"""The gRPC metrics interceptor on a real grpc.aio server over loopback: every kind of call is
-counted as go-grpc-prometheus counts it (started, handled with its code, timed, messages), a
-stream when it ends, and a method the server does not have is not counted at all."""
+"""The gRPC metrics on a real grpc.aio server over loopback, both ways they can be installed (as
+an interceptor, and as the handler wrapper the scheduler applies at registration): every kind of
+call is counted as go-grpc-prometheus counts it (started, handled with its code, timed,
+messages), a stream when it ends, and a method the server does not have is not counted at all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import grpc
 import pytest
 
 from scheduler.api.grpc_metrics import GO_CODE_NAMES, MetricsInterceptor, split_method
+from scheduler.api.registration import WrappingRegistrar
 from scheduler.metrics import Metrics
 
 SERVICE = "test.v1.Probe"
@@ -64,13 +66,27 @@ HANDLERS = {
 }
 
 
+INSTALLED = {"how": "interceptor"}
+
+
+@pytest.fixture(autouse=True, params=["interceptor", "registration"])
+def installed(request: pytest.FixtureRequest) -> None:
+    """Every test runs against both ways of installing the metrics."""
+    INSTALLED["how"] = request.param
+
+
 def run(scenario: Callable[[grpc.aio.Channel, Metrics], Awaitable[None]]) -> Metrics:
-    """A server with the interceptor on a free loopback port; the scenario talks to it."""
+    """A server with the metrics on a free loopback port; the scenario talks to it."""
     metrics = Metrics()
 
     async def main() -> None:
-        server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+        if INSTALLED["how"] == "interceptor":
+            server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics)])
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, HANDLERS),))
+        else:
+            server = grpc.aio.server()
+            WrappingRegistrar(server, [MetricsInterceptor(metrics).wrap]).add_registered_method_handlers(
+                SERVICE, HANDLERS)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:
