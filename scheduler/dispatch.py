@@ -39,6 +39,8 @@ from switchyard.wire import (
     worker_queue,
 )
 
+from scheduler.ids import random_uuid
+
 BODY_EMBED = json.dumps({"callbacks": None, "errbacks": None, "chain": None, "chord": None})
 """Third element of a protocol-2 body: no canvas, as for a plain `send_task`."""
 
@@ -135,31 +137,33 @@ TEMPLATE_CACHE_SIZE = 4096
 
 
 class _Template:
-    """An envelope as text, cut at its placeholders: literal text and slot names alternate."""
+    """An envelope as text, cut at its placeholders into the four pieces the script joins
+    (around body, argsrepr and kwargsrepr), each a format string for the per-hand-out values."""
 
     def __init__(self, text: str) -> None:
-        self.parts: list[str] = []
+        parts: list[str] = []
         position = 0
         for match in _SLOT_PATTERN.finditer(text):
-            self.parts += [text[position:match.start()], _SLOT_OF[match.group()]]
+            parts += [text[position:match.start()], _SLOT_OF[match.group()]]
             position = match.end()
-        self.parts.append(text[position:])
-        assert [p for p in self.parts[1::2] if p in _SPLICED] == list(_SPLICED), self.parts
+        parts.append(text[position:])
+        assert [p for p in parts[1::2] if p in _SPLICED] == list(_SPLICED), parts
+        formats: list[str] = []
+        current: list[str] = []
+        for index, part in enumerate(parts):
+            if not index % 2:
+                current.append(part.replace("{", "{{").replace("}", "}}"))
+            elif part in _SPLICED:
+                formats.append("".join(current))
+                current = []
+            else:
+                current.append("{" + part + "}")
+        formats.append("".join(current))
+        self.formats = tuple(formats)
 
     def pieces(self, values: dict[str, str]) -> tuple[str, str, str, str]:
         """The four pieces with `values` (JSON text) in place; cut where the script splices."""
-        pieces: list[str] = []
-        current: list[str] = []
-        for index, part in enumerate(self.parts):
-            if not index % 2:
-                current.append(part)
-            elif part in _SPLICED:
-                pieces.append("".join(current))
-                current = []
-            else:
-                current.append(values[part])
-        pieces.append("".join(current))
-        head, after_body, after_argsrepr, tail = pieces
+        head, after_body, after_argsrepr, tail = (f.format_map(values) for f in self.formats)
         return head, after_body, after_argsrepr, tail
 
 
@@ -190,7 +194,7 @@ class CeleryMessages:
         values = {
             "celery_id": _json(hand_out.celery_task_id), "task_id": _json(hand_out.task_id),
             "attempt": str(int(hand_out.attempt)), "worker_id": _json(hand_out.worker_id),
-            "queue": _json(queue), "delivery_tag": _json(str(uuid.uuid4())),
+            "queue": _json(queue), "delivery_tag": f'"{random_uuid()}"',
         }
         return Envelope(queue, template.pieces(values), hand_out.serializer)
 

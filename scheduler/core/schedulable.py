@@ -76,8 +76,10 @@ def unschedulable_reason(submission: Submission, decision: Classification, rules
 def unknown_content_type(submission: Submission, rules: ClassificationRules) -> str | None:
     """Why the content type cannot be classified, or None when it can (or need not be)."""
     content = submission.content_type.strip().lower()
+    if not content:
+        return None
     known = known_content_types(rules)
-    if not content or content in known:
+    if content in known:
         return None
     if submission.gpu is not GpuNeed.UNSPECIFIED or submission.gpu_memory_mb > 0:
         return None
