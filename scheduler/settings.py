@@ -7,6 +7,7 @@ validates them. Every module may import this one; it imports nothing but core ty
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -166,7 +167,13 @@ class Settings:
 
     def queue(self, name: str) -> QueueSpec | None:
         """The configured queue called `name`, or None when there is none."""
+        return self._queues_by_name.get(name)
+
+    @functools.cached_property
+    def _queues_by_name(self) -> dict[str, QueueSpec]:
+        # Frozen, so computed once (cached_property writes the instance __dict__ directly);
+        # the first spec of a name wins, as a scan would find it.
+        by_name: dict[str, QueueSpec] = {}
         for spec in self.queues:
-            if spec.name == name:
-                return spec
-        return None
+            by_name.setdefault(spec.name, spec)
+        return by_name

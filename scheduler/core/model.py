@@ -205,6 +205,18 @@ class PendingTask:
         object.__setattr__(self, "attempt", attempt)
         object.__setattr__(self, "kind", task_kind(*values))
 
+    @classmethod
+    def of_kind(cls, task_id: str, seq: int, submitted_at: float, attempt: int, kind: TaskKind) -> PendingTask:
+        """One more task of a kind already held (the hot path of a big submission: no field of
+        the kind is looked at again)."""
+        task = object.__new__(cls)
+        object.__setattr__(task, "task_id", task_id)
+        object.__setattr__(task, "seq", seq)
+        object.__setattr__(task, "submitted_at", submitted_at)
+        object.__setattr__(task, "attempt", attempt)
+        object.__setattr__(task, "kind", kind)
+        return task
+
     @property
     def queue(self) -> str:
         return self.kind.queue

@@ -60,10 +60,13 @@ class SubmitLimits:
     """Retry policies a submission may name."""
 
 
-def validate_input(item: TaskInput, limits: SubmitLimits, index: int | None = None) -> None:
+def validate_input(item: TaskInput, limits: SubmitLimits, index: int | None = None,
+                   valid_payloads: set[tuple[str, str]] | None = None) -> None:
     """Raise InvalidArgument / PayloadTooLarge with a message a person can act on.
 
     `index` is the item's position in a batch; messages then start with `tasks[<index>]: `.
+    `valid_payloads`, shared by the items of one call, remembers the argument texts found
+    valid, so a batch whose items repeat them (the same kwargs, say) parses each text once.
     """
     where = f"tasks[{index}]: " if index is not None else ""
     sub = item.submission
@@ -78,7 +81,7 @@ def validate_input(item: TaskInput, limits: SubmitLimits, index: int | None = No
             f"{where}args_json + kwargs_json is {size} bytes; the limit is {limits.max_payload_bytes} "
             "(SWITCHYARD_MAX_PAYLOAD_BYTES). Store large data elsewhere and pass a reference."
         )
-    _check_payload(item, where)
+    _check_payload(item, where, valid_payloads)
     _check_routing(sub, limits, where)
     if not (math.isfinite(item.soft_time_limit_seconds) and math.isfinite(item.hard_time_limit_seconds)):
         raise InvalidArgument(f"{where}time limits must be finite numbers of seconds (0 = none)")
@@ -96,10 +99,10 @@ def validate_input(item: TaskInput, limits: SubmitLimits, index: int | None = No
             )
 
 
-def _check_payload(item: TaskInput, where: str) -> None:
+def _check_payload(item: TaskInput, where: str, valid: set[tuple[str, str]] | None) -> None:
     """args_json must be a JSON array and kwargs_json a JSON object (either may be empty)."""
     for name, raw, kind in (("args_json", item.args_json, list), ("kwargs_json", item.kwargs_json, dict)):
-        if not raw:
+        if not raw or (valid is not None and (name, raw) in valid):
             continue
         try:
             value = json.loads(raw)
@@ -110,6 +113,8 @@ def _check_payload(item: TaskInput, where: str) -> None:
         if not isinstance(value, kind):
             wanted = "a JSON array" if kind is list else "a JSON object"
             raise InvalidArgument(f"{where}{name} must be {wanted}, got {type(value).__name__}")
+        if valid is not None:
+            valid.add((name, raw))
 
 
 def _check_routing(sub: Submission, limits: SubmitLimits, where: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from scheduler import crashpoints
 from scheduler.cooperative import YIELD_EVERY, breathe
 from scheduler.core.classify import classify
-from scheduler.core.model import Classification, PendingTask, TaskState
+from scheduler.core.model import Classification, PendingTask, TaskKind, TaskState
 from scheduler.core.schedulable import KnownWorker, unschedulable_reason
 from scheduler.core.validate import (
     SubmitLimits,
@@ -104,11 +104,12 @@ class Admission:
         problems: list[SchedulerError] = []
         decisions: list[Classification] = []
         memo: dict[tuple[object, ...], Classification] = {}
+        valid_payloads: set[tuple[str, str]] = set()
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
                 await breathe()
             try:
-                validate_input(item, self.limits, index if many else None)
+                validate_input(item, self.limits, index if many else None, valid_payloads)
             except SchedulerError as exc:
                 problems.append(exc)
                 continue
@@ -197,6 +198,7 @@ class Admission:
         accepted: list[Accepted] = []
         queued = False
         per_queue: dict[str, int] = {}
+        kinds: dict[tuple[object, ...], TaskKind] = {}
         for index, (new, decision, outcome) in enumerate(
                 zip(submission.new_tasks, submission.decisions, result, strict=True)):
             if index and not index % YIELD_EVERY:
@@ -206,7 +208,7 @@ class Admission:
                 continue
             if new.record.task_id not in placed:
                 # Built from what was just written: no read-back round trip on the hot path.
-                shared.pending.add(self._pending(new, outcome))
+                shared.pending.add(self._pending(new, decision, outcome, kinds))
                 queued = True
             accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
                                      decision.task_class, False, decision.reason))
@@ -250,8 +252,20 @@ class Admission:
             self._registrations_due = now + REGISTRATIONS_REFRESH_SECONDS
         return _KnownWorkers(shared, self._registrations)
 
-    def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
-        return self.shared.pending_task(new.record, seq=outcome.seq)
+    def _pending(self, new: NewTask, decision: Classification, outcome: SubmitOutcome,
+                 kinds: dict[tuple[object, ...], TaskKind]) -> PendingTask:
+        """The fresh task as the pending index holds it. Tasks of one call that share their
+        classification (equal submissions share one: `_classify`) and options share a kind,
+        worked out once (`kinds`)."""
+        record = new.record
+        key = (id(decision), record.name, record.gpu_memory_mb, record.by_reference(self.shared.settings.inline_payload_bytes),
+               record.soft_time_limit, record.hard_time_limit, record.serializer)
+        kind = kinds.get(key)
+        if kind is None:
+            task = self.shared.pending_task(record, seq=outcome.seq)
+            kinds[key] = task.kind
+            return task
+        return PendingTask.of_kind(record.task_id, outcome.seq, record.submitted_at, record.attempt, kind)
 
     def _classify(self, item: TaskInput, batch_size: int,
                   memo: dict[tuple[object, ...], Classification]) -> Classification:

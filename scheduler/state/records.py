@@ -78,6 +78,12 @@ class TaskRecord:
     """The hash holds its msgpack Celery body ready-made (CELERY_BODY_FIELD), so the payload
     travels inline; a msgpack task without one travels by reference. Decided at submission."""
 
+    def by_reference(self, inline_limit: int) -> bool:
+        """Whether its payload travels by reference (the worker loads it from Redis), not in the
+        Celery message: payloads over `inline_limit` bytes do. A msgpack body is built at
+        submission (or not): the limit in force then decided."""
+        return not self.body_ready if self.serializer == "msgpack" else self.payload_bytes > inline_limit
+
     def pending_task(self, inline_limit: int, seq: int | None = None) -> PendingTask:
         """The core's view of this task while it waits for a worker (payloads larger than
         `inline_limit` bytes travel by reference; `seq` overrides the record's)."""
@@ -95,8 +101,7 @@ class TaskRecord:
             preferred_labels=tuple(sorted(self.preferred_labels.items())),
             task_name=sys.intern(self.name),
             attempt=self.attempt,
-            # A msgpack body is built at submission (or not): the limit in force then decided.
-            by_reference=not self.body_ready if self.serializer == "msgpack" else self.payload_bytes > inline_limit,
+            by_reference=self.by_reference(inline_limit),
             time_limits=(self.soft_time_limit, self.hard_time_limit)
             if self.soft_time_limit or self.hard_time_limit else None,
             serializer="msgpack" if self.serializer == "msgpack" else "json",

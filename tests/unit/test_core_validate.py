@@ -175,3 +175,16 @@ def test_payload_digest_treats_missing_and_empty_payload_alike_and_tells_payload
     assert payload_digest(item(args_json="[1]")) != payload_digest(item(args_json="[2]"))
     assert payload_digest(item("a.b")) != payload_digest(item("a.c"))
     assert len(payload_digest(item())) == 64
+
+
+def test_texts_remembered_valid_are_not_parsed_again_and_a_kind_is_not_taken_for_another():
+    valid: set[tuple[str, str]] = set()
+    validate_input(item(args_json="[1]", kwargs_json='{"a": 1}'), LIMITS, 0, valid)
+    assert valid == {("args_json", "[1]"), ("kwargs_json", '{"a": 1}')}
+    validate_input(item(args_json="[1]", kwargs_json='{"a": 1}'), LIMITS, 1, valid)  # from memory
+    # A text valid as one argument is judged afresh as the other: '{"a": 1}' is no array.
+    with pytest.raises(InvalidArgument, match=r"tasks\[2\]: args_json must be a JSON array"):
+        validate_input(item(args_json='{"a": 1}', kwargs_json='{"a": 1}'), LIMITS, 2, valid)
+    with pytest.raises(InvalidArgument, match=r"tasks\[3\]: kwargs_json is not valid JSON"):
+        validate_input(item(args_json="[1]", kwargs_json="{"), LIMITS, 3, valid)
+    assert ("kwargs_json", "{") not in valid

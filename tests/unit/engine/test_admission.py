@@ -254,3 +254,19 @@ async def test_a_big_batch_lets_the_event_loop_run_other_work_while_it_is_admitt
     assert len(accepted) == count
     # At least one turn of the other work per YIELD_EVERY items validated and admitted.
     assert during >= count // YIELD_EVERY, during
+
+
+async def test_a_batch_of_equal_submissions_holds_one_kind_equal_to_the_stored_records_view() -> None:
+    rig = make_engine()
+    big = "[" + ",".join(["1"] * 150_000) + "]"  # over the 256 KiB inline limit: travels by reference
+    items = [item(args_json=f"[{n}]") for n in range(4)] + [item(args_json=big), item(name="t.other")]
+    accepted = await rig.engine.admission.submit(items)
+    shared = rig.engine.shared
+    held = [shared.pending.get(a.task_id) for a in accepted]
+    for one in held:
+        assert one is not None
+        record = await rig.state.tasks.get(one.task_id)
+        assert record is not None and one == shared.pending_task(record, seq=one.seq)
+    kinds = {id(one.kind) for one in held if one is not None}
+    assert len(kinds) == 3  # the four equal ones share one; by reference and another name differ
+    assert held[4] is not None and held[4].by_reference and held[5] is not None and held[5].task_name == "t.other"
