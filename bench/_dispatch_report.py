@@ -69,6 +69,8 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("lat_p50", "idle submit->start p50, ms", "ratio", "<= 1.5x raw Celery"),
     ("lat_p99", "idle submit->start p99, ms", "plain", "<= 50 ms"),
     ("tp_batch", "fleet throughput, tasks/s (SubmitBatch x B vs send_task loop)", "ratio", ">= 0.9x raw Celery"),
+    ("tp_batch_pf", "fleet throughput with dispatch_prefetch=P, tasks/s (SubmitBatch x B vs send_task loop)",
+     "ratio", "(the same target, not the default)"),
     ("tp_threads", "fleet throughput, tasks/s (SubmitTask vs send_task, T threads)", "ratio", ""),
     ("rpc", "SubmitTask calls/s, F in flight, worker live (vs bare gRPC echo)", "ratio", ">= 0.7x echo"),
     ("rpc_paused", "SubmitTask calls/s, F in flight, queue paused (vs echo)", "ratio", ""),
@@ -92,6 +94,8 @@ def headline(res: dict[str, Any]) -> dict[str, tuple[float | None, float | None]
         "lat_p99": (percentile(_latencies(res, "sy"), 99) * 1000, percentile(_latencies(res, "raw"), 99) * 1000),
         "tp_batch": (runs_median(res, "sy/batch", lambda r: r["rate"]),
                      runs_median(res, "raw/loop", lambda r: r["rate"])),
+        "tp_batch_pf": (runs_median(res, "pf/batch", lambda r: r["rate"]),
+                        runs_median(res, "raw/loop", lambda r: r["rate"])),
         "tp_threads": (runs_median(res, "sy/threads", lambda r: r["rate"]),
                        runs_median(res, "raw/threads", lambda r: r["rate"])),
         "sched_cpu": (runs_median(res, "sy/batch", sched), None),
@@ -129,6 +133,8 @@ def rss_per_pending(intake: dict[str, Any]) -> float | None:
 
 
 def _shown(value: float | None, other: float | None, how: str) -> tuple[str, str]:
+    if value is None:
+        return "n/a", "-"
     size = abs(value) if value is not None else 0.0
     digits = 2 if how == "diff" or size < 10 else (1 if size < 100 else 0)
     if how == "ratio":
@@ -143,6 +149,7 @@ def _figure_name(res: dict[str, Any], figure: str) -> str:
     opts = res.get("options", {})
     return (figure.replace("x B", f"x{opts.get('batch_size', '?')}")
             .replace("T threads", f"{opts.get('threads', '?')} threads")
+            .replace("dispatch_prefetch=P", f"dispatch_prefetch={opts.get('prefetch_variant') or 'P'}")
             .replace("F in flight", f"{opts.get('in_flight', '?')} in flight")
             .replace("x K", f"x{opts.get('intake_batch', '?'):,}" if isinstance(opts.get("intake_batch"), int)
                      else "x K"))
