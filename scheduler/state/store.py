@@ -199,8 +199,32 @@ def _event(stream_id: Any, fields: dict[str, str]) -> LifecycleEvent:
     )
 
 
+RAW_REPLY = "switchyard_raw_reply"
+"""An execute_command option: the XREADGROUP reply as Redis sent it (see `_raw_stream_replies`)."""
+
+
+def _raw_stream_replies(client: Any) -> None:
+    """Let XREADGROUP calls on `client` that pass RAW_REPLY skip redis-py's parsing of the reply
+    (other calls are parsed as before)."""
+    parse = client.response_callbacks.get("XREADGROUP")
+    if getattr(parse, "raw_on_request", False):
+        return
+
+    def callback(response: Any, **options: Any) -> Any:
+        if options.pop(RAW_REPLY, False) or parse is None:
+            return response
+        return parse(response, **options)
+
+    callback.raw_on_request = True  # type: ignore[attr-defined]
+    client.set_response_callback("XREADGROUP", callback)
+
+
 class RedisEventLog(StorePart):
     """The lifecycle stream workers report into, read by one consumer group (`EventLog`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
+        _raw_stream_replies(self._redis)
 
     @guarded
     async def ensure_group(self) -> None:
@@ -223,18 +247,23 @@ class RedisEventLog(StorePart):
                 raise
             await self.ensure_group()
             reply = await self._read(backlog=backlog, count=count, block_ms=block_ms)
+        streams = reply.items() if isinstance(reply, dict) else reply or []  # RESP3 answers a map
         return [
-            _event(stream_id, fields)
-            for _stream, entries in reply or []
-            for stream_id, fields in entries
-            if fields
+            # An entry deleted since it was delivered has no fields (a backlog read shows it).
+            _event(stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+            for _stream, entries in streams
+            for stream_id, flat in entries
+            if flat
         ]
 
     async def _read(self, *, backlog: bool, count: int, block_ms: int) -> Any:
-        return await self._redis.xreadgroup(
-            EVENTS_GROUP, EVENTS_CONSUMER, {self._keys.events: "0" if backlog else ">"},
-            count=count, block=None if backlog else block_ms,
-        )
+        # The bare command, its reply unparsed (`RAW_REPLY`): redis-py's xreadgroup wraps each
+        # call in one more coroutine and builds a dict per entry through its response callback,
+        # a fifth of what reading one report costs; `read` takes the flat reply apart itself.
+        block = () if backlog else ("BLOCK", block_ms)
+        return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            "XREADGROUP", "GROUP", EVENTS_GROUP, EVENTS_CONSUMER, "COUNT", count, *block,
+            "STREAMS", self._keys.events, "0" if backlog else ">", **{RAW_REPLY: True})
 
     @guarded
     async def ack(self, stream_ids: Sequence[str]) -> None:
