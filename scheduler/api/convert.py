@@ -12,7 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from switchyard.v1 import agent_pb2, scheduler_pb2, worker_pb2
 from switchyard.wire import worker_queue
 
-from scheduler.core.model import GpuNeed, Submission, TaskClass, TaskState, WorkerType
+from scheduler.core.model import NO_LABELS, GpuNeed, Submission, TaskClass, TaskState, WorkerType
 from scheduler.core.validate import TaskInput
 from scheduler.engine.task_list import TaskQuery
 from scheduler.engine.views import Accepted, Explanation, QueueView, TaskView, WorkerRegistration
@@ -121,7 +121,7 @@ def _plain_list(items: struct_pb2.ListValue) -> list[Any]:
     return plain
 
 
-def _arguments(request: scheduler_pb2.SubmitTaskRequest, where: str) -> tuple[str, str]:
+def _arguments(request: scheduler_pb2.SubmitTaskRequest, index: int | None) -> tuple[str, str]:
     """(args_json, kwargs_json) from whichever form the request uses; both forms at once is an error.
 
     The structured form (args, kwargs) is turned into the same JSON text the text form carries,
@@ -130,6 +130,7 @@ def _arguments(request: scheduler_pb2.SubmitTaskRequest, where: str) -> tuple[st
     structured = [name for name in ("args", "kwargs") if request.HasField(name)]
     if not structured:
         return request.args_json, request.kwargs_json
+    where = _where(index)
     text = [name for name in ("args_json", "kwargs_json") if getattr(request, name)]
     if text:
         raise InvalidArgument(
@@ -151,17 +152,21 @@ def _arguments(request: scheduler_pb2.SubmitTaskRequest, where: str) -> tuple[st
             json.dumps(kwargs, ensure_ascii=False, separators=(",", ":")) if kwargs else "")
 
 
+def _where(index: int | None) -> str:
+    """How an error names a batch item (errors only: most requests never need it)."""
+    return f"tasks[{index}]: " if index is not None else ""
+
+
 def task_input(request: scheduler_pb2.SubmitTaskRequest, index: int | None = None) -> TaskInput:
     """A SubmitTaskRequest as plain data (validation happens in the engine).
 
     `index` is the request's position in a batch; errors found here then start `tasks[<index>]: `.
     """
-    where = f"tasks[{index}]: " if index is not None else ""
-    args_json, kwargs_json = _arguments(request, where)
+    args_json, kwargs_json = _arguments(request, index)
     serializer = _SERIALIZER.get(request.serializer)
     if serializer is None:
         raise InvalidArgument(
-            f"{where}serializer {request.serializer} is not a Serializer; valid: "
+            f"{_where(index)}serializer {request.serializer} is not a Serializer; valid: "
             "SERIALIZER_UNSPECIFIED (the queue's), SERIALIZER_JSON, SERIALIZER_MSGPACK"
         )
     gpu = _GPU_NEED.get(request.gpu, GpuNeed.UNSPECIFIED)
@@ -173,11 +178,11 @@ def task_input(request: scheduler_pb2.SubmitTaskRequest, index: int | None = Non
             gpu_memory_mb=request.gpu_memory_mb,
             priority=request.priority,
             queue=request.queue,
-            labels=dict(request.labels),
+            labels=dict(request.labels) if request.labels else NO_LABELS,
             user_initiated=request.user_initiated,
             batch_size=request.batch_size,
             retry_policy=request.retry_policy,
-            preferred_labels=dict(request.preferred_labels),
+            preferred_labels=dict(request.preferred_labels) if request.preferred_labels else NO_LABELS,
         ),
         args_json=args_json,
         kwargs_json=kwargs_json,

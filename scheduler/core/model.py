@@ -6,6 +6,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from types import MappingProxyType
 
 from switchyard.wire import TERMINAL_STATE_NAMES
 
@@ -83,6 +84,10 @@ class QueueSpec:
     """Retry policy of its tasks unless the submitter names one ("" = the global default)."""
     serializer: str = "json"
     """Encoding of its tasks' Celery messages unless the submitter names one: json or msgpack."""
+
+
+NO_LABELS: Mapping[str, str] = MappingProxyType({})
+"""An empty, read-only label map: what submissions that carry no labels share."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from scheduler.core.model import TaskState
 from scheduler.dispatch import Envelope
@@ -50,8 +50,9 @@ SubmitGroup = Sequence[NewTask]
 """Tasks accepted together: all are written, or none."""
 
 
-@dataclass(frozen=True)
-class SubmitOutcome:
+class SubmitOutcome(NamedTuple):
+    """What the store made of one submitted task (a tuple: one per task of a big batch)."""
+
     task_id: str
     deduplicated: bool
     seq: int = 0

@@ -40,7 +40,7 @@ def _submit_outcomes(reply: Sequence[Any]) -> list[SubmitOutcome] | IdempotencyC
     if reply[0] == "conflict":
         return IdempotencyConflict(int(reply[1]), str(reply[2]))
     return [
-        SubmitOutcome(task_id=str(reply[i]), deduplicated=reply[i + 1] == "-1", seq=max(0, int(reply[i + 1])))
+        SubmitOutcome(str(reply[i]), reply[i + 1] == "-1", max(0, int(reply[i + 1])))
         for i in range(1, len(reply), 2)
     ]
 
