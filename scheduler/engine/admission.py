@@ -209,7 +209,8 @@ class Admission:
             if new.record.task_id not in placed:
                 # Built from what was just written: no read-back round trip on the hot path.
                 shared.pending.add(self._pending(new, decision, outcome, kinds))
-                queued = True
+                # A paused queue's tasks wait for its resume, which kicks placement itself.
+                queued = queued or decision.queue not in shared.paused
             accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
                                      decision.task_class, False, decision.reason))
             per_queue[decision.queue] = per_queue.get(decision.queue, 0) + 1
@@ -218,6 +219,8 @@ class Admission:
             shared.stats.submitted(queue, count)
         if queued:
             shared.kick.set()
+        elif per_queue:
+            shared.watchers.changes.bump()  # what a kick also tells readers of every task
         if not submission.done.done():
             submission.done.set_result(accepted)
 
