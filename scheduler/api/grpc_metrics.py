@@ -73,21 +73,41 @@ def _code_name(code: object) -> str:
     return "Unknown"
 
 
+class _Series:
+    """One method's series (its label values fixed), looked up once, not at every call."""
+
+    __slots__ = ("handled", "handling_seconds", "labels", "metrics", "received", "sent", "started")
+
+    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
+        self.metrics, self.labels = metrics, labels
+        self.started = metrics.grpc_started.labels(*labels)
+        self.received = metrics.grpc_msg_received.labels(*labels)
+        self.sent = metrics.grpc_msg_sent.labels(*labels)
+        self.handling_seconds = metrics.grpc_handling_seconds.labels(*labels)
+        self.handled: dict[str, Any] = {}
+
+    def handled_with(self, code: str) -> Any:
+        series = self.handled.get(code)
+        if series is None:
+            series = self.handled[code] = self.metrics.grpc_handled.labels(*self.labels, code)
+        return series
+
+
 class _Call:
     """The metrics of one call: started when built, handled once by `end`."""
 
-    __slots__ = ("_labels", "_metrics", "_started_at")
+    __slots__ = ("_series", "_started_at")
 
-    def __init__(self, metrics: Metrics, labels: tuple[str, str, str]) -> None:
-        self._metrics, self._labels = metrics, labels
+    def __init__(self, series: _Series) -> None:
+        self._series = series
         self._started_at = time.perf_counter()
-        metrics.grpc_started.labels(*labels).inc()
+        series.started.inc()
 
     def received(self) -> None:
-        self._metrics.grpc_msg_received.labels(*self._labels).inc()
+        self._series.received.inc()
 
     def sent(self) -> None:
-        self._metrics.grpc_msg_sent.labels(*self._labels).inc()
+        self._series.sent.inc()
 
     def end(self, context: Context, error: BaseException | None) -> None:
         """Count the call as handled with the status it ends with."""
@@ -99,8 +119,9 @@ class _Call:
             code = "DeadlineExceeded" if remaining is not None and remaining <= 0 else "Canceled"
         else:
             code = "Unknown"  # what gRPC answers for an exception a servicer let escape
-        self._metrics.grpc_handled.labels(*self._labels, code).inc()
-        self._metrics.grpc_handling_seconds.labels(*self._labels).observe(time.perf_counter() - self._started_at)
+        series = self._series
+        series.handled_with(code).inc()
+        series.handling_seconds.observe(time.perf_counter() - self._started_at)
 
 
 async def _counted_requests(requests: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
@@ -145,8 +166,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler
 
     def _unary_unary(self, behaviour: Any, labels: tuple[str, str, str]) -> Any:
+        series = _Series(self._metrics, labels)
+
         async def counted(request: Any, context: Context) -> Any:
-            call = _Call(self._metrics, labels)
+            call = _Call(series)
             call.received()
             try:
                 response = await behaviour(request, context)
@@ -159,8 +182,10 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return counted
 
     def _stream_unary(self, behaviour: Any, labels: tuple[str, str, str]) -> Any:
+        series = _Series(self._metrics, labels)
+
         async def counted(requests: AsyncIterator[Any], context: Context) -> Any:
-            call = _Call(self._metrics, labels)
+            call = _Call(series)
             try:
                 response = await behaviour(_counted_requests(requests, call), context)
             except BaseException as exc:
@@ -172,16 +197,20 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return counted
 
     def _unary_stream(self, behaviour: Any, labels: tuple[str, str, str]) -> Any:
+        series = _Series(self._metrics, labels)
+
         async def counted(request: Any, context: Context) -> AsyncIterator[Any]:
-            call = _Call(self._metrics, labels)
+            call = _Call(series)
             call.received()
             async for response in self._responses(behaviour(request, context), context, call):
                 yield response
         return counted
 
     def _stream_stream(self, behaviour: Any, labels: tuple[str, str, str]) -> Any:
+        series = _Series(self._metrics, labels)
+
         async def counted(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-            call = _Call(self._metrics, labels)
+            call = _Call(series)
             async for response in self._responses(behaviour(_counted_requests(requests, call), context),
                                                   context, call):
                 yield response
