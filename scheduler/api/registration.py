@@ -1,7 +1,7 @@
 """Handlers wrapped once, when they are registered, instead of on every call.
 
 A grpc.aio server interceptor runs for each call: it awaits the handler lookup, then builds new
-handler objects around the registered ones (a tenth of a bare unary call's cost, per call). The
+handler objects around the registered ones (up to a fifth of a bare unary call's cost, per call). The
 scheduler's wrappers (request decoding, access control, metrics) only need the method's name,
 which is known when the servicers are registered; `WrappingRegistrar` applies them then, and
 the server runs with no interceptors.
