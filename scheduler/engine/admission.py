@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from scheduler import crashpoints
 from scheduler.cooperative import YIELD_EVERY, breathe
 from scheduler.core.classify import classify
-from scheduler.core.model import Classification, PendingTask, TaskKind, TaskState
+from scheduler.core.model import Classification, PendingTask, TaskState
 from scheduler.core.schedulable import KnownWorker, unschedulable_reason
 from scheduler.core.validate import (
     SubmitLimits,
@@ -156,7 +156,7 @@ class Admission:
             await lock.acquire()
         try:
             chosen = []
-            if sync and self.placement.has_free_slot(now):
+            if sync and self.placement.has_free_slot():
                 # A task with an idempotency key may turn out to be a duplicate: its fresh id is then
                 # never written, so the store refuses its hand-out and the re-read finds nothing.
                 fresh = [shared.pending_task(n.record, seq=i) for i, n in enumerate(
@@ -198,7 +198,6 @@ class Admission:
         accepted: list[Accepted] = []
         queued = False
         per_queue: dict[str, int] = {}
-        kinds: dict[tuple[object, ...], TaskKind] = {}
         for index, (new, decision, outcome) in enumerate(
                 zip(submission.new_tasks, submission.decisions, result, strict=True)):
             if index and not index % YIELD_EVERY:
@@ -208,7 +207,7 @@ class Admission:
                 continue
             if new.record.task_id not in placed:
                 # Built from what was just written: no read-back round trip on the hot path.
-                shared.pending.add(self._pending(new, decision, outcome, kinds))
+                shared.pending.add(self._pending(new, outcome))
                 # A paused queue's tasks wait for its resume, which kicks placement itself.
                 queued = queued or decision.queue not in shared.paused
             accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
@@ -255,20 +254,8 @@ class Admission:
             self._registrations_due = now + REGISTRATIONS_REFRESH_SECONDS
         return _KnownWorkers(shared, self._registrations)
 
-    def _pending(self, new: NewTask, decision: Classification, outcome: SubmitOutcome,
-                 kinds: dict[tuple[object, ...], TaskKind]) -> PendingTask:
-        """The fresh task as the pending index holds it. Tasks of one call that share their
-        classification (equal submissions share one: `_classify`) and options share a kind,
-        worked out once (`kinds`)."""
-        record = new.record
-        key = (id(decision), record.name, record.gpu_memory_mb, record.by_reference(self.shared.settings.inline_payload_bytes),
-               record.soft_time_limit, record.hard_time_limit, record.serializer)
-        kind = kinds.get(key)
-        if kind is None:
-            task = self.shared.pending_task(record, seq=outcome.seq)
-            kinds[key] = task.kind
-            return task
-        return PendingTask.of_kind(record.task_id, outcome.seq, record.submitted_at, record.attempt, kind)
+    def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
+        return self.shared.pending_task(new.record, seq=outcome.seq)
 
     def _classify(self, item: TaskInput, batch_size: int,
                   memo: dict[tuple[object, ...], Classification]) -> Classification:

@@ -61,7 +61,7 @@ class Placement:
                 self._buckets[limit.pattern] = Bucket(bucket.tokens - 1, bucket.updated_at)
                 return
 
-    def has_free_slot(self, now: float) -> bool:
+    def has_free_slot(self) -> bool:
         """Whether some accepting worker has room (read off the fleet: no views are built)."""
         prefetch = self.shared.settings.dispatch_prefetch
         return any(w.accepting and w.slots + prefetch > len(w.in_flight) for w in self.shared.fleet)
@@ -112,7 +112,7 @@ class Placement:
         # Only queues that are not paused and hold pending work: a backlog that is all paused
         # (an intake while consumers are held back) costs no round at all.
         queues = [q.name for q in shared.settings.queues if q.name not in shared.paused and pending.depth(q.name)]
-        if not queues or not self.has_free_slot(now):
+        if not queues or not self.has_free_slot():
             return []
         shared.metrics.placement_rounds.inc()
         chosen = self.decide(pending.in_order(queues, shared.settings.aging, now), now)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from scheduler.core.model import GpuNeed, PendingTask, TaskClass, TaskState, WorkerType
+from scheduler.core.model import GpuNeed, PendingTask, TaskClass, TaskState, WorkerType, task_kind
 
 
 @dataclass(slots=True)
@@ -87,26 +87,18 @@ class TaskRecord:
 
     def pending_task(self, inline_limit: int, seq: int | None = None) -> PendingTask:
         """The core's view of this task while it waits for a worker (payloads larger than
-        `inline_limit` bytes travel by reference; `seq` overrides the record's)."""
-        return PendingTask(
-            task_id=self.task_id,
-            queue=sys.intern(self.queue),
-            priority=self.priority,
-            seq=self.seq if seq is None else seq,
-            task_class=self.task_class,
-            gpu=self.gpu,
-            gpu_memory_mb=self.gpu_memory_mb,
-            labels=tuple(sorted(self.labels.items())),
-            submitted_at=self.submitted_at,
-            class_reason=sys.intern(self.class_reason),
-            preferred_labels=tuple(sorted(self.preferred_labels.items())),
-            task_name=sys.intern(self.name),
-            attempt=self.attempt,
-            by_reference=self.by_reference(inline_limit),
-            time_limits=(self.soft_time_limit, self.hard_time_limit)
-            if self.soft_time_limit or self.hard_time_limit else None,
-            serializer="msgpack" if self.serializer == "msgpack" else "json",
+        `inline_limit` bytes travel by reference; `seq` overrides the record's). Tasks of one
+        kind share one `TaskKind` (`task_kind`, in TaskKind's field order)."""
+        kind = task_kind(
+            sys.intern(self.queue), self.priority, self.task_class, self.gpu, self.gpu_memory_mb,
+            tuple(sorted(self.labels.items())), sys.intern(self.class_reason),
+            tuple(sorted(self.preferred_labels.items())), sys.intern(self.name),
+            self.by_reference(inline_limit),
+            (self.soft_time_limit, self.hard_time_limit) if self.soft_time_limit or self.hard_time_limit else None,
+            "msgpack" if self.serializer == "msgpack" else "json",
         )
+        return PendingTask.of_kind(self.task_id, self.seq if seq is None else seq, self.submitted_at,
+                                   self.attempt, kind)
 
 
 def _time(raw: str | None) -> float:

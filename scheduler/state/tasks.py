@@ -119,29 +119,22 @@ class RedisTaskStore(StorePart):
         replica_wait = self._conn.replica_wait
 
         submit_keys = [keys.seq, keys.pending, keys.tasks]
-        if not replica_wait.replicas:
-            # A bare script call: a pipeline of one costs its own bookkeeping for nothing.
-            if hand_outs:
-                submitted, handed = await self._scripts.submit_dispatch(
-                    *pair_call(submit_keys, submit_args, [keys.pending], dispatch_args))
-            else:
-                submitted, handed = await self._scripts.submit(submit_keys, submit_args), []
-            return [_submit_outcomes(reply) for reply in submitted], [bool(flag) for flag in handed]
-
-        def build(pipe: Any) -> None:
-            if hand_outs:
-                queue_script(pipe, self._scripts.submit_dispatch,
-                             *pair_call(submit_keys, submit_args, [keys.pending], dispatch_args))
-            else:
-                queue_script(pipe, self._scripts.submit, submit_keys, submit_args)
-            # Still the same round trip: WAIT answers once replicas have this connection's writes.
-            replica_wait.queue(pipe)
-
-        replies = await self._pipelined(build)
+        script, script_keys, script_args = (
+            (self._scripts.submit_dispatch, *pair_call(submit_keys, submit_args, [keys.pending], dispatch_args))
+            if hand_outs else (self._scripts.submit, submit_keys, submit_args))
         if replica_wait.replicas:
-            replica_wait.reached(int(replies[-1]), self._conn.location)
-        submitted, handed = replies[0] if hand_outs else (replies[0], [])
-        return [_submit_outcomes(reply) for reply in submitted], [bool(flag) for flag in handed]
+
+            def build(pipe: Any) -> None:
+                queue_script(pipe, script, script_keys, script_args)
+                # Still the same round trip: WAIT answers once replicas have this connection's writes.
+                replica_wait.queue(pipe)
+
+            reply, acknowledged = await self._pipelined(build)
+            replica_wait.reached(int(acknowledged), self._conn.location)
+        else:
+            reply = await script(script_keys, script_args)  # a pipeline of one would cost more
+        submitted, handed = reply if hand_outs else (reply, [])
+        return [_submit_outcomes(one) for one in submitted], [bool(flag) for flag in handed]
 
     @guarded
     async def get(self, task_id: str) -> TaskRecord | None:
