@@ -27,6 +27,7 @@ from switchyard.redis_urls import async_client, display_url, password_of
 from switchyard.wire import Keys
 
 from scheduler.errors import LeadershipLost, StateUnavailable
+from scheduler.state.lane import Lane
 
 log = logging.getLogger("switchyard.scheduler.state")
 
@@ -80,12 +81,14 @@ class Fence:
 
 
 class FencedScript:
-    """A registered script whose calls carry the leader lease key and the fencing token."""
+    """A registered script whose calls carry the leader lease key and the fencing token, sent
+    on the hot path's pipelined connection (`lane.Lane`)."""
 
-    def __init__(self, script: AsyncScript, fence: Fence, lease_key: str) -> None:
+    def __init__(self, script: AsyncScript, fence: Fence, lease_key: str, lane: Lane) -> None:
         self._script = script
         self._fence = fence
         self._lease_key = lease_key
+        self._lane = lane
 
     @property
     def sha(self) -> str:
@@ -97,7 +100,12 @@ class FencedScript:
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         self._fence.check()
-        return await self._script(keys=[*keys, self._lease_key], args=[*args, self._fence.token])
+        command = ("EVALSHA", self._script.sha, len(keys) + 1, *keys, self._lease_key, *args, self._fence.token)
+        try:
+            return await self._lane.execute(*command)
+        except redis_errors.NoScriptError:  # Redis restarted or its scripts were flushed
+            await self._lane.execute("SCRIPT", "LOAD", self._script.script)
+            return await self._lane.execute(*command)
 
     def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """Queue a call on a pipeline as a bare EVALSHA. (redis-py's own way sends SCRIPT EXISTS
@@ -156,14 +164,15 @@ class Scripts:
     """apply.lua then dispatch.lua: reports applied and the slots they free handed out again."""
 
     @classmethod
-    def register(cls, client: aioredis.Redis, fence: Fence, lease_key: str) -> Scripts:
-        """Register every `scripts/<operation>.lua` shipped with this package on `client`."""
+    def register(cls, client: aioredis.Redis, fence: Fence, lease_key: str, lane: Lane) -> Scripts:
+        """Register every `scripts/<operation>.lua` shipped with this package on `client`, their
+        calls sent on `lane`."""
         prologue = _script_text("fence")
         texts = {name: _script_text(name) for name in cls.__dataclass_fields__ if "_dispatch" not in name}
         texts["submit_dispatch"] = pair_script("submit", "dispatch")
         texts["apply_dispatch"] = pair_script("apply", "dispatch")
         return cls(**{
-            name: FencedScript(client.register_script(prologue + text), fence, lease_key)
+            name: FencedScript(client.register_script(prologue + text), fence, lease_key, lane)
             for name, text in texts.items()
         })
 
@@ -203,6 +212,10 @@ class RoundTrips:
     the count is the number of network round trips (the hot path's main cost)."""
 
     count = 0
+
+    @classmethod
+    def add(cls) -> None:
+        cls.count += 1
 
 
 def _counting(connection_class: type[Any]) -> type[Any]:
@@ -324,7 +337,8 @@ class Connection:
         self.keys = Keys(prefix)
         self.fence = Fence()
         self.replica_wait = replica_wait or ReplicaWait()
-        self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader)
+        self.lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add)
+        self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader, self.lane)
         self.lease_script = self.redis.register_script(_script_text("lease"))
         self._password = password_of(redis_url)
         # Credentials (user:password@, ?password=) are left out on purpose: this text reaches

@@ -321,6 +321,7 @@ class RedisState(StorePart):
 
     async def close(self) -> None:
         """Close the connection pool (and the connections to the Sentinels, if any)."""
+        await self._conn.lane.aclose()
         await aclose_client(self._redis)
 
     @guarded

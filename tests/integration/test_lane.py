@@ -1,0 +1,120 @@
+"""The hot path's pipelined Redis connection (scheduler/state/lane.py) against a real
+redis-server: replies reach their callers in order however many calls are in flight, error
+replies raise redis-py's exceptions, and a dead, restarted or silent Redis fails the calls in
+flight and heals on the next call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from scheduler.state.lane import Lane, pack
+from tests.support.redis_server import RedisServer
+
+
+def run_lane(url: str, scenario: Callable[[Lane], Awaitable[Any]], reply_timeout: float = 15.0) -> Any:
+    async def main() -> Any:
+        client = aioredis.Redis.from_url(url, decode_responses=True)
+        written: list[int] = []
+        lane = Lane(client.connection_pool, reply_timeout, on_write=lambda: written.append(1))
+        try:
+            return await scenario(lane), len(written)
+        finally:
+            await lane.aclose()
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_pack_writes_resp_with_str_bytes_int_and_float():
+    assert pack(("SET", b"k\xff", 12, 1.5, "é")) == (
+        b"*5\r\n$3\r\nSET\r\n$2\r\nk\xff\r\n$2\r\n12\r\n$3\r\n1.5\r\n$2\r\n\xc3\xa9\r\n")
+    with pytest.raises(redis_errors.DataError, match="not NoneType"):
+        pack(("SET", None))
+
+
+def test_many_calls_in_flight_each_get_their_own_reply(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> list[Any]:
+        return await asyncio.gather(*(lane.execute("INCRBY", f"k{i % 7}", i) for i in range(2000)),
+                                    lane.execute("ECHO", "é" * 100_000))
+
+    replies, written = run_lane(fresh_redis.url, scenario)
+    assert written == 2001
+    *counts, echoed = replies
+    assert echoed == "é" * 100_000
+    running = [0] * 7
+    for i, count in enumerate(counts):  # Redis ran them in the order they were sent
+        running[i % 7] += i
+        assert count == running[i % 7]
+
+
+def test_an_error_reply_raises_redis_pys_exception_and_the_next_call_is_answered(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> list[Any]:
+        calls = [lane.execute("SET", "k", "v"), lane.execute("EVALSHA", "0" * 40, 0),
+                 lane.execute("INCR", "k"), lane.execute("GET", "k")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    (ok, no_script, not_int, value), _ = run_lane(fresh_redis.url, scenario)
+    assert ok == "OK" and value == "v"
+    assert isinstance(no_script, redis_errors.NoScriptError)
+    assert type(not_int) is redis_errors.ResponseError and "not an integer" in str(not_int)
+
+
+def test_a_cancelled_caller_leaves_the_replies_of_the_others_in_order(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> list[Any]:
+        await lane.execute("SET", "k", "0")
+        blocked = asyncio.ensure_future(lane.execute("INCR", "k"))
+        others = [asyncio.ensure_future(lane.execute("ECHO", str(i))) for i in range(50)]
+        await asyncio.sleep(0)  # every call written, none answered yet
+        blocked.cancel()
+        replies = await asyncio.gather(*others)
+        return [*replies, await lane.execute("GET", "k")]
+
+    replies, _ = run_lane(fresh_redis.url, scenario)
+    assert replies == [*map(str, range(50)), "1"]  # the cancelled call still ran, once
+
+
+def test_a_killed_redis_fails_the_calls_in_flight_and_the_lane_heals_after_a_restart(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> tuple[BaseException, BaseException, str]:
+        await lane.execute("SET", "k", "before")
+        # The server dies while a call is in flight: it fails, it does not hang.
+        in_flight = asyncio.ensure_future(lane.execute("BLPOP", "never", 0))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(fresh_redis.kill)
+        with pytest.raises(redis_errors.ConnectionError) as lost:
+            await in_flight
+        with pytest.raises(redis_errors.ConnectionError) as refused:  # nothing to reconnect to
+            await lane.execute("GET", "k")
+        await asyncio.to_thread(fresh_redis.start)
+        return lost.value, refused.value, await lane.execute("GET", "k")
+
+    (lost, refused, value), _ = run_lane(fresh_redis.url, scenario)
+    assert value == "before"  # a new connection, to the restarted server (AOF kept the key)
+    assert "closed" in str(lost).lower() or "reset" in str(lost).lower()
+    assert "connect" in str(refused).lower()
+
+
+def test_a_silent_redis_times_the_calls_out_and_the_next_call_gets_a_new_connection(fresh_redis: RedisServer):
+    admin = fresh_redis.client()
+
+    async def scenario(lane: Lane) -> tuple[float, str]:
+        first_id = await lane.execute("CLIENT", "ID")
+        # Redis holds every client's writes (CLIENT UNPAUSE, a read, still goes through).
+        await asyncio.to_thread(admin.client_pause, 30_000, False)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(redis_errors.TimeoutError):
+            await lane.execute("SET", "k", "v")
+        waited = loop.time() - started
+        await asyncio.to_thread(admin.client_unpause)
+        second_id = await lane.execute("CLIENT", "ID")
+        assert second_id != first_id
+        return waited, await lane.execute("PING")
+
+    (waited, pong), _ = run_lane(fresh_redis.url, scenario, reply_timeout=0.3)
+    assert waited >= 0.3 and pong == "PONG"  # the watchdog, not the unpause, ended the wait
