@@ -338,6 +338,9 @@ class Connection:
         self.fence = Fence()
         self.replica_wait = replica_wait or ReplicaWait()
         self.lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add)
+        """The hot path's script calls (`FencedScript`)."""
+        self.stream_lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add)
+        """The lifecycle stream's blocking reads (`store.RedisEventLog`), off the scripts' connection."""
         self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader, self.lane)
         self.lease_script = self.redis.register_script(_script_text("lease"))
         self._password = password_of(redis_url)

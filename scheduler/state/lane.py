@@ -9,10 +9,10 @@ path is one fenced script call (`connection.FencedScript`) and any number of the
 flight at once: they are written here back to back on one connection, and one reader task
 hands the replies, which Redis sends in the order it received the calls, to their callers.
 
-What stays with redis-py: the blocking stream reads (they would hold up every call behind
-them), pipelines (reads, and a submission's replica `WAIT`, which blocks its connection by
-design), the leader lease (its renewal must never queue behind a big SubmitBatch) and
-everything off the hot path. The connection itself is one taken from redis-py's pool, so it is
+The lifecycle stream's blocking read has a lane of its own (it would hold up every call
+behind it). What stays with redis-py: pipelines (reads, and a submission's replica `WAIT`,
+which blocks its connection by design), the leader lease (its renewal must never queue behind
+a big SubmitBatch) and everything off the hot path. The connection itself is one taken from redis-py's pool, so it is
 opened the pool's way: TLS, credentials, database, and for a Sentinel URL the current primary.
 
 Failures read as redis-py's own, so `connection.guarded` words them as before: a call whose

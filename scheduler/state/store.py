@@ -199,32 +199,8 @@ def _event(stream_id: Any, fields: dict[str, str]) -> LifecycleEvent:
     )
 
 
-RAW_REPLY = "switchyard_raw_reply"
-"""An execute_command option: the XREADGROUP reply as Redis sent it (see `_raw_stream_replies`)."""
-
-
-def _raw_stream_replies(client: Any) -> None:
-    """Let XREADGROUP calls on `client` that pass RAW_REPLY skip redis-py's parsing of the reply
-    (other calls are parsed as before)."""
-    parse = client.response_callbacks.get("XREADGROUP")
-    if getattr(parse, "raw_on_request", False):
-        return
-
-    def callback(response: Any, **options: Any) -> Any:
-        if options.pop(RAW_REPLY, False) or parse is None:
-            return response
-        return parse(response, **options)
-
-    callback.raw_on_request = True  # type: ignore[attr-defined]
-    client.set_response_callback("XREADGROUP", callback)
-
-
 class RedisEventLog(StorePart):
     """The lifecycle stream workers report into, read by one consumer group (`EventLog`)."""
-
-    def __init__(self, connection: Connection) -> None:
-        super().__init__(connection)
-        _raw_stream_replies(self._redis)
 
     @guarded
     async def ensure_group(self) -> None:
@@ -257,13 +233,14 @@ class RedisEventLog(StorePart):
         ]
 
     async def _read(self, *, backlog: bool, count: int, block_ms: int) -> Any:
-        # The bare command, its reply unparsed (`RAW_REPLY`): redis-py's xreadgroup wraps each
-        # call in one more coroutine and builds a dict per entry through its response callback,
-        # a fifth of what reading one report costs; `read` takes the flat reply apart itself.
+        # The bare command on its own pipelined connection (`Connection.stream_lane`: a blocking
+        # read must not hold up the hot path's scripts), its reply as Redis sent it: redis-py's
+        # xreadgroup builds a dict per entry, and its command path costs more than the read;
+        # `read` takes the flat reply apart itself.
         block = () if backlog else ("BLOCK", block_ms)
-        return await self._redis.execute_command(  # type: ignore[no-untyped-call]
+        return await self._conn.stream_lane.execute(
             "XREADGROUP", "GROUP", EVENTS_GROUP, EVENTS_CONSUMER, "COUNT", count, *block,
-            "STREAMS", self._keys.events, "0" if backlog else ">", **{RAW_REPLY: True})
+            "STREAMS", self._keys.events, "0" if backlog else ">")
 
     @guarded
     async def ack(self, stream_ids: Sequence[str]) -> None:
@@ -322,6 +299,7 @@ class RedisState(StorePart):
     async def close(self) -> None:
         """Close the connection pool (and the connections to the Sentinels, if any)."""
         await self._conn.lane.aclose()
+        await self._conn.stream_lane.aclose()
         await aclose_client(self._redis)
 
     @guarded
