@@ -35,6 +35,8 @@ DEFAULT_CLASS_QUEUES: Mapping[TaskClass, str] = {
 """Queue of each task class unless `class_queues` says otherwise (all among DEFAULT_QUEUES)."""
 
 
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+"""What the `event_loop` setting takes."""
 SUBMIT_WAIT_MAX_SECONDS = 5.0
 """Longest submit_wait_timeout_seconds: a waiting submission holds a Redis connection (whose
 reply timeout is 15 s) and its callers' group commit."""
@@ -112,6 +114,9 @@ class Settings:
     """State Redis URL told to agents; empty means redis_url (set it when workers see Redis at another address)."""
     log_level: str = "INFO"
     """Python logging level."""
+    event_loop: str = "auto"
+    """The asyncio event loop: "uvloop" (libuv's: less CPU per call), "asyncio" (the standard
+    library's), or "auto" (uvloop where it is installed, which it is on Linux and macOS)."""
     config_file: str = ""
     """YAML file with queues and settings."""
     queues: tuple[QueueSpec, ...] = DEFAULT_QUEUES

@@ -9,6 +9,7 @@ queues before everything that names a queue).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -28,7 +29,7 @@ from scheduler.config.retry import parse_retry_policies
 from scheduler.config.rules import parse_class_queues, parse_content_types, parse_rules
 from scheduler.config.yaml_lines import FileReader, LineMap, read_yaml, unknown_policy
 from scheduler.core.retry import BUILTIN_RETRY_POLICIES
-from scheduler.settings import DEFAULT_QUEUES, SUBMIT_WAIT_MAX_SECONDS, Settings
+from scheduler.settings import DEFAULT_QUEUES, EVENT_LOOPS, SUBMIT_WAIT_MAX_SECONDS, Settings
 
 _STRUCTURED = (
     "queues",
@@ -213,6 +214,11 @@ def load_settings(
     if settings.submit_wait_timeout_seconds > SUBMIT_WAIT_MAX_SECONDS:
         raise ConfigError(f"setting submit_wait_timeout_seconds={settings.submit_wait_timeout_seconds:g}: "
                           f"must be at most {SUBMIT_WAIT_MAX_SECONDS:g}")
+    if settings.event_loop not in EVENT_LOOPS:
+        raise ConfigError(f"setting event_loop={settings.event_loop!r}: must be one of {', '.join(EVENT_LOOPS)}")
+    if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError("setting event_loop='uvloop': uvloop is not installed here "
+                          "(pip install uvloop, or use event_loop auto or asyncio)")
     if settings.default_retry_policy not in settings.retry_policies:
         raise ConfigError(
             f"setting default_retry_policy={settings.default_retry_policy!r}: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import textwrap
 from pathlib import Path
 
@@ -480,3 +482,29 @@ def test_a_queue_may_ask_for_msgpack_and_json_is_the_default(tmp_path):
     path = write(tmp_path, QUEUES.replace("    class: cpu\n", "    class: cpu\n    serializer: msgpack\n"))
     settings = load_settings(["--config", path], {})
     assert {q.name: q.serializer for q in settings.queues} == {"gpu": "json", "cpu": "msgpack"}
+
+
+def test_event_loop_takes_auto_uvloop_or_asyncio(monkeypatch):
+    assert load_settings([], {}).event_loop == "auto"
+    assert load_settings(["--event-loop", "asyncio"], {}).event_loop == "asyncio"
+    assert load_settings([], {"SWITCHYARD_EVENT_LOOP": "uvloop"}).event_loop == "uvloop"
+    with pytest.raises(ConfigError, match=r"event_loop='trio': must be one of auto, uvloop, asyncio"):
+        load_settings(["--event-loop", "trio"], {})
+    # Where uvloop is not installed, asking for it by name is a one-line configuration error.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvloop" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"uvloop is not installed here"):
+        load_settings(["--event-loop", "uvloop"], {})
+    assert load_settings([], {}).event_loop == "auto"
+
+
+def test_the_scheduler_runs_on_the_loop_event_loop_names():
+    from scheduler.main import run_on_loop
+
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_on_loop(loop_module(), "asyncio").startswith("asyncio")
+    assert run_on_loop(loop_module(), "auto").startswith("uvloop")  # a dependency on Linux
+    assert run_on_loop(loop_module(), "uvloop").startswith("uvloop")
