@@ -100,12 +100,15 @@ class Lane:
         self._waiting: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._giving_back: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (an error reply is raised as redis-py's
         exception for it: ResponseError, NoScriptError, ReadOnlyError ...)."""
         packed = pack(args)
         while (opened := self._open) is None:  # (re)open; the one just opened may be gone again
+            if self._closed:
+                raise redis_errors.ConnectionError("the scheduler has closed its Redis connection")
             await self._connect()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -124,7 +127,10 @@ class Lane:
         return await future
 
     async def aclose(self) -> None:
-        """Fail what is in flight and give the connection back; later calls open a new one."""
+        """Fail what is in flight and give the connection back; later calls fail (a loop that
+        retries must not open a connection the closed store no longer owns: a blocking read
+        left on it would take stream entries that nobody then handles)."""
+        self._closed = True
         if self._open is not None:
             self._drop(self._open, redis_errors.ConnectionError("the scheduler is closing its Redis connection"))
         if self._giving_back:

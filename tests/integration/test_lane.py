@@ -118,3 +118,19 @@ def test_a_silent_redis_times_the_calls_out_and_the_next_call_gets_a_new_connect
 
     (waited, pong), _ = run_lane(fresh_redis.url, scenario, reply_timeout=0.3)
     assert waited >= 0.3 and pong == "PONG"  # the watchdog, not the unpause, ended the wait
+
+
+def test_a_closed_lane_fails_its_blocked_call_and_refuses_new_ones(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> tuple[BaseException, BaseException]:
+        blocked = asyncio.ensure_future(lane.execute("BLPOP", "never", 0))
+        await asyncio.sleep(0)
+        await lane.aclose()  # a retrying loop must not open a new connection behind it
+        with pytest.raises(redis_errors.ConnectionError) as failed:
+            await blocked
+        with pytest.raises(redis_errors.ConnectionError) as refused:
+            await lane.execute("PING")
+        return failed.value, refused.value
+
+    (failed, refused), _ = run_lane(fresh_redis.url, scenario)
+    assert "closing" in str(failed) and "closed" in str(refused)
+    assert int(fresh_redis.client().info("clients")["blocked_clients"]) == 0

@@ -162,7 +162,10 @@ def test_restart_resumes_and_applies_reports_made_while_down(make_scheduler, mak
     worker.succeed(d_run, "done while down")
     assert worker.claim(d_disp)
     sched2 = make_scheduler()
-    assert state(sched2, d_run.task_id).state == pb.TASK_STATE_SUCCEEDED
+    # The report waits in the stream; the new leader's lifecycle loop applies it (an event, not
+    # a step of start-up: the first GetTask may come before it).
+    wait_until(lambda: state(sched2, d_run.task_id).state == pb.TASK_STATE_SUCCEEDED,
+               message="the report made while down applied")
     wait_until(lambda: state(sched2, d_disp.task_id).state == pb.TASK_STATE_RUNNING)
     pending = [t for t in ids if t not in (d_run.task_id, d_disp.task_id)]
     assert all(state(sched2, t).state == pb.TASK_STATE_PENDING for t in pending)
