@@ -155,6 +155,9 @@ class Lane:
     async def _take(self) -> None:
         connection = await self._pool.get_connection()
         try:
+            if self._closed:  # closed while this connection was being opened
+                await connection.disconnect(nowait=True)
+                raise redis_errors.ConnectionError("the scheduler has closed its Redis connection")
             opened = _Open(connection)
         except BaseException:
             await self._pool.release(connection)

@@ -122,6 +122,7 @@ def test_a_silent_redis_times_the_calls_out_and_the_next_call_gets_a_new_connect
 
 def test_a_closed_lane_fails_its_blocked_call_and_refuses_new_ones(fresh_redis: RedisServer):
     async def scenario(lane: Lane) -> tuple[BaseException, BaseException]:
+        await lane.execute("PING")
         blocked = asyncio.ensure_future(lane.execute("BLPOP", "never", 0))
         await asyncio.sleep(0)
         await lane.aclose()  # a retrying loop must not open a new connection behind it
@@ -133,4 +134,18 @@ def test_a_closed_lane_fails_its_blocked_call_and_refuses_new_ones(fresh_redis: 
 
     (failed, refused), _ = run_lane(fresh_redis.url, scenario)
     assert "closing" in str(failed) and "closed" in str(refused)
+    assert int(fresh_redis.client().info("clients")["blocked_clients"]) == 0
+
+
+def test_a_lane_closed_while_it_connects_gives_the_new_connection_up(fresh_redis: RedisServer):
+    async def scenario(lane: Lane) -> BaseException:
+        opening = asyncio.ensure_future(lane.execute("BLPOP", "never", 0))
+        await asyncio.sleep(0)  # connecting, nothing written yet
+        await lane.aclose()
+        with pytest.raises(redis_errors.ConnectionError) as refused:
+            await opening
+        return refused.value
+
+    refused, written = run_lane(fresh_redis.url, scenario)
+    assert "closed" in str(refused) and written == 0
     assert int(fresh_redis.client().info("clients")["blocked_clients"]) == 0
