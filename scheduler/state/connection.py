@@ -339,7 +339,7 @@ class Connection:
         self.replica_wait = replica_wait or ReplicaWait()
         self.lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add)
         """The hot path's script calls (`FencedScript`)."""
-        self.stream_lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add)
+        self.stream_lane = Lane(pool, SOCKET_SECONDS, on_write=RoundTrips.add, drop_on_cancel=True)
         """The lifecycle stream's blocking reads (`store.RedisEventLog`), off the scripts' connection."""
         self.scripts = Scripts.register(self.redis, self.fence, self.keys.leader, self.lane)
         self.lease_script = self.redis.register_script(_script_text("lease"))

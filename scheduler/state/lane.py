@@ -89,10 +89,16 @@ class _Open:
 
 class Lane:
     """Commands pipelined on one Redis connection taken from `pool`, opened on first use and
-    again after a failure; `on_write` is called once per command written (round-trip count)."""
+    again after a failure; `on_write` is called once per command written (round-trip count).
 
-    def __init__(self, pool: Any, reply_timeout: float, on_write: Callable[[], None] = lambda: None) -> None:
+    A caller cancelled while its command is in flight leaves the command to run (its reply is
+    dropped); with `drop_on_cancel` the connection is closed instead, which is what a lane of
+    blocking reads needs (Redis unblocks a read whose connection closes)."""
+
+    def __init__(self, pool: Any, reply_timeout: float, on_write: Callable[[], None] = lambda: None,
+                 *, drop_on_cancel: bool = False) -> None:
         self._pool = pool
+        self._drop_on_cancel = drop_on_cancel
         self._reply_timeout = reply_timeout
         self._on_write = on_write
         self._open: _Open | None = None
@@ -124,7 +130,15 @@ class Lane:
                 await writer.drain()  # bounded by the watchdog, which drops a stuck connection
             except OSError as exc:
                 self._drop(opened, redis_errors.ConnectionError(f"Error while writing to socket: {exc}"))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # (Cancelling the caller cancels `future` too: no reply had come.)
+            if self._drop_on_cancel and (future.cancelled() or not future.done()):
+                # A blocking read whose caller is gone would stay blocked in Redis and take the
+                # next stream entries for nobody: closing its connection unblocks it.
+                self._drop(opened, redis_errors.ConnectionError("a blocking read was cancelled"))
+            raise
 
     async def aclose(self) -> None:
         """Fail what is in flight and give the connection back; later calls fail (a loop that

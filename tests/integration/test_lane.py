@@ -14,14 +14,16 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from scheduler.state.lane import Lane, pack
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, wait_until
 
 
-def run_lane(url: str, scenario: Callable[[Lane], Awaitable[Any]], reply_timeout: float = 15.0) -> Any:
+def run_lane(url: str, scenario: Callable[[Lane], Awaitable[Any]], reply_timeout: float = 15.0,
+             drop_on_cancel: bool = False) -> Any:
     async def main() -> Any:
         client = aioredis.Redis.from_url(url, decode_responses=True)
         written: list[int] = []
-        lane = Lane(client.connection_pool, reply_timeout, on_write=lambda: written.append(1))
+        lane = Lane(client.connection_pool, reply_timeout, on_write=lambda: written.append(1),
+                    drop_on_cancel=drop_on_cancel)
         try:
             return await scenario(lane), len(written)
         finally:
@@ -149,3 +151,22 @@ def test_a_lane_closed_while_it_connects_gives_the_new_connection_up(fresh_redis
     refused, written = run_lane(fresh_redis.url, scenario)
     assert "closed" in str(refused) and written == 0
     assert int(fresh_redis.client().info("clients")["blocked_clients"]) == 0
+
+
+def test_a_cancelled_blocking_read_leaves_no_reader_behind_to_take_entries(fresh_redis: RedisServer):
+    admin = fresh_redis.client()
+    admin.xgroup_create("events", "g", id="0", mkstream=True)
+    read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "BLOCK", 60_000, "STREAMS", "events", ">")
+
+    async def scenario(lane: Lane) -> Any:
+        blocked = asyncio.ensure_future(lane.execute(*read))
+        await asyncio.to_thread(wait_until, lambda: int(admin.info("clients")["blocked_clients"]) == 1)
+        blocked.cancel()  # a scheduler standing down cancels its lifecycle loop
+        await asyncio.to_thread(wait_until, lambda: int(admin.info("clients")["blocked_clients"]) == 0)
+        admin.xadd("events", {"type": "succeeded"})
+        return await lane.execute(*read)  # the next leader's read gets the entry
+
+    reply, _ = run_lane(fresh_redis.url, scenario, drop_on_cancel=True)
+    streams = list(reply.items()) if isinstance(reply, dict) else reply  # RESP3 answers a map
+    [[stream, [[_id, fields]]]] = streams
+    assert stream == "events" and fields == ["type", "succeeded"]
