@@ -215,6 +215,7 @@ class RoundTrips:
 
     @classmethod
     def add(cls) -> None:
+        """One request written (redis-py's connections and the lanes both count here)."""
         cls.count += 1
 
 
@@ -231,7 +232,7 @@ def _counting(connection_class: type[Any]) -> type[Any]:
 
     class CountingConnection(connection_class):  # type: ignore[misc]
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            RoundTrips.count += 1
+            RoundTrips.add()
             if not self.is_connected or not self.socket_timeout or isinstance(command, str):
                 await super().send_packed_command(command, check_health)
                 return

@@ -13,8 +13,9 @@ task hands the replies, which Redis sends in the order it received the calls, to
 The lifecycle stream's blocking read has a lane of its own (it would hold up every call
 behind it). What stays with redis-py: pipelines (reads, and a submission's replica `WAIT`,
 which blocks its connection by design), the leader lease (its renewal must never queue behind
-a big SubmitBatch) and everything off the hot path. The connection itself is one taken from redis-py's pool, so it is
-opened the pool's way: TLS, credentials, database, and for a Sentinel URL the current primary.
+a big SubmitBatch) and everything off the hot path. The connection itself is one taken from
+redis-py's pool, so it is opened the pool's way: TLS, credentials, database, and for a
+Sentinel URL the current primary.
 
 Failures read as redis-py's own, so `connection.guarded` words them as before: a call whose
 connection breaks, or whose reply takes longer than the socket timeout (one watchdog timer per
