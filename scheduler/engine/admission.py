@@ -40,6 +40,10 @@ REGISTRATIONS_REFRESH_SECONDS = 30.0
 """Stored worker registrations are re-read at most this often for the unschedulable check (the
 live fleet is read at every check; a registration only adds workers not connected now)."""
 
+CLASSIFICATIONS_KEPT = 1024
+"""Classifications remembered across calls, by everything classification reads; the memory is
+dropped whole when full, so its size stays bounded whatever the submissions look like."""
+
 
 class _KnownWorkers:
     """Every worker the scheduler knows, afresh at each iteration: the live fleet (workers that
@@ -95,6 +99,7 @@ class Admission:
         self._committer: asyncio.Task[None] | None = None
         self._registrations: list[KnownWorker] = []
         self._registrations_due = float("-inf")
+        self._decisions: dict[tuple[object, ...], Classification] = {}
 
     async def submit(self, items: Sequence[TaskInput]) -> list[Accepted]:
         """Validate every item, then accept all atomically (or none)."""
@@ -103,7 +108,6 @@ class Admission:
         many = len(items) > 1
         problems: list[SchedulerError] = []
         decisions: list[Classification] = []
-        memo: dict[tuple[object, ...], Classification] = {}
         valid_payloads: set[tuple[str, str]] = set()
         for index, item in enumerate(items):
             if index and not index % YIELD_EVERY:
@@ -113,7 +117,7 @@ class Admission:
             except SchedulerError as exc:
                 problems.append(exc)
                 continue
-            decisions.append(self._classify(item, len(items) if many else 0, memo))
+            decisions.append(self._classify(item, len(items) if many else 0))
         if problems:
             raise batch_error(problems)
         now = self.shared.clock()
@@ -257,16 +261,19 @@ class Admission:
     def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
         return self.shared.pending_task(new.record, seq=outcome.seq)
 
-    def _classify(self, item: TaskInput, batch_size: int,
-                  memo: dict[tuple[object, ...], Classification]) -> Classification:
-        """The classification of `item`; equal submissions of one call share one (`memo`)."""
+    def _classify(self, item: TaskInput, batch_size: int) -> Classification:
+        """The classification of `item`, remembered: a pipeline submits the same few kinds of task
+        over and over, and the rules are fixed for the engine's life (`CLASSIFICATIONS_KEPT`)."""
         sub = item.submission
         key = (sub.task_name, sub.content_type, sub.gpu, sub.gpu_memory_mb, sub.priority, sub.queue,
                tuple(sub.labels.items()), sub.user_initiated, sub.batch_size, sub.retry_policy,
-               tuple(sub.preferred_labels.items()))
-        decision = memo.get(key)
+               tuple(sub.preferred_labels.items()), batch_size)
+        decisions = self._decisions
+        decision = decisions.get(key)
         if decision is None:
-            decision = memo[key] = classify(sub, self.rules, batch_size)
+            if len(decisions) >= CLASSIFICATIONS_KEPT:
+                decisions.clear()  # many distinct kinds (generated names, say): start afresh
+            decision = decisions[key] = classify(sub, self.rules, batch_size)
         return decision
 
     def _new_task(self, item: TaskInput, decision: Classification, now: float, index: int | None) -> NewTask:

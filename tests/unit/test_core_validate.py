@@ -71,6 +71,21 @@ def test_bad_json(fields, message):
     assert isinstance(error, InvalidArgument) and str(error).startswith(message)
 
 
+def test_bad_json_reads_as_the_standard_library_words_it():
+    # The fast parser refuses first; the message is still json's own, with line and column.
+    error = problem(item(args_json="[1, 2"))
+    assert str(error) == "args_json is not valid JSON: Expecting ',' delimiter: line 1 column 6 (char 5)"
+
+
+@pytest.mark.parametrize("text", [
+    "[NaN, Infinity, -Infinity]",       # not RFC 8259, but json.loads (and Celery's worker) take it
+    "[123456789012345678901234567890]",  # past 64 bits
+    '["\\ud800"]',                      # a lone surrogate, escaped
+])
+def test_what_the_standard_library_accepts_is_accepted(text):
+    validate_input(item(args_json=text), LIMITS)
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"args_json": '{"a": 1}'}, "args_json must be a JSON array, got dict"),
     ({"args_json": '"text"'}, "args_json must be a JSON array, got str"),

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from scheduler.core.classify import LARGE_BATCH_PENALTY, LARGE_BATCH_SIZE
 from scheduler.core.model import Submission, TaskState
 from scheduler.core.validate import TaskInput
+from scheduler.engine.admission import CLASSIFICATIONS_KEPT
 from scheduler.errors import AlreadyExists, InvalidArgument
 from scheduler.state.interface import HandOutRequest, SubmitGroup
 from tests.support.fakes import make_engine
@@ -270,3 +272,23 @@ async def test_a_batch_of_equal_submissions_holds_one_kind_equal_to_the_stored_r
     kinds = {id(one.kind) for one in held if one is not None}
     assert len(kinds) == 3  # the four equal ones share one; by reference and another name differ
     assert held[4] is not None and held[4].by_reference and held[5] is not None and held[5].task_name == "t.other"
+
+
+async def test_a_remembered_classification_still_depends_on_the_batch_it_came_in() -> None:
+    rig = make_engine()
+    (alone,) = await rig.engine.admission.submit([item()])
+    batch = await rig.engine.admission.submit([item(args_json=f"[{n}]") for n in range(LARGE_BATCH_SIZE + 1)])
+    (alone_again,) = await rig.engine.admission.submit([item(args_json="[2]")])
+    assert alone.priority == alone_again.priority == 5
+    assert {a.priority for a in batch} == {5 - LARGE_BATCH_PENALTY}
+    assert "batch of 11" in batch[0].reason and "batch" not in alone_again.reason
+
+
+async def test_the_memory_of_classifications_stays_bounded() -> None:
+    rig = make_engine()
+    admission = rig.engine.admission
+    for n in range(CLASSIFICATIONS_KEPT + 5):
+        admission._classify(item(name=f"t.job{n}"), 0)
+        assert len(admission._decisions) <= CLASSIFICATIONS_KEPT
+    (accepted,) = await admission.submit([item(name="t.job1")])  # classified afresh, the same way
+    assert (accepted.queue, accepted.priority) == ("cpu_standard", 5)
