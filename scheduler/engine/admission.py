@@ -45,7 +45,7 @@ CLASSIFICATIONS_KEPT = 1024
 dropped whole when full, so its size stays bounded whatever the submissions look like."""
 
 
-class _KnownWorkers:
+class KnownWorkers:
     """Every worker the scheduler knows, afresh at each iteration: the live fleet (workers that
     connected since this scheduler started, with their current labels and GPUs), then the stored
     registrations of the others."""
@@ -64,6 +64,12 @@ class _KnownWorkers:
             live = fleet.get(registration.worker_id)
             if live is None or not live.last_heartbeat_wall:
                 yield registration
+
+
+async def stored_registrations(shared: Shared) -> list[KnownWorker]:
+    """Every worker registration kept in Redis, as the unschedulable check reads them."""
+    return [KnownWorker(record.worker_id, record.worker_type, record.gpu_memory_mb, dict(record.labels))
+            for record in (await shared.state.controls.known_workers()).values()]
 
 
 def submit_limits(shared: Shared) -> SubmitLimits:
@@ -232,7 +238,7 @@ class Admission:
         """Raise FailedPrecondition naming every item no known worker could ever run (unless it
         allows that); see scheduler/core/schedulable.py."""
         problems: list[SchedulerError] = []
-        workers: _KnownWorkers | None = None
+        workers: KnownWorkers | None = None
         for index, (item, decision) in enumerate(zip(items, decisions, strict=True)):
             if item.allow_unschedulable:
                 continue
@@ -246,17 +252,14 @@ class Admission:
         if problems:
             raise batch_error(problems)
 
-    async def _known_workers(self) -> _KnownWorkers:
+    async def _known_workers(self) -> KnownWorkers:
         """Every worker the scheduler knows (the stored registrations re-read now and then)."""
         shared = self.shared
         now = shared.monotonic()
         if now >= self._registrations_due:
-            self._registrations = [
-                KnownWorker(record.worker_id, record.worker_type, record.gpu_memory_mb, dict(record.labels))
-                for record in (await shared.state.controls.known_workers()).values()
-            ]
+            self._registrations = await stored_registrations(shared)
             self._registrations_due = now + REGISTRATIONS_REFRESH_SECONDS
-        return _KnownWorkers(shared, self._registrations)
+        return KnownWorkers(shared, self._registrations)
 
     def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
         return self.shared.pending_task(new.record, seq=outcome.seq)

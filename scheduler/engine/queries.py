@@ -19,7 +19,8 @@ from scheduler.core.model import (
 )
 from scheduler.core.placement import PlacementContext, evaluate, explain, wait_reason
 from scheduler.core.validate import TaskInput, validate_input
-from scheduler.engine.admission import submit_limits
+from scheduler.core.schedulable import unschedulable_reason
+from scheduler.engine.admission import KnownWorkers, stored_registrations, submit_limits
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Explanation, QueueView, TaskView
 from scheduler.errors import InvalidArgument, NotFound
@@ -187,6 +188,7 @@ class Queries:
         """Dry run of classification and placement; changes nothing."""
         shared = self.shared
         now = shared.clock()
+        refusal: str | None = None
         if task_id:
             view = await self.get_task(task_id)
             task = shared.pending.get(task_id) or shared.pending_task(view.record)
@@ -200,12 +202,19 @@ class Queries:
                 decision.reason, tuple(sorted(decision.preferred_labels.items())), item.submission.task_name,
             )
             reason = decision.reason
+            if not item.allow_unschedulable:
+                refusal = unschedulable_reason(item.submission, decision, self.rules,
+                                               KnownWorkers(shared, await stored_registrations(shared)))
         else:
             raise InvalidArgument("give a task or a task_id to explain")
         effective = shared.settings.aging.effective_priority(task.priority, now - task.submitted_at)
         views, ctx = shared.worker_views(now), shared.placement_context(now)
         verdicts, chosen = explain(task, views, ctx)
-        if task.queue in shared.paused:
+        if refusal is not None:
+            chosen = None
+            summary = (f"SubmitTask would refuse it: no worker could ever run this task: {refusal} "
+                       "(with allow_unschedulable it is accepted and waits for such a worker)")
+        elif task.queue in shared.paused:
             chosen = None
             summary = f"queue {task.queue} is paused: the task waits until it is resumed"
         elif chosen is not None:

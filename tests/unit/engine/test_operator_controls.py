@@ -119,6 +119,24 @@ async def test_submissions_no_known_worker_could_run_are_refused_unless_allowed(
     assert await state_of(rig, fits.task_id) is TaskState.PENDING
 
 
+async def test_explain_says_when_submit_would_refuse_the_task() -> None:
+    rig = make_engine()
+    await connect(rig, "gpu-1", worker_type=WorkerType.GPU, gpus=[GPU], labels={"zone": "eu"})
+    queries = rig.engine.queries
+    refused = await queries.explain(item("video", gpu_memory_mb=80_000), "")
+    assert refused.chosen is None
+    assert refused.summary.startswith("SubmitTask would refuse it: no worker could ever run this task: asks for 80000 MiB")
+    assert "allow_unschedulable" in refused.summary
+    by_label = await queries.explain(item(labels={"zone": "us"}), "")
+    assert "requires label zone=us" in by_label.summary
+    # Allowed, the same task is explained as a waiting one; a task the fleet fits, as placed.
+    allowed = await queries.explain(item("video", allow=True, gpu_memory_mb=80_000), "")
+    assert not allowed.summary.startswith("SubmitTask would refuse it")
+    fits = await queries.explain(item("video"), "")
+    assert fits.chosen is not None and fits.chosen.worker_id == "gpu-1"
+    assert len(rig.engine.shared.pending) == 0, "a dry run accepts nothing"
+
+
 async def test_stored_registrations_count_as_known_workers_and_are_reread_now_and_then() -> None:
     rig = make_engine()
     await connect(rig, "gpu-1", worker_type=WorkerType.GPU, gpus=[GPU])
