@@ -18,8 +18,8 @@ from scheduler.core.model import (
     TaskState,
 )
 from scheduler.core.placement import PlacementContext, evaluate, explain, wait_reason
-from scheduler.core.validate import TaskInput, validate_input
 from scheduler.core.schedulable import unschedulable_reason
+from scheduler.core.validate import TaskInput, validate_input
 from scheduler.engine.admission import KnownWorkers, stored_registrations, submit_limits
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Explanation, QueueView, TaskView
