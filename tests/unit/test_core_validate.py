@@ -86,6 +86,15 @@ def test_what_the_standard_library_accepts_is_accepted(text):
     validate_input(item(args_json=text), LIMITS)
 
 
+@pytest.mark.parametrize("depth", [1000, 5000])
+def test_nesting_the_standard_library_cannot_decode_is_refused(depth):
+    # orjson alone would take 1,000 levels; a worker's json.loads could not decode them.
+    roomy = SubmitLimits(100_000, LIMITS.queue_names, LIMITS.retry_policy_names)
+    with pytest.raises(InvalidArgument, match="args_json is nested too deeply to decode"):
+        validate_input(item(args_json="[" * depth + "]" * depth), roomy)
+    validate_input(item(args_json="[" * 300 + "]" * 300), roomy)  # past orjson's share, still fine
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"args_json": '{"a": 1}'}, "args_json must be a JSON array, got dict"),
     ({"args_json": '"text"'}, "args_json must be a JSON array, got str"),
