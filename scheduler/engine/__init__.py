@@ -87,7 +87,7 @@ class Engine:
         self.dead_letters = DeadLetters(self.shared)
         self.liveness = Liveness(self.shared)
         self.agents = Agents(self.shared, self.liveness)
-        self.queries = Queries(self.shared)
+        self.queries = Queries(self.shared, self.admission)
         self.controls = Controls(self.shared, self.queries)
         self.gauges = Gauges(self.shared, self.queries)
         self.task_list = TaskList(self.shared)

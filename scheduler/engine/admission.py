@@ -40,12 +40,15 @@ REGISTRATIONS_REFRESH_SECONDS = 30.0
 """Stored worker registrations are re-read at most this often for the unschedulable check (the
 live fleet is read at every check; a registration only adds workers not connected now)."""
 
+UNSCHEDULABLE = "no worker could ever run this task"
+"""How a refusal of a task no known worker could run starts (after the item's index)."""
+
 CLASSIFICATIONS_KEPT = 1024
 """Classifications remembered across calls, by everything classification reads; the memory is
 dropped whole when full, so its size stays bounded whatever the submissions look like."""
 
 
-class KnownWorkers:
+class _KnownWorkers:
     """Every worker the scheduler knows, afresh at each iteration: the live fleet (workers that
     connected since this scheduler started, with their current labels and GPUs), then the stored
     registrations of the others."""
@@ -66,10 +69,10 @@ class KnownWorkers:
                 yield registration
 
 
-async def stored_registrations(shared: Shared) -> list[KnownWorker]:
-    """Every worker registration kept in Redis, as the unschedulable check reads them."""
-    return [KnownWorker(record.worker_id, record.worker_type, record.gpu_memory_mb, dict(record.labels))
-            for record in (await shared.state.controls.known_workers()).values()]
+def _judged_against_workers(item: TaskInput) -> bool:
+    """Whether the unschedulable check needs the known workers for `item` (only a label or a
+    GPU-memory request is judged against them)."""
+    return bool(item.submission.labels or item.submission.gpu_memory_mb)
 
 
 def submit_limits(shared: Shared) -> SubmitLimits:
@@ -238,28 +241,38 @@ class Admission:
         """Raise FailedPrecondition naming every item no known worker could ever run (unless it
         allows that); see scheduler/core/schedulable.py."""
         problems: list[SchedulerError] = []
-        workers: KnownWorkers | None = None
+        workers: _KnownWorkers | None = None
         for index, (item, decision) in enumerate(zip(items, decisions, strict=True)):
             if item.allow_unschedulable:
                 continue
-            submission = item.submission
-            if workers is None and (submission.labels or submission.gpu_memory_mb):
+            if workers is None and _judged_against_workers(item):
                 workers = await self._known_workers()
-            reason = unschedulable_reason(submission, decision, self.rules, workers or ())
+            reason = unschedulable_reason(item.submission, decision, self.rules, workers or ())
             if reason is not None:
                 where = f"tasks[{index}]: " if many else ""
-                problems.append(FailedPrecondition(f"{where}no worker could ever run this task: {reason}"))
+                problems.append(FailedPrecondition(f"{where}{UNSCHEDULABLE}: {reason}"))
         if problems:
             raise batch_error(problems)
 
-    async def _known_workers(self) -> KnownWorkers:
+    async def refusal(self, item: TaskInput, decision: Classification) -> str | None:
+        """Why submitting `item` would be refused as unschedulable, or None: the check above for
+        one item, for ExplainPlacement's dry run."""
+        if item.allow_unschedulable:
+            return None
+        workers = await self._known_workers() if _judged_against_workers(item) else ()
+        return unschedulable_reason(item.submission, decision, self.rules, workers)
+
+    async def _known_workers(self) -> _KnownWorkers:
         """Every worker the scheduler knows (the stored registrations re-read now and then)."""
         shared = self.shared
         now = shared.monotonic()
         if now >= self._registrations_due:
-            self._registrations = await stored_registrations(shared)
+            self._registrations = [
+                KnownWorker(record.worker_id, record.worker_type, record.gpu_memory_mb, dict(record.labels))
+                for record in (await shared.state.controls.known_workers()).values()
+            ]
             self._registrations_due = now + REGISTRATIONS_REFRESH_SECONDS
-        return KnownWorkers(shared, self._registrations)
+        return _KnownWorkers(shared, self._registrations)
 
     def _pending(self, new: NewTask, outcome: SubmitOutcome) -> PendingTask:
         return self.shared.pending_task(new.record, seq=outcome.seq)

@@ -18,9 +18,8 @@ from scheduler.core.model import (
     TaskState,
 )
 from scheduler.core.placement import PlacementContext, evaluate, explain, wait_reason
-from scheduler.core.schedulable import unschedulable_reason
 from scheduler.core.validate import TaskInput, validate_input
-from scheduler.engine.admission import KnownWorkers, stored_registrations, submit_limits
+from scheduler.engine.admission import UNSCHEDULABLE, Admission, submit_limits
 from scheduler.engine.shared import Shared
 from scheduler.engine.views import Explanation, QueueView, TaskView
 from scheduler.errors import InvalidArgument, NotFound
@@ -40,8 +39,9 @@ def _change_key(view: TaskView) -> tuple[object, ...]:
 class Queries:
     """Read-only views over the store and the engine's memory."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, admission: Admission) -> None:
         self.shared = shared
+        self._admission = admission
         self.rules = shared.settings.classification_rules()
 
     async def get_task(self, task_id: str) -> TaskView:
@@ -202,9 +202,7 @@ class Queries:
                 decision.reason, tuple(sorted(decision.preferred_labels.items())), item.submission.task_name,
             )
             reason = decision.reason
-            if not item.allow_unschedulable:
-                refusal = unschedulable_reason(item.submission, decision, self.rules,
-                                               KnownWorkers(shared, await stored_registrations(shared)))
+            refusal = await self._admission.refusal(item, decision)
         else:
             raise InvalidArgument("give a task or a task_id to explain")
         effective = shared.settings.aging.effective_priority(task.priority, now - task.submitted_at)
@@ -212,7 +210,7 @@ class Queries:
         verdicts, chosen = explain(task, views, ctx)
         if refusal is not None:
             chosen = None
-            summary = (f"SubmitTask would refuse it: no worker could ever run this task: {refusal} "
+            summary = (f"SubmitTask would refuse it: {UNSCHEDULABLE}: {refusal} "
                        "(with allow_unschedulable it is accepted and waits for such a worker)")
         elif task.queue in shared.paused:
             chosen = None
