@@ -48,6 +48,9 @@ class InFlight:
     waiting_since: float | None = None
     """Monotonic time from which its start deadline counts: when liveness first saw it, or last
     saw every slot of its worker busy with started work (its turn had not come)."""
+    unreported_since: float | None = None
+    """Monotonic time of the first heartbeat whose running attempts left this one out (None while
+    its agent lists it, or does not say)."""
 
 
 OPERATOR_STATES = ("ready", "draining", "drained", "quarantined", "lost")

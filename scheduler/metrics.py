@@ -133,8 +133,8 @@ class Metrics:
             ["queue"], registry=registry,
         )
         self.requeued = Counter(
-            "switchyard_tasks_requeued", "Attempts moved back to pending off a lost worker or after a missed "
-            "start deadline.", registry=registry,
+            "switchyard_tasks_requeued", "Attempts moved back to pending off a lost worker, after a missed "
+            "start deadline, or when a running attempt's outcome never arrived.", registry=registry,
         )
         self.queue_wait = Histogram(
             "switchyard_task_queue_wait_seconds", "Seconds from submission to the start of an attempt, "

@@ -104,6 +104,11 @@ class Settings:
     start_deadline_returns: int = 3
     """Times a task may go back to pending for missing its start deadline; the next miss ends it
     failed, with a reason (0: the first miss fails it)."""
+    unreported_running_seconds: float = 30.0
+    """A task running on a worker whose agent, heartbeating all the while, has left it out of its
+    running attempts for this long, and whose outcome has not arrived, goes back to pending under
+    a new attempt: its outcome report was lost (a Redis failover within the replication lag).
+    Agents older than this field send no running attempts; their tasks are never taken back so."""
     max_payload_bytes: int = 16 * 1024 * 1024
     """Largest args_json + kwargs_json accepted; larger gets RESOURCE_EXHAUSTED."""
     inline_payload_bytes: int = 256 * 1024

@@ -111,9 +111,17 @@ def pid_file_path(run_dir: Path, task_id: str, attempt: int) -> Path:
     return run_dir / f"{task_id}.{attempt}.pid"
 
 
-def active_attempts(run_dir: Path) -> int:
-    """Switchyard attempts running now: one pid file each, written at start, removed at end."""
+def running_attempts(run_dir: Path) -> list[tuple[str, int]] | None:
+    """The Switchyard attempts running now, as (task id, attempt): one pid file each, written
+    after the claim and removed once the outcome report is sent (or buffered). None when the run
+    directory cannot be read: not knowing is not the same as running nothing."""
     try:
-        return sum(1 for _ in run_dir.glob("*.pid"))
+        names = [path.name for path in run_dir.glob("*.pid")]
     except OSError:
-        return 0
+        return None
+    found = []
+    for name in names:
+        task_id, _, attempt = name[:-len(".pid")].rpartition(".")
+        if task_id and attempt.isdigit():
+            found.append((task_id, int(attempt)))
+    return found

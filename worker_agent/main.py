@@ -61,7 +61,7 @@ from switchyard.wire import (
 )
 
 from worker_agent import __version__, environment
-from worker_agent.attempts import active_attempts
+from worker_agent.attempts import running_attempts
 from worker_agent.broker_check import Verdict, compare_broker, redact
 from worker_agent.handshake import AgentChannel, HandshakeError, WorkerRelease, WorkerReport
 from worker_agent.labels import read_runtime_labels
@@ -291,6 +291,7 @@ class Agent:
             current_labels=self.current_labels,
             tls=config.tls,
             token=config.token,
+            running_attempts=self.running_attempts,
         )
         self._stream_task: asyncio.Task[None] | None = None
 
@@ -315,7 +316,11 @@ class Agent:
 
     def sample_load(self) -> worker_pb2.WorkerLoad:
         """Load for one heartbeat; active tasks are the attempts with a pid file."""
-        return to_load_proto(sample_load(self.prober, active_attempts(self.run_dir)))
+        return to_load_proto(sample_load(self.prober, len(self.running_attempts() or ())))
+
+    def running_attempts(self) -> list[tuple[str, int]] | None:
+        """The attempts with a pid file; the scheduler takes back a running one left out too long."""
+        return running_attempts(self.run_dir)
 
     async def cancel(self, task_id: str, attempt: int) -> None:
         """Local cancel of one attempt (wire contract: SIGTERM its pool child, then SIGKILL)."""

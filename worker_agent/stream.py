@@ -241,6 +241,7 @@ class AgentStream:
         current_labels: Callable[[], dict[str, str]] | None = None,
         tls: TlsSettings | None = None,
         token: TokenSource | None = None,
+        running_attempts: Callable[[], Sequence[tuple[str, int]] | None] | None = None,
     ) -> None:
         self.finder = LeaderFinder(addresses, reconnect_initial_seconds, reconnect_max_seconds)
         self.tls = tls
@@ -254,6 +255,8 @@ class AgentStream:
         self.on_cancel = on_cancel
         self.current_labels = current_labels
         """Labels now (static + runtime); a change is sent with the next heartbeat."""
+        self.running_attempts = running_attempts
+        """The attempts executing now, sent with every heartbeat (None from it: not known)."""
         self.welcome: Welcome | None = None
         """The latest welcome; None until the first stream is accepted."""
         self.first_welcome = asyncio.Event()
@@ -396,6 +399,11 @@ class AgentStream:
             await asyncio.sleep(interval)
             sequence += 1
             heartbeat = agent_pb2.AgentHeartbeat(sequence=sequence, load=self.sample_load())
+            running = self.running_attempts() if self.running_attempts else None
+            if running is not None:
+                heartbeat.running.SetInParent()
+                heartbeat.running.attempts.extend(
+                    agent_pb2.RunningAttempt(task_id=task_id, attempt=attempt) for task_id, attempt in running)
             labels = self.current_labels() if self.current_labels else sent_labels
             if labels != sent_labels:
                 heartbeat.labels.update(labels)

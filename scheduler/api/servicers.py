@@ -307,6 +307,7 @@ class AgentGatewayServicer(agent_pb2_grpc.AgentGatewayServicer):
                 agents.heartbeat(
                     worker_id, session, beat.load, convert.gpus_from(beat.load.gpus),
                     dict(beat.labels), beat.labels_replaced,
+                    {(a.task_id, a.attempt) for a in beat.running.attempts} if beat.HasField("running") else None,
                 )
             elif kind == "worker_exited":
                 await agents.worker_exited(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from switchyard.wire import worker_id_problem
@@ -132,8 +133,12 @@ class Agents:
     def heartbeat(
         self, worker_id: str, session: int, load: Any, gpus: Sequence[Gpu],
         labels: Mapping[str, str], labels_replaced: bool,
+        running: AbstractSet[tuple[str, int]] | None = None,
     ) -> None:
-        """Fresh load, GPU use and labels; a worker declared lost that heartbeats again rejoins empty."""
+        """Fresh load, GPU use and labels; a worker declared lost that heartbeats again rejoins empty.
+
+        `running`, the (task id, attempt) pairs the agent says execute now (None: not said),
+        dates each attempt it leaves out; liveness takes back a running one left out too long."""
         shared = self.shared
         worker = shared.fleet.get(worker_id)
         if worker is None or worker.session != session:
@@ -151,6 +156,8 @@ class Agents:
         worker.last_heartbeat = shared.monotonic()
         worker.last_heartbeat_wall = shared.clock()
         worker.load = load
+        if running is not None:
+            self._note_unreported(worker, running)
         by_index = {g.index: g for g in gpus}
         for gpu in worker.gpus:
             fresh = by_index.get(gpu.index)
@@ -163,6 +170,14 @@ class Agents:
         elif labels:
             worker.labels.update(labels)
             shared.kick.set()
+
+    def _note_unreported(self, worker: Worker, running: AbstractSet[tuple[str, int]]) -> None:
+        now = worker.last_heartbeat
+        for item in worker.in_flight.values():
+            if (item.task_id, item.attempt) in running:
+                item.unreported_since = None
+            elif item.unreported_since is None:
+                item.unreported_since = now
 
     async def worker_exited(self, worker_id: str, session: int, exit_code: int, reason: str) -> None:
         """The agent says its Celery worker is gone: the worker is lost at once."""

@@ -2,6 +2,10 @@
 grace period, and move its dispatched and running work back to pending under a new attempt;
 and take back a hand-out that does not start in time on a worker that looks alive.
 
+A running attempt can also end on its worker without its outcome ever reaching the scheduler
+(the report lost in a Redis failover): agents list the attempts they run in every heartbeat, and
+one known to run that they leave out for `unreported_running_seconds` goes back to pending.
+
 A worker can be alive to every check (its agent heartbeats) and still never start what it is
 handed: a frozen or wedged Celery worker, one that consumes another broker. So each tick also
 enforces the start deadline: an attempt still `dispatched` `start_deadline_seconds` after a slot
@@ -36,7 +40,8 @@ deadline is short: a quarter of it)."""
 
 
 class Liveness:
-    """Watches heartbeats, reconnection grace and start deadlines; owns declaring a worker lost."""
+    """Watches heartbeats, reconnection grace, start deadlines and running attempts whose worker no
+    longer lists them; owns declaring a worker lost."""
 
     def __init__(self, shared: Shared) -> None:
         self.shared = shared
@@ -68,8 +73,10 @@ class Liveness:
             ):
                 await self.declare_lost(worker, f"not reconnected within {settings.lost_grace_seconds:g}s")
         if now >= self._next_deadline_check:
-            self._next_deadline_check = now + min(START_DEADLINE_CHECK_SECONDS, settings.start_deadline_seconds / 4)
+            self._next_deadline_check = now + min(START_DEADLINE_CHECK_SECONDS, settings.start_deadline_seconds / 4,
+                                                  settings.unreported_running_seconds / 4)
             await self.check_start_deadlines(now)
+            await self.check_unreported()
 
     async def declare_lost(self, worker: Worker, reason: str) -> None:
         """Mark the worker lost, re-queue its attempts (fenced) and purge its Celery queue."""
@@ -133,7 +140,8 @@ class Liveness:
                 continue  # ended or moved on while Redis was read
             if record is not None and (record.worker_id, record.attempt) == (worker.worker_id, item.attempt):
                 if record.state is TaskState.RUNNING:
-                    item.started = True
+                    # Known to run from now: heartbeats that left it out before its start do not count.
+                    item.started, item.unreported_since = True, None
                     continue
                 if record.state is TaskState.DISPATCHED:
                     overdue[worker.worker_id].append((item, record))
@@ -186,6 +194,58 @@ class Liveness:
         shared.metrics.finished.labels(back.queue, back.state.value).inc()
         shared.watchers.notify(back)
         shared.kick.set()
+
+    async def check_unreported(self) -> None:
+        """Take back the running attempts whose outcome never arrived.
+
+        Each heartbeat lists the attempts its worker executes (`Agents.heartbeat` dates each one it
+        leaves out). An attempt left out of every heartbeat for `unreported_running_seconds` is
+        looked up: one still dispatched waits its turn (the start deadline is for that); one
+        running is from then on known to run, and counted again from scratch. One known to run and
+        then left out for as long ended on the worker without its outcome reaching the scheduler:
+        the report was lost (a Redis failover within the replication lag) and without this it would
+        stay running for ever. It goes back to pending under a new attempt (at least once: it may
+        have finished); the store refuses when its outcome arrived after all, and a late one is
+        then stale.
+        """
+        shared = self.shared
+        grace = shared.settings.unreported_running_seconds
+        suspects: list[tuple[Worker, InFlight]] = []
+        for worker in shared.fleet:
+            if worker.lost or not worker.connected:
+                continue
+            for item in worker.in_flight.values():
+                since = item.unreported_since
+                if since is not None and worker.last_heartbeat - since >= grace:
+                    suspects.append((worker, item))
+        if not suspects:
+            return
+        records = {r.task_id: r for r in await shared.state.tasks.load([item.task_id for _w, item in suspects])}
+        for worker, item in suspects:
+            record = records.get(item.task_id)
+            if worker.in_flight.get(item.task_id) is not item:
+                continue  # ended or moved on while Redis was read
+            running = (record is not None and record.state is TaskState.RUNNING
+                       and (record.worker_id, record.attempt) == (worker.worker_id, item.attempt))
+            if not running or not item.started:
+                # Not started yet, or its outcome is on its way; or it runs but was not known to
+                # (its heartbeats so far may predate its start): count again from now.
+                item.started = item.started or running
+                item.unreported_since = None
+                continue
+            reason = (f"re-queued: attempt {item.attempt} ended on worker {worker.worker_id} "
+                      f"(not among its running tasks for {grace:g}s) and its outcome never arrived")
+            back = await shared.state.tasks.reclaim_unreported(item.task_id, worker.worker_id, item.attempt, reason)
+            if back is None:
+                item.unreported_since = None
+                continue
+            if worker.in_flight.get(item.task_id) is item:
+                del worker.in_flight[item.task_id]
+            log.warning("task %s (%s) attempt %d: worker %s has not listed it as running for %gs and its outcome "
+                        "never arrived (lost in a Redis failover?); back to pending to run again",
+                        back.task_id, back.name, item.attempt, worker.worker_id, grace)
+            shared.metrics.requeued.inc()
+            shared.back_to_pending(back)
 
     def _count_miss(self, worker: Worker, task_id: str) -> None:
         """A missed start counts as a failure on the worker: placement prefers others, and a

@@ -224,6 +224,12 @@ class TaskStore(Protocol):
         no longer dispatched at that attempt on that worker (it started, or moved on meanwhile)."""
         ...
 
+    async def reclaim_unreported(self, task_id: str, worker_id: str, attempt: int, reason: str) -> TaskRecord | None:
+        """Take a running attempt back from a worker that no longer reports it running (its outcome
+        report was lost): to pending, its fence moved on. None when the task is no longer running at
+        that attempt on that worker (its outcome arrived, or it moved on meanwhile)."""
+        ...
+
     async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome: ...
 
     async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:

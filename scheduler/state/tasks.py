@@ -236,6 +236,16 @@ class RedisTaskStore(StorePart):
         return record if reply else None
 
     @guarded
+    async def reclaim_unreported(self, task_id: str, worker_id: str, attempt: int, reason: str) -> TaskRecord | None:
+        """A running attempt its worker no longer reports back to pending; see `TaskStore`."""
+        keys = self._keys
+        reply, record = await self._then_record(
+            self._scripts.requeue, [keys.task(task_id), keys.inflight(worker_id), keys.pending],
+            [task_id, worker_id, reason, FENCE_REQUEUED, str(attempt), "unreported"], task_id,
+        )
+        return record if reply else None
+
+    @guarded
     async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome:
         """Cancel a task that has not finished (a finished one comes back as TERMINAL, unchanged)."""
         keys = self._keys

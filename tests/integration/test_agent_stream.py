@@ -248,9 +248,12 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         claims.close()
         assert state.hget(keys.task("long"), FENCE_FIELD) == fence_started(1)
         assert state.hget(keys.task("long"), "state") == "running"
-        # Heartbeats count the running attempt.
+        # Heartbeats count the running attempt, and name it.
         wait_until(lambda: (beats := server.gateway.messages("heartbeat")) and beats[-1].load.active_tasks == 1,
                    timeout=5, message="active_tasks == 1")
+        listed = server.gateway.messages("heartbeat")[-1]
+        assert listed.HasField("running")
+        assert [(a.task_id, a.attempt) for a in listed.running.attempts] == [("long", 1)]
 
         state.hset(keys.task("long"), mapping={"state": "cancelled", FENCE_FIELD: "cancelled"})
         server.push(agent_pb2.ConnectResponse(cancel=agent_pb2.CancelCommand(task_id="long", attempt=1)))
@@ -261,6 +264,8 @@ def test_agent_waits_for_the_scheduler_then_runs_fenced_work_and_cancels(
         assert state.xrange(keys.events) == []
         wait_until(lambda: server.gateway.messages("heartbeat")[-1].load.active_tasks == 0,
                    timeout=10, message="active_tasks back to 0")
+        emptied = server.gateway.messages("heartbeat")[-1]
+        assert emptied.HasField("running") and list(emptied.running.attempts) == []
 
         server.push(agent_pb2.ConnectResponse(drain=agent_pb2.DrainCommand(reason="maintenance")))
         wait_until(lambda: "drains this worker: maintenance" in agent_log.read_text(errors="replace"),

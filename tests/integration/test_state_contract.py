@@ -416,6 +416,35 @@ async def a_hand_out_that_never_started_is_taken_back_or_failed(b: Backend) -> N
     assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
 
 
+async def a_running_attempt_no_longer_reported_is_taken_back(b: Backend) -> None:
+    await submitted(b, "a", "b", "c")
+    await b.state.tasks.dispatch([hand_out("a"), hand_out("b"), hand_out("c")], T0 + 1)
+    for task_id in ("a", "c"):
+        assert await b.claim(task_id, 1, "w1", T0 + 2)
+    reclaim = b.state.tasks.reclaim_unreported
+    assert await reclaim("a", "w2", 1, "not there") is None
+    assert await reclaim("a", "w1", 2, "another attempt") is None
+    assert await reclaim("b", "w1", 1, "never started") is None
+    assert await state_of(b, "b") is TaskState.DISPATCHED
+    back = await reclaim("a", "w1", 1, "re-queued: its outcome never arrived")
+    assert back is not None
+    assert (back.state, back.worker_id, back.attempt, back.start_returns, back.started_at, back.reason) == (
+        TaskState.PENDING, "", 1, 0, 0.0, "re-queued: its outcome never arrived")
+    assert await b.fence("a") == FENCE_REQUEUED
+    assert await reclaim("a", "w1", 1, "twice") is None
+    # Its outcome, should it arrive after all, is stale: the task stays pending.
+    await b.report("succeeded", "a", 1, "w1", T0 + 3, result_json="1")
+    await deliver(b)
+    assert await state_of(b, "a") is TaskState.PENDING
+    # An outcome that arrived first wins: nothing is taken back.
+    await b.report("succeeded", "c", 1, "w1", T0 + 3, result_json="2")
+    await deliver(b)
+    assert await reclaim("c", "w1", 1, "too late") is None
+    assert await state_of(b, "c") is TaskState.SUCCEEDED
+    assert await b.state.indexes.pending_ids() == ["a"]
+    assert await b.state.indexes.in_flight_ledgers() == {"w1": {"b"}}
+
+
 async def cancel_in_each_state(b: Backend) -> None:
     await submitted(b, "pending", "dispatched", "running", "retrying", "done")
     await b.state.tasks.dispatch([hand_out(t) for t in ("dispatched", "running", "retrying", "done")], T0 + 1)
@@ -579,6 +608,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     requeue_moves_an_attempt_back_and_fences_it,
     a_requeue_does_not_count_as_a_failure,
     a_hand_out_that_never_started_is_taken_back_or_failed,
+    a_running_attempt_no_longer_reported_is_taken_back,
     cancel_in_each_state,
     dead_letters_replay_and_purge,
     the_task_index_pages_newest_first_and_sweeps_gone_tasks,

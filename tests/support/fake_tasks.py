@@ -116,7 +116,7 @@ def _lua_number(seconds: float) -> float:
 
 class FakeTaskStore:
     """submit.lua, dispatch.lua, apply.lua, requeue.lua (and its start-deadline variant,
-    `reclaim_unstarted`), cancel.lua and promote.lua."""
+    `reclaim_unstarted`, `reclaim_unreported`), cancel.lua and promote.lua."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
@@ -323,6 +323,18 @@ class FakeTaskStore:
         task["start_returns"] = str(int(task.get("start_returns") or "0") + 1)
         task.update(state="pending", worker="", reason=reclaim.reason, progress="0", progress_msg="",
                     started_at="", dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
+        t.pending[task_id] = int(task["seq"])
+        return t.record(task_id)
+
+    async def reclaim_unreported(self, task_id: str, worker_id: str, attempt: int, reason: str) -> TaskRecord | None:
+        """requeue.lua for a running attempt its worker no longer reports, then the record read."""
+        t = self.t
+        task = t.hashes.get(task_id, {})
+        if (task.get("state"), task.get("worker"), task.get("attempt")) != ("running", worker_id, str(attempt)):
+            return None
+        t.inflight[worker_id].discard(task_id)
+        task.update(state="pending", worker="", reason=reason, progress="0", progress_msg="", started_at="",
+                    dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
         t.pending[task_id] = int(task["seq"])
         return t.record(task_id)
 

@@ -11,11 +11,11 @@ from switchyard.wire import HEADER_ATTEMPT, HEADER_PAYLOAD_REF, HEADER_TASK_ID, 
 from worker_agent import environment
 from worker_agent.attempts import (
     Attempt,
-    active_attempts,
     attempt_from_request,
     current_attempt,
     pid_file_path,
     running,
+    running_attempts,
 )
 from worker_agent.progress import progress_fraction
 
@@ -49,9 +49,27 @@ def test_running_attempt_recorded_in_thread_and_pid_file(monkeypatch: pytest.Mon
     with running(attempt):
         assert current_attempt() == attempt
         assert pid_file_path(tmp_path, "t3", 2).exists()
-        assert active_attempts(tmp_path) == 1
+        assert running_attempts(tmp_path) == [("t3", 2)]
     assert current_attempt() is None
-    assert active_attempts(tmp_path) == 0
+    assert running_attempts(tmp_path) == []
+
+
+def test_running_attempts_reads_task_ids_with_dots_and_skips_strangers(tmp_path: Path) -> None:
+    for name in ("a.b.3.pid", "t1.1.pid", "junk.pid", "t2.x.pid", "t1.1.pid.tmp", ".7.pid"):
+        (tmp_path / name).write_text("1")
+    assert sorted(running_attempts(tmp_path) or []) == [("a.b", 3), ("t1", 1)]
+
+
+def test_running_attempts_unknown_when_the_run_dir_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    assert running_attempts(tmp_path / "gone") == []  # a missing directory: nothing runs there
+
+    def unreadable(self: Path, pattern: str) -> list[Path]:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "glob", unreadable)
+    assert running_attempts(tmp_path) is None
 
 
 def test_running_outside_an_agent_writes_no_pid_file(tmp_path: Path) -> None:

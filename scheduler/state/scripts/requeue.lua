@@ -6,6 +6,8 @@
 -- A hand-out that missed its start deadline passes ARGV[5] = its attempt: it is taken back only
 -- while still dispatched (never started) at that attempt, and its returns are counted; with
 -- ARGV[6] = 'fail' it ends failed instead (at ARGV[7], kept ARGV[8] seconds, error type ARGV[9]).
+-- A running attempt its worker no longer reports passes ARGV[5] = its attempt and ARGV[6] =
+-- 'unreported': it is taken back only while still running at that attempt on that worker.
 -- Task hash: reads state, worker, seq, attempt; writes state, worker, reason, progress,
 --            progress_msg, started_at, dispatched_at, gpu_index, served_queue, fence,
 --            start_returns (or, failing: state, finished_at, reason, error, error_type,
@@ -15,7 +17,10 @@
 local task, id, worker, unstarted = KEYS[1], ARGV[1], ARGV[2], ARGV[5]
 local cur = redis.call('HMGET', task, 'state', 'worker', 'seq', 'attempt')
 local state = cur[1]
-if unstarted then
+if ARGV[6] == 'unreported' then
+  if state ~= 'running' or cur[2] ~= worker or cur[4] ~= unstarted then return false end
+  redis.call('SREM', KEYS[2], id)
+elseif unstarted then
   if state ~= 'dispatched' or cur[2] ~= worker or cur[4] ~= unstarted then return false end
   redis.call('SREM', KEYS[2], id)
   if ARGV[6] == 'fail' then

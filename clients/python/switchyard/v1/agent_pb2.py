@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from switchyard.v1 import worker_pb2 as switchyard_dot_v1_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/agent.proto\x12\rswitchyard.v1\x1a\x1aswitchyard/v1/worker.proto\"\xb1\x01\n\x0e\x43onnectRequest\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.switchyard.v1.AgentHelloH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.switchyard.v1.AgentHeartbeatH\x00\x12\x34\n\rworker_exited\x18\x03 \x01(\x0b\x32\x1b.switchyard.v1.WorkerExitedH\x00\x42\t\n\x07message\"\xf0\x02\n\nAgentHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12.\n\x0bworker_type\x18\x02 \x01(\x0e\x32\x19.switchyard.v1.WorkerType\x12\x37\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32!.switchyard.v1.WorkerCapabilities\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.switchyard.v1.AgentHello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x14\n\x0c\x63\x65lery_queue\x18\x06 \x01(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x12\n\ncelery_pid\x18\x08 \x01(\x03\x12\x18\n\x10registered_tasks\x18\t \x03(\t\x12\x16\n\x0e\x61gent_instance\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xce\x01\n\x0e\x41gentHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\'\n\x04load\x18\x02 \x01(\x0b\x32\x19.switchyard.v1.WorkerLoad\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).switchyard.v1.AgentHeartbeat.LabelsEntry\x12\x17\n\x0flabels_replaced\x18\x04 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x0cWorkerExited\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\x0f\x43onnectResponse\x12.\n\x07welcome\x18\x01 \x01(\x0b\x32\x1b.switchyard.v1.AgentWelcomeH\x00\x12,\n\x05\x64rain\x18\x02 \x01(\x0b\x32\x1b.switchyard.v1.DrainCommandH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.switchyard.v1.CancelCommandH\x00\x42\t\n\x07message\"|\n\x0c\x41gentWelcome\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\x12\x17\n\x0fstate_redis_url\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\x1b\n\x13rejoined_after_loss\x18\x04 \x01(\x08\"\x1e\n\x0c\x44rainCommand\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\rCancelCommand\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r2\\\n\x0c\x41gentGateway\x12L\n\x07\x43onnect\x12\x1d.switchyard.v1.ConnectRequest\x1a\x1e.switchyard.v1.ConnectResponse(\x01\x30\x01\x42HZFgithub.com/switchyard/switchyard/clients/go/switchyard/v1;switchyardv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19switchyard/v1/agent.proto\x12\rswitchyard.v1\x1a\x1aswitchyard/v1/worker.proto\"\xb1\x01\n\x0e\x43onnectRequest\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.switchyard.v1.AgentHelloH\x00\x12\x32\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.switchyard.v1.AgentHeartbeatH\x00\x12\x34\n\rworker_exited\x18\x03 \x01(\x0b\x32\x1b.switchyard.v1.WorkerExitedH\x00\x42\t\n\x07message\"\xf0\x02\n\nAgentHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12.\n\x0bworker_type\x18\x02 \x01(\x0e\x32\x19.switchyard.v1.WorkerType\x12\x37\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32!.switchyard.v1.WorkerCapabilities\x12\x35\n\x06labels\x18\x04 \x03(\x0b\x32%.switchyard.v1.AgentHello.LabelsEntry\x12\r\n\x05slots\x18\x05 \x01(\r\x12\x14\n\x0c\x63\x65lery_queue\x18\x06 \x01(\t\x12\x15\n\ragent_version\x18\x07 \x01(\t\x12\x12\n\ncelery_pid\x18\x08 \x01(\x03\x12\x18\n\x10registered_tasks\x18\t \x03(\t\x12\x16\n\x0e\x61gent_instance\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xff\x01\n\x0e\x41gentHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\'\n\x04load\x18\x02 \x01(\x0b\x32\x19.switchyard.v1.WorkerLoad\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).switchyard.v1.AgentHeartbeat.LabelsEntry\x12\x17\n\x0flabels_replaced\x18\x04 \x01(\x08\x12/\n\x07running\x18\x05 \x01(\x0b\x32\x1e.switchyard.v1.RunningAttempts\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x0fRunningAttempts\x12/\n\x08\x61ttempts\x18\x01 \x03(\x0b\x32\x1d.switchyard.v1.RunningAttempt\"2\n\x0eRunningAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\"1\n\x0cWorkerExited\x12\x11\n\texit_code\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\x0f\x43onnectResponse\x12.\n\x07welcome\x18\x01 \x01(\x0b\x32\x1b.switchyard.v1.AgentWelcomeH\x00\x12,\n\x05\x64rain\x18\x02 \x01(\x0b\x32\x1b.switchyard.v1.DrainCommandH\x00\x12.\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1c.switchyard.v1.CancelCommandH\x00\x42\t\n\x07message\"|\n\x0c\x41gentWelcome\x12\"\n\x1aheartbeat_interval_seconds\x18\x01 \x01(\x01\x12\x17\n\x0fstate_redis_url\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\x12\x1b\n\x13rejoined_after_loss\x18\x04 \x01(\x08\"\x1e\n\x0c\x44rainCommand\x12\x0e\n\x06reason\x18\x01 \x01(\t\"1\n\rCancelCommand\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r2\\\n\x0c\x41gentGateway\x12L\n\x07\x43onnect\x12\x1d.switchyard.v1.ConnectRequest\x1a\x1e.switchyard.v1.ConnectResponse(\x01\x30\x01\x42HZFgithub.com/switchyard/switchyard/clients/go/switchyard/v1;switchyardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,19 +44,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTHELLO_LABELSENTRY']._serialized_start=576
   _globals['_AGENTHELLO_LABELSENTRY']._serialized_end=621
   _globals['_AGENTHEARTBEAT']._serialized_start=624
-  _globals['_AGENTHEARTBEAT']._serialized_end=830
+  _globals['_AGENTHEARTBEAT']._serialized_end=879
   _globals['_AGENTHEARTBEAT_LABELSENTRY']._serialized_start=576
   _globals['_AGENTHEARTBEAT_LABELSENTRY']._serialized_end=621
-  _globals['_WORKEREXITED']._serialized_start=832
-  _globals['_WORKEREXITED']._serialized_end=881
-  _globals['_CONNECTRESPONSE']._serialized_start=884
-  _globals['_CONNECTRESPONSE']._serialized_end=1054
-  _globals['_AGENTWELCOME']._serialized_start=1056
-  _globals['_AGENTWELCOME']._serialized_end=1180
-  _globals['_DRAINCOMMAND']._serialized_start=1182
-  _globals['_DRAINCOMMAND']._serialized_end=1212
-  _globals['_CANCELCOMMAND']._serialized_start=1214
-  _globals['_CANCELCOMMAND']._serialized_end=1263
-  _globals['_AGENTGATEWAY']._serialized_start=1265
-  _globals['_AGENTGATEWAY']._serialized_end=1357
+  _globals['_RUNNINGATTEMPTS']._serialized_start=881
+  _globals['_RUNNINGATTEMPTS']._serialized_end=947
+  _globals['_RUNNINGATTEMPT']._serialized_start=949
+  _globals['_RUNNINGATTEMPT']._serialized_end=999
+  _globals['_WORKEREXITED']._serialized_start=1001
+  _globals['_WORKEREXITED']._serialized_end=1050
+  _globals['_CONNECTRESPONSE']._serialized_start=1053
+  _globals['_CONNECTRESPONSE']._serialized_end=1223
+  _globals['_AGENTWELCOME']._serialized_start=1225
+  _globals['_AGENTWELCOME']._serialized_end=1349
+  _globals['_DRAINCOMMAND']._serialized_start=1351
+  _globals['_DRAINCOMMAND']._serialized_end=1381
+  _globals['_CANCELCOMMAND']._serialized_start=1383
+  _globals['_CANCELCOMMAND']._serialized_end=1432
+  _globals['_AGENTGATEWAY']._serialized_start=1434
+  _globals['_AGENTGATEWAY']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

@@ -49,7 +49,7 @@ class AgentHello(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., worker_type: _Optional[_Union[_worker_pb2.WorkerType, str]] = ..., capabilities: _Optional[_Union[_worker_pb2.WorkerCapabilities, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., slots: _Optional[int] = ..., celery_queue: _Optional[str] = ..., agent_version: _Optional[str] = ..., celery_pid: _Optional[int] = ..., registered_tasks: _Optional[_Iterable[str]] = ..., agent_instance: _Optional[str] = ...) -> None: ...
 
 class AgentHeartbeat(_message.Message):
-    __slots__ = ("sequence", "load", "labels", "labels_replaced")
+    __slots__ = ("sequence", "load", "labels", "labels_replaced", "running")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,11 +61,27 @@ class AgentHeartbeat(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LABELS_REPLACED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     load: _worker_pb2.WorkerLoad
     labels: _containers.ScalarMap[str, str]
     labels_replaced: bool
-    def __init__(self, sequence: _Optional[int] = ..., load: _Optional[_Union[_worker_pb2.WorkerLoad, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., labels_replaced: _Optional[bool] = ...) -> None: ...
+    running: RunningAttempts
+    def __init__(self, sequence: _Optional[int] = ..., load: _Optional[_Union[_worker_pb2.WorkerLoad, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., labels_replaced: _Optional[bool] = ..., running: _Optional[_Union[RunningAttempts, _Mapping]] = ...) -> None: ...
+
+class RunningAttempts(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[RunningAttempt]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[RunningAttempt, _Mapping]]] = ...) -> None: ...
+
+class RunningAttempt(_message.Message):
+    __slots__ = ("task_id", "attempt")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    attempt: int
+    def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class WorkerExited(_message.Message):
     __slots__ = ("exit_code", "reason")
