@@ -203,8 +203,10 @@ async def agent(channel: grpc.aio.Channel, worker_id: str, slots: int, go: async
         while not reader.done():
             await asyncio.sleep(interval)
             sequence += 1
+            # As a real agent's: its running attempts listed (none: the simulated claims and
+            # reports are made by the consumer threads, in well under the scheduler's grace).
             await call.write(agent_pb2.ConnectRequest(heartbeat=agent_pb2.AgentHeartbeat(
-                sequence=sequence, load=worker_pb2.WorkerLoad(active_tasks=0))))
+                sequence=sequence, load=worker_pb2.WorkerLoad(active_tasks=0), running=agent_pb2.RunningAttempts())))
             counts.heartbeats += 1
     except grpc.aio.AioRpcError as exc:
         counts.ended[exc.code().name] += 1

@@ -6,6 +6,7 @@ touching any other test or the machine's own Redis.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+PORT_TRIES = 5
+"""Fresh ports tried when the one picked was taken before redis-server could bind it."""
+
+
+class PortTaken(RuntimeError):
+    """The redis-server exited at start, its port already in use (another process bound it
+    between `free_port` and the server's own bind): start again on a fresh port."""
+
+
+def wait_own_server(proc: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float = 10.0) -> None:
+    """Wait until the redis-server `proc` answers on `port`. Another server answering there does
+    not count (it holds the port our server could not bind): PortTaken once ours has exited."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        while time.monotonic() < deadline:
+            exited = proc.poll() is not None
+            with contextlib.suppress(redis.exceptions.RedisError):
+                if int(client.info("server")["process_id"]) == proc.pid:
+                    return
+            if exited:
+                text = log_path.read_text(errors="replace") if log_path.exists() else ""
+                if "Address already in use" in text:
+                    raise PortTaken(f"port {port} was taken before redis-server bound it")
+                raise RuntimeError(f"redis-server on port {port} exited ({proc.returncode}); see {log_path}")
+            time.sleep(0.05)
+    finally:
+        client.close()
+    raise RuntimeError(f"redis-server on port {port} did not come up; see {log_path}")
+
+
 class RedisServer:
     """One redis-server process with AOF on, listening on 127.0.0.1:<port>."""
 
@@ -39,6 +71,8 @@ class RedisServer:
         self.appendfsync = appendfsync
         self.dir = Path(tempfile.mkdtemp(prefix="sy-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self._port_kept = port is not None
+        """False until the first start: only then may a taken port be swapped for a fresh one."""
 
     @property
     def url(self) -> str:
@@ -55,11 +89,23 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--logfile", str(self.dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_ready()
+        for tries_left in range(PORT_TRIES - 1, -1, -1):
+            args[args.index("--port") + 1] = str(self.port)
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_own_server(self.proc, self.port, self.dir / "redis.log")
+            except PortTaken:
+                if self._port_kept or not tries_left:
+                    raise
+                self.port = free_port()
+                continue
+            break
+        # Restarts (tests kill and restart Redis) come back on the same port.
+        self._port_kept = True
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the server answers PING at `url` (a subclass's TLS URL included)."""
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_timeout=0.5)
         try:

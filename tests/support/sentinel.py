@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_server import free_port
+from tests.support.redis_server import PORT_TRIES, PortTaken, free_port, wait_own_server
 
 MASTER_NAME = "sy-master"
 DOWN_AFTER_MS = 1000
@@ -45,17 +45,9 @@ class _Node:
                            socket_timeout=timeout, socket_connect_timeout=timeout)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        client = self.client()
-        try:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return
-                time.sleep(0.05)
-        finally:
-            client.close()
-        raise RuntimeError(f"{self.name} on port {self.port} did not come up; see {self.log_path}")
+        """Wait until this process answers on its port (PortTaken if another one holds it)."""
+        assert self.proc is not None
+        wait_own_server(self.proc, self.port, self.log_path, timeout)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -74,6 +66,12 @@ class SentinelRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH; install it (apt-get install redis-server)")
+        self._shape = (binary, replicas, sentinels, quorum)
+        self._build()
+
+    def _build(self) -> None:
+        """Every node on fresh ports, in a fresh directory (nothing started)."""
+        binary, replicas, sentinels, quorum = self._shape
         self.dir = Path(tempfile.mkdtemp(prefix="sy-sentinel-"))
         data = ["--save", "", "--appendonly", "no"]
         self.primary = _Node(binary, self.dir, "primary", [*data, "--dir", str(self._subdir("primary"))])
@@ -115,10 +113,21 @@ class SentinelRedis:
     def start(self, timeout: float = 20.0) -> SentinelRedis:
         """Start every process; return once the replicas are in sync and every Sentinel knows
         the replicas and the other Sentinels (a failover needs that)."""
-        for node in self.nodes:
-            node.start()
-        for node in self.nodes:
-            node.wait_ready()
+        for tries_left in range(PORT_TRIES - 1, -1, -1):
+            for node in self.nodes:
+                node.start()
+            try:
+                for node in self.nodes:
+                    node.wait_ready()
+            except PortTaken:
+                # A port picked for the group was taken before its server bound it: the ports
+                # are in each other's arguments and configs, so the whole group starts afresh.
+                if not tries_left:
+                    raise
+                self.stop()
+                self._build()
+                continue
+            break
         deadline = time.monotonic() + timeout
         while not self._settled():
             if time.monotonic() > deadline:
