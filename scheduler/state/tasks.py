@@ -214,34 +214,28 @@ class RedisTaskStore(StorePart):
     @guarded
     async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
         """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
-        keys = self._keys
-        reply, record = await self._then_record(
-            self._scripts.requeue, [keys.task(task_id), keys.inflight(worker_id), keys.pending],
-            [task_id, worker_id, reason, FENCE_REQUEUED], task_id,
-        )
-        return record if reply else None
+        return await self._requeue(task_id, worker_id, [reason, FENCE_REQUEUED])
 
     @guarded
     async def reclaim_unstarted(self, reclaim: Reclaim, result_ttl_seconds: float) -> TaskRecord | None:
         """A hand-out that never started back to pending (or ended failed); see `TaskStore`."""
-        keys = self._keys
-        task_id, fail_at = reclaim.task_id, reclaim.fail_at
-        args: list[Any] = [task_id, reclaim.worker_id, reclaim.reason, FENCE_REQUEUED, str(reclaim.attempt)]
+        fail_at = reclaim.fail_at
+        args: list[Any] = [reclaim.reason, FENCE_REQUEUED, str(reclaim.attempt)]
         if fail_at is not None:
             args += ["fail", repr(fail_at), max(1, int(result_ttl_seconds)), reclaim.error_type]
-        reply, record = await self._then_record(
-            self._scripts.requeue, [keys.task(task_id), keys.inflight(reclaim.worker_id), keys.pending],
-            args, task_id,
-        )
-        return record if reply else None
+        return await self._requeue(reclaim.task_id, reclaim.worker_id, args)
 
     @guarded
     async def reclaim_unreported(self, task_id: str, worker_id: str, attempt: int, reason: str) -> TaskRecord | None:
         """A running attempt its worker no longer reports back to pending; see `TaskStore`."""
+        return await self._requeue(task_id, worker_id, [reason, FENCE_REQUEUED, str(attempt), "unreported"])
+
+    async def _requeue(self, task_id: str, worker_id: str, args: list[Any]) -> TaskRecord | None:
+        """requeue.lua on one attempt (its mode in `args`), then the record, in one round trip."""
         keys = self._keys
         reply, record = await self._then_record(
             self._scripts.requeue, [keys.task(task_id), keys.inflight(worker_id), keys.pending],
-            [task_id, worker_id, reason, FENCE_REQUEUED, str(attempt), "unreported"], task_id,
+            [task_id, worker_id, *args], task_id,
         )
         return record if reply else None
 

@@ -302,10 +302,7 @@ class FakeTaskStore:
         task = t.hashes.get(task_id, {})
         if task.get("state") not in IN_FLIGHT or task.get("worker") != worker_id:
             return None
-        task.update(state="pending", worker="", reason=reason, progress="0", progress_msg="", started_at="",
-                    dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
-        t.pending[task_id] = int(task["seq"])
-        return t.record(task_id)
+        return self._to_pending(task_id, task, reason)
 
     async def reclaim_unstarted(self, reclaim: Reclaim, result_ttl_seconds: float) -> TaskRecord | None:
         """requeue.lua for a hand-out that missed its start deadline, then the record read."""
@@ -321,10 +318,7 @@ class FakeTaskStore:
                         error=reclaim.reason, error_type=reclaim.error_type, served_queue="", fence="")
             return t.record(task_id)
         task["start_returns"] = str(int(task.get("start_returns") or "0") + 1)
-        task.update(state="pending", worker="", reason=reclaim.reason, progress="0", progress_msg="",
-                    started_at="", dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
-        t.pending[task_id] = int(task["seq"])
-        return t.record(task_id)
+        return self._to_pending(task_id, task, reclaim.reason)
 
     async def reclaim_unreported(self, task_id: str, worker_id: str, attempt: int, reason: str) -> TaskRecord | None:
         """requeue.lua for a running attempt its worker no longer reports, then the record read."""
@@ -333,10 +327,14 @@ class FakeTaskStore:
         if (task.get("state"), task.get("worker"), task.get("attempt")) != ("running", worker_id, str(attempt)):
             return None
         t.inflight[worker_id].discard(task_id)
+        return self._to_pending(task_id, task, reason)
+
+    def _to_pending(self, task_id: str, task: dict[str, str], reason: str) -> TaskRecord:
+        """requeue.lua's common end: the attempt back to pending, its fence moved on."""
         task.update(state="pending", worker="", reason=reason, progress="0", progress_msg="", started_at="",
                     dispatched_at="", gpu_index="", served_queue="", fence=FENCE_REQUEUED)
-        t.pending[task_id] = int(task["seq"])
-        return t.record(task_id)
+        self.t.pending[task_id] = int(task["seq"])
+        return self.t.record(task_id)
 
     async def cancel(self, task_id: str, now: float, reason: str, result_ttl_seconds: float) -> CancelOutcome:
         """cancel.lua, then the record read in the same round trip."""

@@ -14,14 +14,14 @@
 --            served_queue, fence).
 -- Returns the task's attempt so far, or false when the task was not in flight on that worker
 -- (it leaves the worker's ledger either way, but a hand-out that started stays there).
-local task, id, worker, unstarted = KEYS[1], ARGV[1], ARGV[2], ARGV[5]
+local task, id, worker, attempt = KEYS[1], ARGV[1], ARGV[2], ARGV[5]
 local cur = redis.call('HMGET', task, 'state', 'worker', 'seq', 'attempt')
 local state = cur[1]
 if ARGV[6] == 'unreported' then
-  if state ~= 'running' or cur[2] ~= worker or cur[4] ~= unstarted then return false end
+  if state ~= 'running' or cur[2] ~= worker or cur[4] ~= attempt then return false end
   redis.call('SREM', KEYS[2], id)
-elseif unstarted then
-  if state ~= 'dispatched' or cur[2] ~= worker or cur[4] ~= unstarted then return false end
+elseif attempt then
+  if state ~= 'dispatched' or cur[2] ~= worker or cur[4] ~= attempt then return false end
   redis.call('SREM', KEYS[2], id)
   if ARGV[6] == 'fail' then
     redis.call('HSET', task, 'state', 'failed', 'finished_at', ARGV[7], 'reason', ARGV[3], 'error', ARGV[3],
