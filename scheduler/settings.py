@@ -113,6 +113,11 @@ class Settings:
     """Largest args_json + kwargs_json accepted; larger gets RESOURCE_EXHAUSTED."""
     inline_payload_bytes: int = 256 * 1024
     """Payloads up to this size travel inside the Celery message; larger ones by reference."""
+    commit_linger_seconds: float = 0.005
+    """Longest a submission's commit waits for more submissions to share its round trip, and
+    only while callers have lately had several outstanding at once (a lone caller never waits):
+    under a flood of SubmitTask calls it turns one script call per call into one per several
+    (scheduler/engine/admission.py). 0 turns it off."""
     dispatch_prefetch: int = 0
     """Tasks a worker may be handed beyond its free slots (hides the hand-out round trip)."""
     state_redis_url_for_workers: str = ""

@@ -4,6 +4,16 @@ Group commit: submissions that arrive while a commit is in flight wait and go to
 next one (one script call, each submission still all-or-none on its own), so the commit rate
 follows the load: one at a time when idle, hundreds per round trip under pressure.
 
+Linger: gRPC hands the scheduler its calls one at a time, each costing more of the scheduler's
+one core than a commit's round trip takes, so under a flood of SubmitTask calls a commit would
+still carry about one call (and every call pay a whole script call, send and reply). So a commit
+waits, at most `commit_linger_seconds`, until as many calls are waiting as were outstanding at
+once lately (the most of the last `CONCURRENCY_WINDOW` commits): callers that are sending, not
+waiting on an answer. A lone caller (one call outstanding at a time) never waits; two callers
+wait only for each other; 32 calls in flight go up to 32 to a commit; and submissions further
+apart than the linger never wait (an idle scheduler answers at once, whatever came before). The
+wait ends on the arrival it waits for, or at the bound; nothing polls.
+
 Sync match: when nothing is pending at all and no placement decision is in flight, the fresh
 tasks are placed at once and handed out in the same round trip as their commit. With no
 backlog there is nothing older to overtake, so the order stays exact.
@@ -12,6 +22,7 @@ backlog there is nothing older to overtake, so the order stays exact.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +53,13 @@ live fleet is read at every check; a registration only adds workers not connecte
 
 UNSCHEDULABLE = "no worker could ever run this task"
 """How a refusal of a task no known worker could run starts (after the item's index)."""
+
+CONCURRENCY_WINDOW = 16
+"""Commits over which the most submissions outstanding at once is remembered (what a commit
+lingers for): a burst that ended stops making commits wait after this many."""
+
+LINGER_TASKS_MAX = 256
+"""A commit that already carries this many tasks does not linger."""
 
 CLASSIFICATIONS_KEPT = 1024
 """Classifications remembered across calls, by everything classification reads; the memory is
@@ -96,6 +114,11 @@ class _Submission:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Admission:
     """Turns submissions into pending (or at once dispatched) tasks: all of a call, or none."""
 
@@ -105,6 +128,20 @@ class Admission:
         self.rules = shared.settings.classification_rules()
         self.limits = submit_limits(shared)
         self._waiting: list[_Submission] = []
+        self._waiting_tasks = 0
+        self._committing = 0
+        """Submissions in the commit in flight."""
+        self._outstanding_peak = 0
+        """The most submissions outstanding at once (waiting or being committed) since the last
+        commit began; the last CONCURRENCY_WINDOW of them are `_recent_peaks`."""
+        self._recent_peaks: collections.deque[int] = collections.deque(maxlen=CONCURRENCY_WINDOW)
+        self._linger_seconds = shared.settings.commit_linger_seconds
+        self._enough: asyncio.Future[None] | None = None
+        """Set while a commit lingers: done once `_enough_at` submissions wait."""
+        self._enough_at = 0
+        self._arrived_at = float("-inf")
+        self._arrival_gap = float("inf")
+        """Seconds between the last two submissions."""
         self._committer: asyncio.Task[None] | None = None
         self._registrations: list[KnownWorker] = []
         self._registrations_due = float("-inf")
@@ -142,7 +179,18 @@ class Admission:
         if problems:
             raise batch_error(problems)
         submission = _Submission(new_tasks, decisions, many)
-        self._waiting.append(submission)
+        waiting = self._waiting
+        waiting.append(submission)
+        self._waiting_tasks += len(new_tasks)
+        arrived_at = asyncio.get_running_loop().time()
+        self._arrival_gap, self._arrived_at = arrived_at - self._arrived_at, arrived_at
+        outstanding = len(waiting) + self._committing
+        if outstanding > self._outstanding_peak:
+            self._outstanding_peak = outstanding
+        enough = self._enough
+        if enough is not None and (len(waiting) >= self._enough_at or self._waiting_tasks >= LINGER_TASKS_MAX) \
+                and not enough.done():
+            enough.set_result(None)
         if self._committer is None or self._committer.done():
             # Its own task, so a caller that goes away mid-commit cannot strand the others.
             self._committer = asyncio.create_task(self._commit_waiting())
@@ -150,7 +198,10 @@ class Admission:
 
     async def _commit_waiting(self) -> None:
         while self._waiting:
-            batch, self._waiting = self._waiting, []
+            await self._linger()
+            batch, self._waiting, self._waiting_tasks = self._waiting, [], 0
+            self._recent_peaks.append(self._outstanding_peak)
+            self._outstanding_peak = self._committing = len(batch)
             try:
                 await self._commit(batch)
             except BaseException as exc:
@@ -159,6 +210,27 @@ class Admission:
                         submission.done.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                self._committing = 0
+
+    async def _linger(self) -> None:
+        """Wait, at most `commit_linger_seconds`, until as many submissions wait as were lately
+        outstanding at once (see the module's docstring); at once when they already do, or
+        when submissions come further apart than the linger (0 included: lingering is off)."""
+        # The peak since the last commit began counts too: its callers, just answered, come back.
+        expected = max(self._outstanding_peak, max(self._recent_peaks, default=1))
+        if (len(self._waiting) >= expected or self._waiting_tasks >= LINGER_TASKS_MAX
+                or self._arrival_gap >= self._linger_seconds):
+            return
+        loop = asyncio.get_running_loop()
+        enough = self._enough = loop.create_future()
+        self._enough_at = expected
+        timer = loop.call_later(self._linger_seconds, _set_done, enough)
+        try:
+            await enough
+        finally:
+            timer.cancel()
+            self._enough = None
 
     async def _commit(self, batch: list[_Submission]) -> None:
         shared = self.shared

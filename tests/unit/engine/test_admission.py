@@ -15,6 +15,7 @@ from scheduler.core.model import Submission, TaskState
 from scheduler.core.validate import TaskInput
 from scheduler.engine.admission import CLASSIFICATIONS_KEPT
 from scheduler.errors import AlreadyExists, InvalidArgument
+from scheduler.settings import Settings
 from scheduler.state.interface import HandOutRequest, SubmitGroup
 from tests.support.fakes import make_engine
 from tests.unit.engine.drive import connect, place, report, start, state_of, submit, task, until
@@ -130,6 +131,52 @@ async def test_submissions_that_arrive_during_a_commit_go_together_in_the_next_o
     accepted = [await t for t in (first, *later)]
     assert [[len(g) for g in call.groups] for call in rig.state.tables.submits] == [[1], [1, 1, 1]]
     assert await rig.state.indexes.pending_ids() == [a[0].task_id for a in accepted]
+
+
+async def _three_together(rig: Any) -> None:
+    """Three callers with a submission outstanding at once: what lingering learns from."""
+    await asyncio.gather(*(rig.engine.admission.submit([item(f"[{n}]")]) for n in range(3)))
+
+
+async def test_a_commit_waits_for_as_many_callers_as_were_lately_outstanding_at_once() -> None:
+    rig = make_engine(Settings(commit_linger_seconds=60.0))  # only the callers can end the wait
+    admission = rig.engine.admission
+    await _three_together(rig)
+    before = len(rig.state.tables.submits)
+    calls = []
+    for n in (4, 5, 6):
+        calls.append(asyncio.create_task(admission.submit([item(f"[{n}]")])))
+        # Each arrives on its own turn of the loop, as gRPC hands calls over: the commit lingers.
+        await until(lambda: len(admission._waiting) == len(calls) and admission._enough is not None)
+    accepted = [await asyncio.wait_for(call, 10) for call in calls]
+    (call,) = rig.state.tables.submits[before:]
+    assert call.groups == [[a[0].task_id] for a in accepted]
+
+
+async def test_a_lone_caller_never_waits_for_others() -> None:
+    rig = make_engine(Settings(commit_linger_seconds=60.0))
+    for n in range(5):  # one outstanding at a time: a linger would hold each for a minute
+        await asyncio.wait_for(rig.engine.admission.submit([item(f"[{n}]")]), 10)
+    assert [[len(g) for g in call.groups] for call in rig.state.tables.submits] == [[1]] * 5
+
+
+async def test_a_linger_ends_at_its_bound_when_the_others_do_not_come() -> None:
+    rig = make_engine(Settings(commit_linger_seconds=0.01))
+    await _three_together(rig)
+    (accepted,) = await asyncio.wait_for(rig.engine.admission.submit([item("[9]")]), 10)
+    assert rig.state.tables.submits[-1].groups == [[accepted.task_id]]
+
+
+async def test_a_linger_of_zero_commits_each_arrival_at_once() -> None:
+    rig = make_engine(Settings(commit_linger_seconds=0.0))
+    admission = rig.engine.admission
+    await _three_together(rig)
+    before = len(rig.state.tables.submits)
+    first = asyncio.create_task(admission.submit([item("[4]")]))
+    await until(lambda: len(rig.state.tables.submits) == before + 1)  # committed alone, not held
+    assert admission._enough is None
+    await first
+    assert [[len(g) for g in call.groups] for call in rig.state.tables.submits[before:]] == [[1]]
 
 
 # --- sync match ---------------------------------------------------------------------------
