@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 from scheduler import crashpoints
 from scheduler.cooperative import YIELD_EVERY, breathe
@@ -103,15 +102,16 @@ def submit_limits(shared: Shared) -> SubmitLimits:
     )
 
 
-@dataclass
 class _Submission:
     """One SubmitTask or SubmitBatch call waiting for its commit."""
 
-    new_tasks: list[NewTask]
-    decisions: list[Classification]
-    many: bool
-    done: asyncio.Future[list[Accepted]] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    __slots__ = ("decisions", "done", "many", "new_tasks")
+
+    def __init__(self, new_tasks: list[NewTask], decisions: list[Classification], many: bool) -> None:
+        self.new_tasks = new_tasks
+        self.decisions = decisions
+        self.many = many
+        self.done: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -260,8 +260,7 @@ class Admission:
             if chosen:
                 crashpoints.reached("dispatch:after")
             placed = {task.task_id for (task, _r), ok in zip(chosen, handed, strict=True) if ok}
-            for submission, result in zip(batch, results, strict=True):
-                await self._answer(submission, result, placed)
+            await self._answer(batch, results, placed)
             crashpoints.reached("submit:answered")
             if chosen:
                 await self.placement.follow(chosen, handed, now)
@@ -269,35 +268,41 @@ class Admission:
             if sync:
                 lock.release()
 
-    async def _answer(self, submission: _Submission, result: list[SubmitOutcome] | IdempotencyConflict,
+    async def _answer(self, batch: list[_Submission], results: list[list[SubmitOutcome] | IdempotencyConflict],
                       placed: set[str]) -> None:
+        """Each submission's answer (a conflict refuses only its own), after the pending index,
+        the counters and a placement kick have taken in the whole commit."""
         shared = self.shared
-        if isinstance(result, IdempotencyConflict):
-            where = f"tasks[{result.index}]: " if submission.many else ""
-            owner = f" (task {result.existing_task_id})" if result.existing_task_id else ""
-            submission.done.set_exception(AlreadyExists(
-                f"{where}idempotency_key is already used{owner} with a different task name or payload; "
-                "use a new key for a different task"
-            ))
-            return
-        accepted: list[Accepted] = []
         queued = False
         per_queue: dict[str, int] = {}
-        for index, (new, decision, outcome) in enumerate(
-                zip(submission.new_tasks, submission.decisions, result, strict=True)):
-            if index and not index % YIELD_EVERY:
-                await breathe()
-            if outcome.deduplicated:
-                accepted.append(await self._original(outcome.task_id, decision))
+        done = 0
+        answers: list[tuple[_Submission, list[Accepted]]] = []
+        for submission, result in zip(batch, results, strict=True):
+            if isinstance(result, IdempotencyConflict):
+                where = f"tasks[{result.index}]: " if submission.many else ""
+                owner = f" (task {result.existing_task_id})" if result.existing_task_id else ""
+                submission.done.set_exception(AlreadyExists(
+                    f"{where}idempotency_key is already used{owner} with a different task name or payload; "
+                    "use a new key for a different task"
+                ))
                 continue
-            if new.record.task_id not in placed:
-                # Built from what was just written: no read-back round trip on the hot path.
-                shared.pending.add(self._pending(new, outcome))
-                # A paused queue's tasks wait for its resume, which kicks placement itself.
-                queued = queued or decision.queue not in shared.paused
-            accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
-                                     decision.task_class, False, decision.reason))
-            per_queue[decision.queue] = per_queue.get(decision.queue, 0) + 1
+            accepted: list[Accepted] = []
+            for new, decision, outcome in zip(submission.new_tasks, submission.decisions, result, strict=True):
+                done += 1
+                if not done % YIELD_EVERY:
+                    await breathe()
+                if outcome.deduplicated:
+                    accepted.append(await self._original(outcome.task_id, decision))
+                    continue
+                if new.record.task_id not in placed:
+                    # Built from what was just written: no read-back round trip on the hot path.
+                    shared.pending.add(self._pending(new, outcome))
+                    # A paused queue's tasks wait for its resume, which kicks placement itself.
+                    queued = queued or decision.queue not in shared.paused
+                accepted.append(Accepted(new.record.task_id, decision.queue, decision.priority,
+                                         decision.task_class, False, decision.reason))
+                per_queue[decision.queue] = per_queue.get(decision.queue, 0) + 1
+            answers.append((submission, accepted))
         for queue, count in per_queue.items():
             shared.metrics.submitted.labels(queue).inc(count)
             shared.stats.submitted(queue, count)
@@ -305,8 +310,9 @@ class Admission:
             shared.kick.set()
         elif per_queue:
             shared.watchers.changes.bump()  # what a kick also tells readers of every task
-        if not submission.done.done():
-            submission.done.set_result(accepted)
+        for submission, accepted in answers:  # counted before any caller hears back
+            if not submission.done.done():
+                submission.done.set_result(accepted)
 
     async def _refuse_unschedulable(self, items: Sequence[TaskInput], decisions: Sequence[Classification],
                                     many: bool) -> None:
