@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
@@ -58,6 +59,9 @@ _FILE_KEYS = (
 )
 
 
+_ZERO_MEANS_OFF = frozenset({"commit_linger_seconds"})
+"""Durations where 0 is a choice (off), not a mistake: every other one must be positive."""
+
 _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off")
 
@@ -75,7 +79,10 @@ def _coerce(name: str, raw: Any) -> Any:
             return word in _TRUE_WORDS
         if setting_type is float:
             value: Any = float(raw)
-            if not value > 0:
+            if name in _ZERO_MEANS_OFF:
+                if not (value >= 0 and math.isfinite(value)):
+                    raise ValueError("must be 0 (off) or a positive number of seconds")
+            elif not value > 0:
                 raise ValueError("must be positive")
             return value
         if setting_type is int:
@@ -94,7 +101,7 @@ def _parse_scalar(r: FileReader, data: LineMap, name: str) -> Any:
     if setting_type is bool:
         return r.boolean(data, name, "", bool(getattr(Settings(), name)))
     if setting_type is float:
-        return r.number(data, name, "", 0.0, positive=True)
+        return r.number(data, name, "", 0.0, positive=name not in _ZERO_MEANS_OFF)
     if setting_type is int:
         return r.integer(data, name, "", 0)
     return r.text(data, name, "", "")

@@ -478,6 +478,21 @@ def test_bad_env_value_names_the_setting():
         load_settings([], {"SWITCHYARD_HEARTBEAT_TIMEOUT_SECONDS": "-1"})
 
 
+def test_commit_linger_may_be_zero_to_turn_it_off_but_not_negative(tmp_path):
+    assert Settings().commit_linger_seconds == 0.005
+    assert load_settings(["--commit-linger-seconds", "0"], {}).commit_linger_seconds == 0.0
+    assert load_settings([], {"SWITCHYARD_COMMIT_LINGER_SECONDS": "0.002"}).commit_linger_seconds == 0.002
+    assert load_settings(["--config", write(tmp_path, "commit_linger_seconds: 0\n")], {}).commit_linger_seconds == 0.0
+    for bad in ("-0.001", "nan", "inf"):
+        with pytest.raises(ConfigError, match=rf"commit_linger_seconds='{bad}': must be 0 \(off\) or a positive"):
+            load_settings(["--commit-linger-seconds", bad], {})
+    with pytest.raises(ConfigError, match="commit_linger_seconds: -1 must be a number >= 0"):
+        load_settings(["--config", write(tmp_path, "commit_linger_seconds: -1\n")], {})
+    # Any other duration still refuses 0.
+    with pytest.raises(ConfigError, match="heartbeat_timeout_seconds='0': must be positive"):
+        load_settings(["--heartbeat-timeout-seconds", "0"], {})
+
+
 def test_a_queue_may_ask_for_msgpack_and_json_is_the_default(tmp_path):
     path = write(tmp_path, QUEUES.replace("    class: cpu\n", "    class: cpu\n    serializer: msgpack\n"))
     settings = load_settings(["--config", path], {})
