@@ -115,7 +115,8 @@ class Settings:
     """Payloads up to this size travel inside the Celery message; larger ones by reference."""
     commit_linger_seconds: float = 0.005
     """Longest a submission's commit waits for more submissions to share its round trip, and
-    only while callers have lately had several outstanding at once (a lone caller never waits):
+    only while callers have lately had several outstanding at once and submissions arrive at
+    least 4 per linger on average (a lone caller, or a lighter load, never waits):
     under a flood of SubmitTask calls it turns one script call per call into one per several
     (scheduler/engine/admission.py). 0 turns it off."""
     dispatch_prefetch: int = 0

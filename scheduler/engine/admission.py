@@ -10,9 +10,10 @@ still carry about one call (and every call pay a whole script call, send and rep
 waits, at most `commit_linger_seconds`, until as many calls are waiting as were outstanding at
 once lately (the most of the last `CONCURRENCY_WINDOW` commits): callers that are sending, not
 waiting on an answer. A lone caller (one call outstanding at a time) never waits; two callers
-wait only for each other; 32 calls in flight go up to 32 to a commit; and submissions further
-apart than the linger never wait (an idle scheduler answers at once, whatever came before). The
-wait ends on the arrival it waits for, or at the bound; nothing polls.
+wait only for each other; 32 calls in flight go up to 32 to a commit; and while submissions
+arrive fewer than LINGER_MIN_ARRIVALS per linger on average (under 800/s with the default 5 ms),
+no commit waits at all (an idle scheduler answers at once, whatever came before). The wait ends
+on the arrival it waits for, or at the bound; nothing polls.
 
 Sync match: when nothing is pending at all and no placement decision is in flight, the fresh
 tasks are placed at once and handed out in the same round trip as their commit. With no
@@ -59,6 +60,16 @@ lingers for): a burst that ended stops making commits wait after this many."""
 
 LINGER_TASKS_MAX = 256
 """A commit that already carries this many tasks does not linger."""
+
+LINGER_MIN_ARRIVALS = 4
+"""Commits linger only while submissions arrive at least this many per linger on average (with
+the default 5 ms: 800 calls/s); below that a linger would add latency and save little."""
+
+GAP_WEIGHT = 0.25
+"""Weight of the newest gap between two submissions in their running average."""
+
+IDLE_GAP_SECONDS = 1.0
+"""A longer gap between two submissions counts as this long (as does the first submission's)."""
 
 CLASSIFICATIONS_KEPT = 1024
 """Classifications remembered across calls, by everything classification reads; the memory is
@@ -140,8 +151,8 @@ class Admission:
         """Set while a commit lingers: done once `_enough_at` submissions wait."""
         self._enough_at = 0
         self._arrived_at = float("-inf")
-        self._arrival_gap = float("inf")
-        """Seconds between the last two submissions."""
+        self._mean_gap = IDLE_GAP_SECONDS
+        """Running average of the seconds between submissions (GAP_WEIGHT)."""
         self._committer: asyncio.Task[None] | None = None
         self._registrations: list[KnownWorker] = []
         self._registrations_due = float("-inf")
@@ -183,7 +194,8 @@ class Admission:
         waiting.append(submission)
         self._waiting_tasks += len(new_tasks)
         arrived_at = asyncio.get_running_loop().time()
-        self._arrival_gap, self._arrived_at = arrived_at - self._arrived_at, arrived_at
+        gap, self._arrived_at = min(arrived_at - self._arrived_at, IDLE_GAP_SECONDS), arrived_at
+        self._mean_gap += GAP_WEIGHT * (gap - self._mean_gap)
         outstanding = len(waiting) + self._committing
         if outstanding > self._outstanding_peak:
             self._outstanding_peak = outstanding
@@ -216,11 +228,12 @@ class Admission:
     async def _linger(self) -> None:
         """Wait, at most `commit_linger_seconds`, until as many submissions wait as were lately
         outstanding at once (see the module's docstring); at once when they already do, or
-        when submissions come further apart than the linger (0 included: lingering is off)."""
+        when submissions come fewer than LINGER_MIN_ARRIVALS per linger on average (a linger of 0
+        included: lingering is off)."""
         # The peak since the last commit began counts too: its callers, just answered, come back.
         expected = max(self._outstanding_peak, max(self._recent_peaks, default=1))
         if (len(self._waiting) >= expected or self._waiting_tasks >= LINGER_TASKS_MAX
-                or self._arrival_gap >= self._linger_seconds):
+                or self._mean_gap * LINGER_MIN_ARRIVALS >= self._linger_seconds):
             return
         loop = asyncio.get_running_loop()
         enough = self._enough = loop.create_future()

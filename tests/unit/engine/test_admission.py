@@ -167,6 +167,26 @@ async def test_a_linger_ends_at_its_bound_when_the_others_do_not_come() -> None:
     assert rig.state.tables.submits[-1].groups == [[accepted.task_id]]
 
 
+async def test_commits_linger_only_while_submissions_come_often() -> None:
+    rig = make_engine(Settings(commit_linger_seconds=0.5))
+    admission = rig.engine.admission
+    await _three_together(rig)  # three callers at once, but after a quiet start: no linger yet
+    before = len(rig.state.tables.submits)
+    alone = asyncio.create_task(admission.submit([item("[4]")]))
+    await until(lambda: len(rig.state.tables.submits) == before + 1)
+    assert admission._enough is None
+    await alone
+    for _ in range(30):  # a stream of submissions, three callers at a time
+        await _three_together(rig)
+    before = len(rig.state.tables.submits)
+    calls = [asyncio.create_task(admission.submit([item("[5]")]))]
+    await until(lambda: admission._enough is not None)  # now the commit waits for the others
+    calls += [asyncio.create_task(admission.submit([item(f"[{n}]")])) for n in (6, 7)]
+    accepted = [await asyncio.wait_for(call, 10) for call in calls]
+    (call,) = rig.state.tables.submits[before:]
+    assert call.groups == [[a[0].task_id] for a in accepted]
+
+
 async def test_a_linger_of_zero_commits_each_arrival_at_once() -> None:
     rig = make_engine(Settings(commit_linger_seconds=0.0))
     admission = rig.engine.admission
