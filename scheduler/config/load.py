@@ -82,8 +82,8 @@ def _coerce(name: str, raw: Any) -> Any:
             if name in _ZERO_MEANS_OFF:
                 if not (value >= 0 and math.isfinite(value)):
                     raise ValueError("must be 0 (off) or a positive number of seconds")
-            elif not value > 0:
-                raise ValueError("must be positive")
+            elif not (value > 0 and math.isfinite(value)):
+                raise ValueError("must be a positive number")
             return value
         if setting_type is int:
             value = int(raw)

@@ -489,8 +489,9 @@ def test_commit_linger_may_be_zero_to_turn_it_off_but_not_negative(tmp_path):
     with pytest.raises(ConfigError, match="commit_linger_seconds: -1 must be a number >= 0"):
         load_settings(["--config", write(tmp_path, "commit_linger_seconds: -1\n")], {})
     # Any other duration still refuses 0.
-    with pytest.raises(ConfigError, match="heartbeat_timeout_seconds='0': must be positive"):
-        load_settings(["--heartbeat-timeout-seconds", "0"], {})
+    for bad in ("0", "inf", "nan"):
+        with pytest.raises(ConfigError, match=f"heartbeat_timeout_seconds='{bad}': must be a positive number"):
+            load_settings(["--heartbeat-timeout-seconds", bad], {})
 
 
 def test_a_queue_may_ask_for_msgpack_and_json_is_the_default(tmp_path):
