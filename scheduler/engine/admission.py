@@ -199,10 +199,8 @@ class Admission:
         outstanding = len(waiting) + self._committing
         if outstanding > self._outstanding_peak:
             self._outstanding_peak = outstanding
-        enough = self._enough
-        if enough is not None and (len(waiting) >= self._enough_at or self._waiting_tasks >= LINGER_TASKS_MAX) \
-                and not enough.done():
-            enough.set_result(None)
+        if self._enough is not None and self._enough_waiting(self._enough_at):
+            _set_done(self._enough)
         if self._committer is None or self._committer.done():
             # Its own task, so a caller that goes away mid-commit cannot strand the others.
             self._committer = asyncio.create_task(self._commit_waiting())
@@ -232,8 +230,7 @@ class Admission:
         included: lingering is off)."""
         # The peak since the last commit began counts too: its callers, just answered, come back.
         expected = max(self._outstanding_peak, max(self._recent_peaks, default=1))
-        if (len(self._waiting) >= expected or self._waiting_tasks >= LINGER_TASKS_MAX
-                or self._mean_gap * LINGER_MIN_ARRIVALS >= self._linger_seconds):
+        if self._enough_waiting(expected) or self._mean_gap * LINGER_MIN_ARRIVALS >= self._linger_seconds:
             return
         loop = asyncio.get_running_loop()
         enough = self._enough = loop.create_future()
@@ -244,6 +241,10 @@ class Admission:
         finally:
             timer.cancel()
             self._enough = None
+
+    def _enough_waiting(self, expected: int) -> bool:
+        """Whether a commit need wait for nobody more: `expected` submissions, or a big commit."""
+        return len(self._waiting) >= expected or self._waiting_tasks >= LINGER_TASKS_MAX
 
     async def _commit(self, batch: list[_Submission]) -> None:
         shared = self.shared

@@ -138,6 +138,12 @@ async def _three_together(rig: Any) -> None:
     await asyncio.gather(*(rig.engine.admission.submit([item(f"[{n}]")]) for n in range(3)))
 
 
+async def _busy(rig: Any) -> None:
+    """A stream of submissions, three callers at a time: often enough for commits to linger."""
+    for _ in range(30):
+        await _three_together(rig)
+
+
 async def test_a_commit_waits_for_as_many_callers_as_were_lately_outstanding_at_once() -> None:
     rig = make_engine(Settings(commit_linger_seconds=60.0))  # only the callers can end the wait
     admission = rig.engine.admission
@@ -162,8 +168,11 @@ async def test_a_lone_caller_never_waits_for_others() -> None:
 
 async def test_a_linger_ends_at_its_bound_when_the_others_do_not_come() -> None:
     rig = make_engine(Settings(commit_linger_seconds=0.01))
-    await _three_together(rig)
-    (accepted,) = await asyncio.wait_for(rig.engine.admission.submit([item("[9]")]), 10)
+    admission = rig.engine.admission
+    await _busy(rig)
+    alone = asyncio.create_task(admission.submit([item("[9]")]))
+    await until(lambda: admission._enough is not None)  # it waits for two more that never come
+    (accepted,) = await asyncio.wait_for(alone, 10)
     assert rig.state.tables.submits[-1].groups == [[accepted.task_id]]
 
 
@@ -176,8 +185,7 @@ async def test_commits_linger_only_while_submissions_come_often() -> None:
     await until(lambda: len(rig.state.tables.submits) == before + 1)
     assert admission._enough is None
     await alone
-    for _ in range(30):  # a stream of submissions, three callers at a time
-        await _three_together(rig)
+    await _busy(rig)
     before = len(rig.state.tables.submits)
     calls = [asyncio.create_task(admission.submit([item("[5]")]))]
     await until(lambda: admission._enough is not None)  # now the commit waits for the others
@@ -190,7 +198,7 @@ async def test_commits_linger_only_while_submissions_come_often() -> None:
 async def test_a_linger_of_zero_commits_each_arrival_at_once() -> None:
     rig = make_engine(Settings(commit_linger_seconds=0.0))
     admission = rig.engine.admission
-    await _three_together(rig)
+    await _busy(rig)  # what would make a linger wait
     before = len(rig.state.tables.submits)
     first = asyncio.create_task(admission.submit([item("[4]")]))
     await until(lambda: len(rig.state.tables.submits) == before + 1)  # committed alone, not held
