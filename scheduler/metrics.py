@@ -70,6 +70,19 @@ class _CallbackGauge(Collector):
         yield family
 
 
+class QueueSeries:
+    """The series of one queue that every task feeds (see `Metrics.of_queue`)."""
+
+    __slots__ = ("finished", "retries", "run", "to_dispatch", "wait")
+
+    def __init__(self, metrics: Metrics, queue: str) -> None:
+        self.wait = metrics.queue_wait.labels(queue)
+        self.run = metrics.run_time.labels(queue)
+        self.to_dispatch = metrics.submit_to_dispatch.labels(queue)
+        self.retries = metrics.retries.labels(queue)
+        self.finished = {outcome: metrics.finished.labels(queue, outcome) for outcome in OUTCOMES}
+
+
 class Metrics:
     """The scheduler's metric families (every one listed in docs/metrics.md); the engine, the
     leadership loop and the gRPC interceptor (scheduler/api/grpc_metrics.py) feed them.
@@ -81,6 +94,7 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        self._queue_series: dict[str, QueueSeries] = {}
         # No `*_created` series beside every counter and histogram: Prometheus would store each
         # as a series of its own, doubling the series count for nothing a query here reads.
         # (A process-wide switch of the client library; the scheduler has one registry.)
@@ -238,12 +252,21 @@ class Metrics:
     def attempt_ended(self, queue: str, state: str, waited_seconds: float, ran_seconds: float) -> None:
         """An attempt ended (a success or failure report the store applied) leaving its task in
         `state`: observe its wait and run time, and count the retry or the task's outcome."""
-        self.queue_wait.labels(queue).observe(waited_seconds)
-        self.run_time.labels(queue).observe(ran_seconds)
+        series = self.of_queue(queue)
+        series.wait.observe(waited_seconds)
+        series.run.observe(ran_seconds)
         if state == "retrying":
-            self.retries.labels(queue).inc()
+            series.retries.inc()
         elif state in OUTCOMES:
-            self.finished.labels(queue, state).inc()
+            series.finished[state].inc()
+
+    def of_queue(self, queue: str) -> QueueSeries:
+        """The queue's per-task series, looked up once (a `labels()` call costs about as much as
+        the observation itself, and these are fed for every task)."""
+        series = self._queue_series.get(queue)
+        if series is None:
+            series = self._queue_series[queue] = QueueSeries(self, queue)
+        return series
 
     def count_round_trips(self, read: Callable[[], int]) -> None:
         """Expose a process-wide count of state-store round trips, read at scrape time."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from scheduler import crashpoints
 from scheduler.core.model import IN_FLIGHT_STATES, Assignment, PendingTask, TaskState
-from scheduler.core.placement import plan
+from scheduler.core.placement import ShapeVerdicts, plan
 from scheduler.core.ratelimit import Bucket, refill
 from scheduler.dispatch import HandOut
 from scheduler.engine.shared import Shared, in_flight_of
@@ -36,6 +36,8 @@ class Placement:
         self.shared = shared
         self.lock = asyncio.Lock()
         self._buckets: dict[str, Bucket] = {}
+        self._verdicts = ShapeVerdicts()
+        """What kinds of task make of shapes of worker, kept from round to round."""
 
     async def run(self) -> None:
         """Place whenever kicked (a submission, a freed slot, a new worker, a resumed queue...)."""
@@ -79,7 +81,8 @@ class Placement:
                 yield task
 
         decision = plan(remembered(tasks_in_order), shared.worker_views(now),
-                        ctx=shared.placement_context(now), rate_tokens=self._rate_tokens(now))
+                        ctx=shared.placement_context(now), rate_tokens=self._rate_tokens(now),
+                        verdicts=self._verdicts)
         if decision.more:
             shared.kick.set()  # budget reached: let other coroutines run, then place the rest
         shared.rate_limited = {t: r for t, r in decision.waiting.items() if r.startswith("rate limited")}
@@ -164,7 +167,7 @@ class Placement:
                 task.task_id, request.attempt, task.queue, request.gpu_index,
                 task.gpu_memory_mb if request.gpu_index is not None else 0, request.served_queue,
             )
-            shared.metrics.submit_to_dispatch.labels(task.queue).observe(max(0.0, now - task.submitted_at))
+            shared.metrics.of_queue(task.queue).to_dispatch.observe(max(0.0, now - task.submitted_at))
             made.append(task.task_id)
         if refused:
             await self._resync(refused)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from scheduler.core.model import PendingTask, WorkerView
+from scheduler.core.model import PendingTask, QueueSpec, WorkerView
 from scheduler.core.placement import PlacementContext
 from scheduler.dispatch import CeleryMessages
 from scheduler.engine.pending import PendingIndex
@@ -116,18 +116,27 @@ class Shared:
     """Set whenever placement may find new work to hand out (a `Kick`: each set is also a change)."""
     stats: QueueStats = field(init=False)
     """Queue counters not yet written to Redis."""
+    _queue_specs: tuple[Settings | None, Mapping[str, QueueSpec]] = field(default=(None, {}), init=False, repr=False)
+    """The settings' queues by name, made once (`placement_context`), with the settings they are of."""
 
     def __post_init__(self) -> None:
         self.kick = Kick(self.watchers.changes)
         self.stats = QueueStats(self.state.indexes, self.monotonic)
 
     def placement_context(self, now: float) -> PlacementContext:
+        """The context of a placement decision at `now`. Its queue mapping is one object for as
+        long as the settings are, which is how placement's kept verdicts know they still hold
+        (`scheduler.core.placement.ShapeVerdicts`)."""
         settings = self.settings
+        made_for, queues = self._queue_specs
+        if made_for is not settings:
+            queues = {q.name: q for q in settings.queues}
+            self._queue_specs = (settings, queues)
         return PlacementContext(
             policy=settings.placement,
             prefetch=settings.dispatch_prefetch,
             now=now,
-            queues={q.name: q for q in settings.queues},
+            queues=queues,
             chains=settings.fallback_chains,
             rate_limits=settings.rate_limits,
         )

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -48,24 +48,22 @@ _MORE = object()
 """What the reply reader returns while a reply is not complete yet."""
 
 
-def pack(args: Sequence[Any]) -> bytes:
-    """One command in Redis's protocol (RESP): str as UTF-8, int and float as their digits."""
-    out = [b"*%d\r\n" % len(args)]
-    append = out.append
-    for arg in args:
-        kind = type(arg)
-        if kind is str:
-            data = arg.encode()
-        elif kind is bytes:
-            data = arg
-        elif kind is int or kind is float:
-            data = repr(arg).encode()
-        else:
-            raise redis_errors.DataError(f"a Redis argument must be str, bytes, int or float, not {kind.__name__}")
-        append(b"$%d\r\n" % len(data))
-        append(data)
-        append(b"\r\n")
-    return b"".join(out)
+def pack(args: tuple[Any, ...]) -> bytes:
+    """One command in Redis's protocol (RESP): str as UTF-8, int and float as their digits
+    (`repr`), bytes as they are. Packed by hiredis in C (a script call with a batch's arguments
+    costs a third of packing it in Python)."""
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError:
+        wrong = [type(arg).__name__ for arg in args if type(arg) not in _PACKABLE]
+        if not wrong:
+            raise
+        raise redis_errors.DataError(f"a Redis argument must be str, bytes, int or float, not {wrong[0]}") from None
+    return packed
+
+
+_PACKABLE = (str, bytes, int, float)
+"""What a command's arguments may be (bool, a subclass of int, is not: Redis has no booleans)."""
 
 
 class _Open:

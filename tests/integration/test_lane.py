@@ -38,6 +38,8 @@ def test_pack_writes_resp_with_str_bytes_int_and_float():
         b"*5\r\n$3\r\nSET\r\n$2\r\nk\xff\r\n$2\r\n12\r\n$3\r\n1.5\r\n$2\r\n\xc3\xa9\r\n")
     with pytest.raises(redis_errors.DataError, match="not NoneType"):
         pack(("SET", None))
+    with pytest.raises(redis_errors.DataError, match="not bool"):  # an int to Python, not to Redis
+        pack(("SET", "k", True))
 
 
 def test_many_calls_in_flight_each_get_their_own_reply(fresh_redis: RedisServer):

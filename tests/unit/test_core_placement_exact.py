@@ -30,6 +30,7 @@ from scheduler.core.placement import (
     PlacementContext,
     PlacementPolicy,
     ScoringWeights,
+    ShapeVerdicts,
     Strategy,
     plan,
 )
@@ -118,6 +119,30 @@ def test_plan_equals_the_exhaustive_scan(workers, pending, ctx, max_assignments,
     # plan never stops scoring early, so the reference's bound must not change what plan does.
     bounded = replace(ctx, policy=replace(ctx.policy, max_scored_workers=2))
     assert plan(pending, workers, ctx=bounded, **budgets) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(fleets(), backlogs(), st.sampled_from([90.0, 100.0, 130.0, 200.0])), min_size=2, max_size=5),
+       contexts(), contexts())
+def test_verdicts_kept_across_rounds_change_no_choice(rounds, ctx, other_ctx):
+    """The engine keeps kinds' verdicts on shapes from round to round (ShapeVerdicts): every round,
+    whatever its fleet, backlog and time (from the last submission on: waits cross the fallback and
+    GPU-preference thresholds between rounds), still makes the exhaustive scan's choices, and so does
+    one whose context differs in policy, queues or chains (the kept verdicts must not leak into it)."""
+    kept = ShapeVerdicts()
+    for number, (workers, pending, now) in enumerate(rounds):
+        round_ctx = replace(other_ctx if number % 3 == 2 else ctx, now=now)
+        assert plan(pending, workers, ctx=round_ctx, verdicts=kept) == plan_reference(pending, workers, ctx=round_ctx)
+
+
+def test_kept_verdicts_are_dropped_when_the_context_changes():
+    kept = ShapeVerdicts()
+    ctx = PlacementContext(queues={"cpu": QueueSpec("cpu", TaskClass.CPU, 5)})
+    verdicts = kept.for_round(ctx)
+    verdicts["kind", "shape"] = None
+    assert kept.for_round(replace(ctx, now=5.0)) is verdicts  # the time alone: still good
+    assert kept.for_round(replace(ctx, queues=dict(ctx.queues))) == {}  # another queue mapping
+    assert kept.for_round(replace(ctx, policy=PlacementPolicy(strategy=Strategy.BINPACK))) == {}
 
 
 def test_ties_go_to_the_smaller_worker_id_across_shapes_and_bookings():

@@ -16,6 +16,7 @@ from scheduler.core.placement.policy import (
     ScoringWeights,
     Strategy,
 )
+from scheduler.core.placement.shapes import ShapeVerdicts
 from scheduler.core.placement.verdicts import Verdict, evaluate, explain, rejection, wait_reason
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PlacementContext",
     "PlacementPolicy",
     "ScoringWeights",
+    "ShapeVerdicts",
     "Strategy",
     "Verdict",
     "evaluate",

@@ -19,7 +19,7 @@ from scheduler.core.model import Assignment, PendingTask, Plan, WorkerView
 from scheduler.core.placement.filters import memo_key
 from scheduler.core.placement.policy import PlacementContext
 from scheduler.core.placement.rounds import Choice, Picker
-from scheduler.core.placement.shapes import ShapeIndex
+from scheduler.core.placement.shapes import ShapeIndex, ShapeVerdicts
 from scheduler.core.ratelimit import RateLimit
 
 
@@ -39,6 +39,7 @@ def plan(
     rate_tokens: Mapping[str, int] | None = None,
     max_examined: int = 10_000,
     max_assignments: int = 512,
+    verdicts: ShapeVerdicts | None = None,
 ) -> Plan:
     """Assign pending tasks (given highest effective priority first) to workers.
 
@@ -51,9 +52,12 @@ def plan(
     an identical task already found no worker cost a dict lookup and do not count), not by the
     length of the backlog. `rate_tokens` holds the hand-outs each rate limit (by pattern) still
     allows this round. Plan.more is True when the round stopped early with work left.
+    `verdicts`, kept by the caller from round to round, spares judging each kind of task against
+    each shape of worker again in every round (shapes.ShapeVerdicts).
     """
     ctx = ctx or PlacementContext(prefetch=prefetch)
-    return run_round(pending_in_order, ShapeIndex(workers, ctx), ctx, rate_tokens=rate_tokens,
+    index = ShapeIndex(workers, ctx, verdicts.for_round(ctx) if verdicts is not None else None)
+    return run_round(pending_in_order, index, ctx, rate_tokens=rate_tokens,
                      max_examined=max_examined, max_assignments=max_assignments)
 
 

@@ -19,6 +19,9 @@ The pieces:
   share, GPU memory asked) of its workers by their part of the score;
 * a *task kind* per memo key and preferred labels: the groups that passed the non-capacity
   filters, each with the queue the task would be served under and the kind's part of the score.
+  What a kind makes of a shape does not change from round to round while the policy, queues
+  and chains stay, so the engine keeps those verdicts (`ShapeVerdicts`) and a round mostly
+  looks them up.
 
 Booking a worker changes its part of the score and maybe its group (a per-queue limit reached),
 and bumps its version, which marks its heap entries stale. Usually (spread, no negative weight)
@@ -73,10 +76,11 @@ class _Heap:
 class _Group:
     """Workers of one shape in one partition; `log` lists those booked into it since it was made."""
 
-    __slots__ = ("blocked", "has_gpu", "heaps", "log", "members", "rep")
+    __slots__ = ("blocked", "has_gpu", "heaps", "key", "log", "members", "rep")
 
-    def __init__(self, rep: int, has_gpu: bool, blocked: tuple[str, ...]) -> None:
-        self.rep, self.has_gpu, self.blocked = rep, has_gpu, blocked
+    def __init__(self, rep: int, key: tuple[Shape, tuple[str, ...]]) -> None:
+        self.rep, self.key = rep, key
+        self.has_gpu, self.blocked = key[0][1], key[1]
         self.members = [rep]
         self.log: list[int] = []
         self.heaps: dict[tuple[bool, int], _Heap] = {}
@@ -113,7 +117,7 @@ class _Partition:
         key = (self.shape_of[i], blocked)
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = _Group(i, key[0][1], blocked)
+            group = self.groups[key] = _Group(i, key)
             self.order.append(group)
         else:
             group.members.append(i)
@@ -124,21 +128,58 @@ class _Partition:
 class _Kind:
     """A kind of task (memo key and preferred labels): the groups whose shape passed its filters."""
 
-    __slots__ = ("candidates", "partition", "seen", "task")
+    __slots__ = ("candidates", "key", "partition", "seen", "task")
 
-    def __init__(self, task: PendingTask, partition: _Partition) -> None:
-        self.task, self.partition = task, partition
+    def __init__(self, task: PendingTask, key: Hashable, partition: _Partition) -> None:
+        self.task, self.key, self.partition = task, key, partition
         self.seen = 0
         """How many of the partition's groups were judged."""
         self.candidates: list[tuple[_Group, _Heap, int, str]] = []
         """(group, heap, the kind's part of the score there, queue served under there)."""
 
 
+ShapeVerdict = tuple[int, str, bool, int] | None
+"""What a task kind's filters make of a shape: None when it fails them, else (the kind's part of
+the score there, the queue it is served under there, whether the idle GPU share counts, GPU
+memory asked there), which is all `_judge` needs to make the group a candidate."""
+
+
+class ShapeVerdicts:
+    """Verdicts of kinds on shapes, kept from one round to the next by the caller of `plan`.
+
+    A verdict follows from the kind (memo key and preferred labels: everything of the task that
+    a filter or the kind's part of the score reads, the time-dependent facts included), the shape
+    and what the round's context says beyond its time: the policy, the queues and the fallback
+    chains. Those are the engine's for its whole life, so a round mostly finds its verdicts here
+    instead of judging again; a context with any of them changed starts afresh.
+    """
+
+    __slots__ = ("_kept", "_made_for")
+
+    KEPT = 4096
+    """Verdicts kept at most (many task kinds or shapes: start afresh)."""
+
+    def __init__(self) -> None:
+        self._made_for: tuple[object, object, object] = (None, None, None)
+        self._kept: dict[tuple[Hashable, Hashable], ShapeVerdict] = {}
+
+    def for_round(self, ctx: PlacementContext) -> dict[tuple[Hashable, Hashable], ShapeVerdict]:
+        """The verdicts that hold in `ctx`, to read and add to."""
+        made_for = (ctx.policy, ctx.queues, ctx.chains)
+        if len(self._kept) >= self.KEPT or any(a is not b for a, b in zip(made_for, self._made_for, strict=True)):
+            self._kept = {}
+            self._made_for = made_for
+        return self._kept
+
+
 class ShapeIndex:
     """The picker `plan` uses (see the module docstring and rounds.Picker)."""
 
-    def __init__(self, workers: Sequence[WorkerView], ctx: PlacementContext) -> None:
+    def __init__(self, workers: Sequence[WorkerView], ctx: PlacementContext,
+                 verdicts: dict[tuple[Hashable, Hashable], ShapeVerdict] | None = None) -> None:
         self.ctx = ctx
+        self.verdicts: dict[tuple[Hashable, Hashable], ShapeVerdict] = {} if verdicts is None else verdicts
+        """Kind and shape -> verdict: this round's, or those kept from earlier rounds (`ShapeVerdicts`)."""
         self.workers = Bookings(workers, ctx)
         self.number = {self.workers.ids[i]: i for i in self.workers.live}
         self.partitions: dict[tuple[str, ...], _Partition] = {}
@@ -207,7 +248,7 @@ class ShapeIndex:
             partition = self.partitions.get(keys)
             if partition is None:
                 partition = self.partitions[keys] = _Partition(keys, self.workers)
-            kind = self.kinds[kind_key] = _Kind(task, partition)
+            kind = self.kinds[kind_key] = _Kind(task, kind_key, partition)
         order = kind.partition.order
         while kind.seen < len(order):
             self._judge(kind, order[kind.seen])
@@ -216,21 +257,33 @@ class ShapeIndex:
 
     def _judge(self, kind: _Kind, group: _Group) -> None:
         """Judge the kind against the group's shape; a group that passes becomes a candidate."""
-        task, ctx, workers = kind.task, self.ctx, self.workers
+        key = (kind.key, group.key)
+        verdicts = self.verdicts
+        if key in verdicts:
+            verdict = verdicts[key]
+        else:
+            verdict = verdicts[key] = self._verdict(kind.task, group)
+        if verdict is not None:
+            units, served, gpu, memory = verdict
+            kind.candidates.append((group, self._heap(group, gpu, memory), units, served))
+
+    def _verdict(self, task: PendingTask, group: _Group) -> ShapeVerdict:
+        """The kind of `task` judged against the group's shape (see `ShapeVerdict`)."""
+        ctx, workers = self.ctx, self.workers
         view = workers.views[group.rep]
         if workers.limits:
             # The shape's reached limits, as the queue_limit filter reads them.
             view = replace(view, in_flight_by_queue={q: n for q, n in workers.limits if q in group.blocked})
         trial = Trial(task, view, ctx)
         if judge_shape(trial) is not None:
-            return
+            return None
         served = trial.queues[0]
         task_class = ctx.class_in(served, task)
         weights = ctx.policy.weights
         units = (term_units("capability", fit_value(task_class, view.worker_type, group.has_gpu), weights.capability)
                  + term_units("affinity", affinity_value(task.preferred_labels, view.labels), weights.affinity))
-        kind.candidates.append((group, self._heap(group, group.has_gpu and task_class in GPU_CLASSES,
-                                                  task.gpu_memory_mb if group.has_gpu else 0), units, served))
+        return (units, served, group.has_gpu and task_class in GPU_CLASSES,
+                task.gpu_memory_mb if group.has_gpu else 0)
 
     def _heap(self, group: _Group, gpu: bool, memory: int) -> _Heap:
         heap = group.heaps.get((gpu, memory))
