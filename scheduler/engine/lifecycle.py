@@ -21,6 +21,7 @@ from scheduler.state.interface import (
     FailureAction,
     FailureOutcome,
     LifecycleEvent,
+    NextReports,
     Retention,
 )
 from scheduler.state.records import TaskRecord
@@ -44,61 +45,85 @@ class Lifecycle:
         self.retention = Retention(settings.result_ttl_seconds, settings.dead_letter_ttl_seconds)
 
     async def run(self) -> None:
-        """Read the stream: first what was delivered but never acknowledged, then new reports."""
+        """Read the stream: first what was delivered but never acknowledged, then new reports,
+        each round's next read sent with the script that applies what the round read."""
         events_log = self.shared.state.events
         backlog = True
-        while True:
-            events = await events_log.read(backlog=backlog)
-            if backlog and not events:
-                backlog = False
-                continue
-            if events:
-                crashpoints.reached("report:read")
-            await self.apply(events)
+        next_reports: NextReports | None = None
+        try:
+            while True:
+                if next_reports is not None:
+                    events = await next_reports.wait()
+                    next_reports = None
+                else:
+                    events = await events_log.read(backlog=backlog)
+                if backlog and not events:
+                    backlog = False
+                    continue
+                if events:
+                    crashpoints.reached("report:read")
+                    next_reports = await self.apply(events, read_on=not backlog)
+        finally:
+            if next_reports is not None:
+                next_reports.drop()  # what it took is read again, as backlog, by the next run
 
     async def watch_starts(self) -> None:
         """Claims announced by workers: tell whoever watches those tasks that they run."""
         async for started in self.shared.state.events.started():
             await self.shared.notify_watchers((started.task_id,))
 
-    async def apply(self, events: Sequence[LifecycleEvent]) -> None:
+    async def apply(self, events: Sequence[LifecycleEvent], *, read_on: bool = False) -> NextReports | None:
         """Apply and acknowledge a batch of reports in one round trip, the retry policy consulted
-        first for each failed report (its current attempt and failure count decide)."""
+        first for each failed report (its current attempt and failure count decide). With
+        `read_on` (the loop's rounds), the next read of new reports goes out in that round trip
+        too, and is returned."""
         if not events:
-            return
+            return None
         failed = [e.task_id for e in events if e.kind == EventKind.FAILED]
         current = {r.task_id: r for r in await self.shared.state.tasks.load(failed)} if failed else {}
         outcomes = [self._failure_outcome(e, current.get(e.task_id)) if e.kind == EventKind.FAILED else None
                     for e in events]
         shared, placement = self.shared, self.placement
-        async with placement.lock:
-            now = shared.clock()
-            freed = self._free_slots(events)
-            # Completion match: the slots these reports free are handed out again in the same
-            # round trip that applies the reports.
-            chosen = placement.take_round(now) if freed else []
-            crashpoints.reached("apply:before")
-            if chosen:
-                crashpoints.reached("dispatch:before")
-            try:
-                applied, handed = await shared.state.tasks.apply_then_dispatch(
-                    events, outcomes, self.retention, [request for _task, request in chosen], now)
-            except BaseException:
-                for worker_id, item in freed:
-                    worker = shared.fleet.get(worker_id)
-                    if worker is not None:
-                        worker.in_flight.setdefault(item.task_id, item)
-                placement.put_back(chosen)
-                raise
-            crashpoints.reached("apply:after")
-            if chosen:
-                crashpoints.reached("dispatch:after")
-            for event, result in zip(events, applied, strict=True):
-                self._follow(event, result)
-            crashpoints.reached("report:followed")
-            if chosen:
-                await placement.follow(chosen, handed, now)
-        await shared.notify_watchers(e.task_id for e, result in zip(events, applied, strict=True) if result)
+        next_reports: NextReports | None = None
+        try:
+            async with placement.lock:
+                now = shared.clock()
+                freed = self._free_slots(events)
+                # Completion match: the slots these reports free are handed out again in the same
+                # round trip that applies the reports.
+                chosen = placement.take_round(now) if freed else []
+                crashpoints.reached("apply:before")
+                if chosen:
+                    crashpoints.reached("dispatch:before")
+                hand_outs = [request for _task, request in chosen]
+                try:
+                    if read_on:
+                        applied, handed, next_reports = await shared.state.tasks.apply_dispatch_and_read(
+                            events, outcomes, self.retention, hand_outs, now)
+                    else:
+                        applied, handed = await shared.state.tasks.apply_then_dispatch(
+                            events, outcomes, self.retention, hand_outs, now)
+                except BaseException:
+                    for worker_id, item in freed:
+                        worker = shared.fleet.get(worker_id)
+                        if worker is not None:
+                            worker.in_flight.setdefault(item.task_id, item)
+                    placement.put_back(chosen)
+                    raise
+                crashpoints.reached("apply:after")
+                if chosen:
+                    crashpoints.reached("dispatch:after")
+                for event, result in zip(events, applied, strict=True):
+                    self._follow(event, result)
+                crashpoints.reached("report:followed")
+                if chosen:
+                    await placement.follow(chosen, handed, now)
+            await shared.notify_watchers(e.task_id for e, result in zip(events, applied, strict=True) if result)
+        except BaseException:
+            if next_reports is not None:
+                next_reports.drop()  # the round did not finish: no read may be left behind
+            raise
+        return next_reports
 
     def _free_slots(self, events: Sequence[LifecycleEvent]) -> list[tuple[str, InFlight]]:
         """Take the attempts these reports end off their workers' ledgers now, where memory

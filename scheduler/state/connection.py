@@ -98,9 +98,13 @@ class FencedScript:
     def script(self) -> str:
         return str(self._script.script)
 
-    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def command(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The call as a command, for `Lane.send` to write beside others (the fence checked now)."""
         self._fence.check()
-        command = ("EVALSHA", self._script.sha, len(keys) + 1, *keys, self._lease_key, *args, self._fence.token)
+        return ("EVALSHA", self._script.sha, len(keys) + 1, *keys, self._lease_key, *args, self._fence.token)
+
+    async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        command = self.command(keys, args)
         try:
             return await self._lane.execute(*command)
         except redis_errors.NoScriptError:  # Redis restarted or its scripts were flushed

@@ -214,6 +214,15 @@ class TaskStore(Protocol):
         """`apply`, then `dispatch` (the slots those reports free, handed out again), in one round trip."""
         ...
 
+    async def apply_dispatch_and_read(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[list[Applied | None], list[bool], NextReports]:
+        """`apply_then_dispatch`, with the next read of new reports (`EventLog.read` without
+        backlog) sent in the same round trip, after it: the lifecycle's round. When this raises,
+        no read is left behind."""
+        ...
+
     async def requeue(self, task_id: str, worker_id: str, reason: str) -> TaskRecord | None:
         """A lost worker's attempt back to pending, its fence moved on; None if not in flight there."""
         ...
@@ -234,6 +243,18 @@ class TaskStore(Protocol):
 
     async def promote(self, task_id: str, from_state: TaskState, reason: str) -> TaskRecord | None:
         """A due retry or a replayed dead letter back to pending; None if not in `from_state`."""
+        ...
+
+
+class NextReports(Protocol):
+    """A read of new reports already sent (`TaskStore.apply_dispatch_and_read`)."""
+
+    async def wait(self) -> list[LifecycleEvent]:
+        """The reports it read, [] when none came within its wait (as `EventLog.read`)."""
+        ...
+
+    def drop(self) -> None:
+        """Give it up unread: it takes no more reports, and what it took is read again as backlog."""
         ...
 
 

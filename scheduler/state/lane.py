@@ -66,6 +66,15 @@ _PACKABLE = (str, bytes, int, float)
 """What a command's arguments may be (bool, a subclass of int, is not: Redis has no booleans)."""
 
 
+class Sent:
+    """A command `Lane.send` wrote: its reply to come, and the connection it went out on."""
+
+    __slots__ = ("future", "opened")
+
+    def __init__(self, future: asyncio.Future[Any], opened: _Open) -> None:
+        self.future, self.opened = future, opened
+
+
 class _Open:
     """One opened connection: redis-py's (given back to the pool when dropped), its streams,
     the reply reader and the task reading replies."""
@@ -110,15 +119,25 @@ class Lane:
     async def execute(self, *args: Any) -> Any:
         """Send one command and return its reply (an error reply is raised as redis-py's
         exception for it: ResponseError, NoScriptError, ReadOnlyError ...)."""
-        packed = pack(args)
+        (sent,) = await self.send(args)
+        return await self.reply(sent)
+
+    async def send(self, *commands: tuple[Any, ...]) -> list[Sent]:
+        """Write `commands` in one write (one round trip); their replies, in order, are awaited
+        with `reply` (or given up with `abandon`). Redis runs them in order on this connection,
+        so a blocking read sent after a script waits for nothing but new entries."""
+        packed = b"".join([pack(command) for command in commands])
         while (opened := self._open) is None:  # (re)open; the one just opened may be gone again
             if self._closed:
                 raise redis_errors.ConnectionError("the scheduler has closed its Redis connection")
             await self._connect()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
         now = loop.time()
-        self._waiting.append((future, now))
+        sent = []
+        for _command in commands:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._waiting.append((future, now))
+            sent.append(Sent(future, opened))
         self._on_write()
         writer = opened.writer
         writer.write(packed)
@@ -129,15 +148,35 @@ class Lane:
                 await writer.drain()  # bounded by the watchdog, which drops a stuck connection
             except OSError as exc:
                 self._drop(opened, redis_errors.ConnectionError(f"Error while writing to socket: {exc}"))
+        return sent
+
+    async def reply(self, sent: Sent) -> Any:
+        """The reply to a command `send` wrote."""
+        future = sent.future
         try:
             return await future
         except asyncio.CancelledError:
             # (Cancelling the caller cancels `future` too: no reply had come.)
-            if self._drop_on_cancel and (future.cancelled() or not future.done()):
-                # A blocking read whose caller is gone would stay blocked in Redis and take the
-                # next stream entries for nobody: closing its connection unblocks it.
-                self._drop(opened, redis_errors.ConnectionError("a blocking read was cancelled"))
+            if future.cancelled() or not future.done():
+                self._cancelled(sent, "a blocking read was cancelled")
             raise
+
+    def abandon(self, sent: Sent) -> None:
+        """Nobody will await this reply: forget it, and on a lane of blocking reads drop the
+        connection while the command is still in flight (as when its caller is cancelled)."""
+        future = sent.future
+        if future.done():
+            if not future.cancelled():
+                future.exception()  # retrieved: an error nobody awaits is not worth a warning
+            return
+        future.cancel()
+        self._cancelled(sent, "a blocking read was given up")
+
+    def _cancelled(self, sent: Sent, why: str) -> None:
+        if self._drop_on_cancel:
+            # A blocking read whose caller is gone would stay blocked in Redis and take the
+            # next stream entries for nobody: closing its connection unblocks it.
+            self._drop(sent.opened, redis_errors.ConnectionError(why))
 
     async def aclose(self) -> None:
         """Fail what is in flight and give the connection back; later calls fail (a loop that

@@ -12,7 +12,6 @@ be retried.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -32,11 +31,8 @@ from scheduler.state.interface import (
 )
 from scheduler.state.lease import RedisLease
 from scheduler.state.records import WorkerRecord
+from scheduler.state.reports import ensure_group, int_or_zero, lost_group, read_command, reports_of
 from scheduler.state.tasks import RedisTaskStore
-
-EVENTS_CONSUMER = "scheduler-1"
-"""Consumer name within the events group (one leader reads at a time)."""
-
 
 _PURGE_CHUNK = 500
 """Dead letters deleted per script call, so one call never blocks Redis for long."""
@@ -174,73 +170,26 @@ class RedisControlStore(StorePart):
         return int(waiting)
 
 
-def _int_or_zero(text: str | None) -> int:
-    try:
-        return int(text or "")
-    except ValueError:
-        return 0
-
-
-def _time_or_zero(text: str | None) -> float:
-    try:
-        value = float(text or "")
-    except ValueError:
-        return 0.0
-    return value if math.isfinite(value) else 0.0
-
-
-def _event(stream_id: Any, fields: dict[str, str]) -> LifecycleEvent:
-    """A stream entry as a report. A malformed attempt reads as 0, which no dispatched task
-    has, so the report is dropped as stale rather than breaking the reader."""
-    return LifecycleEvent(
-        stream_id=str(stream_id), kind=fields.get("type", ""), task_id=fields.get("task_id", ""),
-        attempt=_int_or_zero(fields.get("attempt")), worker_id=fields.get("worker_id", ""),
-        ts=_time_or_zero(fields.get("ts")), fields=fields,
-    )
-
-
 class RedisEventLog(StorePart):
     """The lifecycle stream workers report into, read by one consumer group (`EventLog`)."""
 
     @guarded
     async def ensure_group(self) -> None:
         """Create the consumer group (and the stream) unless it exists."""
-        try:
-            await self._redis.xgroup_create(self._keys.events, EVENTS_GROUP, id="0", mkstream=True)
-        except redis_errors.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self._conn)
 
     @guarded
     async def read(self, *, backlog: bool, count: int = 500, block_ms: int = 500) -> list[LifecycleEvent]:
         """Next reports; backlog=True re-reads those delivered but never acknowledged."""
+        command = read_command(self._keys, backlog=backlog, count=count, block_ms=block_ms)
         try:
-            reply = await self._read(backlog=backlog, count=count, block_ms=block_ms)
+            reply = await self._conn.stream_lane.execute(*command)
         except redis_errors.ResponseError as exc:
-            # A Redis that came back empty has lost the group: recreate it, or every read
-            # after this fails the same way.
-            if "NOGROUP" not in str(exc):
+            if not lost_group(exc):
                 raise
-            await self.ensure_group()
-            reply = await self._read(backlog=backlog, count=count, block_ms=block_ms)
-        streams = reply.items() if isinstance(reply, dict) else reply or []  # RESP3 answers a map
-        return [
-            # An entry deleted since it was delivered has no fields (a backlog read shows it).
-            _event(stream_id, dict(zip(flat[::2], flat[1::2], strict=True)))
-            for _stream, entries in streams
-            for stream_id, flat in entries
-            if flat
-        ]
-
-    async def _read(self, *, backlog: bool, count: int, block_ms: int) -> Any:
-        # The bare command on its own pipelined connection (`Connection.stream_lane`: a blocking
-        # read must not hold up the hot path's scripts), its reply as Redis sent it: redis-py's
-        # xreadgroup builds a dict per entry, and its command path costs more than the read;
-        # `read` takes the flat reply apart itself.
-        block = () if backlog else ("BLOCK", block_ms)
-        return await self._conn.stream_lane.execute(
-            "XREADGROUP", "GROUP", EVENTS_GROUP, EVENTS_CONSUMER, "COUNT", count, *block,
-            "STREAMS", self._keys.events, "0" if backlog else ">")
+            await ensure_group(self._conn)
+            reply = await self._conn.stream_lane.execute(*command)
+        return reports_of(reply)
 
     @guarded
     async def ack(self, stream_ids: Sequence[str]) -> None:
@@ -261,7 +210,7 @@ class RedisEventLog(StorePart):
                     continue
                 parts = str(message.get("data", "")).split(" ")
                 if len(parts) == 4 and parts[0] == "started":
-                    yield Started(parts[1], _int_or_zero(parts[2]), parts[3])
+                    yield Started(parts[1], int_or_zero(parts[2]), parts[3])
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 

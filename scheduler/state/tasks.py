@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
 import orjson
+from redis import exceptions as redis_errors
 from switchyard.wire import EVENTS_GROUP, FENCE_CANCELLED, FENCE_REQUEUED, PAYLOAD_FIELDS
 
 from scheduler.cooperative import YIELD_EVERY, breathe
@@ -28,12 +29,14 @@ from scheduler.state.interface import (
     HandOutRequest,
     IdempotencyConflict,
     LifecycleEvent,
+    NextReports,
     Reclaim,
     Retention,
     SubmitGroup,
     SubmitOutcome,
 )
 from scheduler.state.records import TaskRecord
+from scheduler.state.reports import READ_BLOCK_MS, READ_COUNT, RedisNextReports, read_command
 
 
 def _submit_outcomes(reply: Sequence[Any]) -> list[SubmitOutcome] | IdempotencyConflict:
@@ -200,6 +203,40 @@ class RedisTaskStore(StorePart):
             [keys.pending], self._dispatch_args(hand_outs, now))
         applied, handed = await self._scripts.apply_dispatch(keys=script_keys, args=script_args)
         return _applied(applied), [bool(flag) for flag in handed]
+
+    @guarded
+    async def apply_dispatch_and_read(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[list[Applied | None], list[bool], NextReports]:
+        """`apply_then_dispatch` on the stream's connection, the next blocking read written with
+        it (reports.py): one write, and Redis starts the read as soon as the script is done."""
+        keys = self._keys
+        lane = self._conn.stream_lane
+        read_next = read_command(keys, backlog=False, count=READ_COUNT, block_ms=READ_BLOCK_MS)
+        if not events and not hand_outs:
+            (read,) = await lane.send(read_next)
+            return [], [], RedisNextReports(self._conn, read)
+        apply_args = self._apply_args(events, outcomes, retention)
+        if hand_outs:
+            script = self._scripts.apply_dispatch
+            script_keys, script_args = pair_call([keys.events, keys.retry, keys.dead_letters], apply_args,
+                                                 [keys.pending], self._dispatch_args(hand_outs, now))
+        else:
+            script, script_keys, script_args = self._scripts.apply, [keys.events, keys.retry, keys.dead_letters], apply_args
+        ran, read = await lane.send(script.command(script_keys, script_args), read_next)
+        try:
+            try:
+                reply = await lane.reply(ran)
+            except redis_errors.NoScriptError:  # Redis restarted: the script again, where it loads it
+                reply = await script(script_keys, script_args)
+        except BaseException:
+            lane.abandon(read)
+            raise
+        if not hand_outs:
+            return _applied(reply), [], RedisNextReports(self._conn, read)
+        applied, handed = reply
+        return _applied(applied), [bool(flag) for flag in handed], RedisNextReports(self._conn, read)
 
     async def _then_record(self, script: Any, keys: list[str], args: list[Any], task_id: str) -> tuple[Any, TaskRecord | None]:
         """Run a transition and read the record after it, in one round trip."""

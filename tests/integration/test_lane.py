@@ -172,3 +172,45 @@ def test_a_cancelled_blocking_read_leaves_no_reader_behind_to_take_entries(fresh
     streams = list(reply.items()) if isinstance(reply, dict) else reply  # RESP3 answers a map
     [[stream, [[_id, fields]]]] = streams
     assert stream == "events" and fields == ["type", "succeeded"]
+
+
+def test_commands_sent_together_go_in_one_write_and_a_read_after_them_waits_for_new_entries(fresh_redis: RedisServer):
+    admin = fresh_redis.client()
+    admin.xgroup_create("events", "g", id="0", mkstream=True)
+    read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "BLOCK", 60_000, "STREAMS", "events", ">")
+
+    async def scenario(lane: Lane) -> tuple[Any, Any, Any]:
+        # What the lifecycle's round does: its script, then the next blocking read, one write.
+        ran, waiting = await lane.send(("INCRBY", "k", 5), read)
+        first = await lane.reply(ran)
+        await asyncio.to_thread(wait_until, lambda: int(admin.info("clients")["blocked_clients"]) == 1)
+        admin.xadd("events", {"type": "succeeded"})
+        return first, await lane.reply(waiting), await lane.execute("GET", "k")
+
+    (first, reply, value), written = run_lane(fresh_redis.url, scenario)
+    assert (first, value) == (5, "5") and written == 2  # the pair counted as one round trip
+    streams = list(reply.items()) if isinstance(reply, dict) else reply  # RESP3 answers a map
+    [[_stream, [[_id, fields]]]] = streams
+    assert fields == ["type", "succeeded"]
+
+
+def test_an_abandoned_blocking_read_leaves_no_reader_behind_and_the_lane_goes_on(fresh_redis: RedisServer):
+    admin = fresh_redis.client()
+    admin.xgroup_create("events", "g", id="0", mkstream=True)
+    read = ("XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "BLOCK", 60_000, "STREAMS", "events", ">")
+
+    async def scenario(lane: Lane) -> tuple[Any, Any]:
+        ran, waiting = await lane.send(("SET", "k", "v"), read)
+        await lane.reply(ran)
+        await asyncio.to_thread(wait_until, lambda: int(admin.info("clients")["blocked_clients"]) == 1)
+        lane.abandon(waiting)  # a round that failed after its script: its read must take nothing
+        # (Well before the lane's reply timeout, which would also end the read, at 120 s.)
+        await asyncio.to_thread(wait_until, lambda: int(admin.info("clients")["blocked_clients"]) == 0, 10)
+        admin.xadd("events", {"type": "succeeded"})
+        lane.abandon(ran)  # answered already: nothing to do
+        return await lane.execute("GET", "k"), await lane.execute(*read)
+
+    (value, reply), _ = run_lane(fresh_redis.url, scenario, reply_timeout=120, drop_on_cancel=True)
+    streams = list(reply.items()) if isinstance(reply, dict) else reply
+    [[_stream, [[_id, fields]]]] = streams
+    assert value == "v" and fields == ["type", "succeeded"]  # the next read got the entry

@@ -26,6 +26,7 @@ from scheduler.state.interface import (
     FailureAction,
     FailureOutcome,
     IdempotencyConflict,
+    LifecycleEvent,
     NewTask,
     Reclaim,
     Retention,
@@ -215,12 +216,17 @@ async def sync_match_hands_out_in_the_submit_round_trip(b: Backend) -> None:
     assert await b.state.indexes.pending_ids() == ["a"]
 
 
-async def a_completion_hands_the_freed_slot_out_in_the_same_round_trip(b: Backend) -> None:
+async def a_ran_and_reported(b: Backend) -> list[LifecycleEvent]:
+    """Tasks a, b and c submitted; a handed to w1, run, its success reported and read."""
     await submitted(b, "a", "b", "c")
     await b.state.tasks.dispatch([hand_out("a")], T0 + 1)
     assert await b.claim("a", 1, "w1", T0 + 2)
     await b.report("succeeded", "a", 1, "w1", T0 + 4, result_json="1")
-    events = await b.state.events.read(backlog=False, block_ms=1)
+    return await b.state.events.read(backlog=False, block_ms=1)
+
+
+async def a_completion_hands_the_freed_slot_out_in_the_same_round_trip(b: Backend) -> None:
+    events = await a_ran_and_reported(b)
     applied, handed = await b.state.tasks.apply_then_dispatch(
         events, [None], RETENTION, [hand_out("b"), hand_out("a", attempt=2)], T0 + 4)
     assert applied == [Applied(TaskState.SUCCEEDED, Q, "w1", 2.0, 2.0)] and handed == [True, False]
@@ -232,6 +238,28 @@ async def a_completion_hands_the_freed_slot_out_in_the_same_round_trip(b: Backen
     assert await b.state.tasks.apply_then_dispatch(events, [None], RETENTION, [], T0 + 5) == (
         [Applied(TaskState.DISPATCHED, Q, "w1")], [])
     assert await b.state.indexes.pending_ids() == ["c"]
+
+
+async def the_lifecycle_round_sends_its_next_read_with_its_script(b: Backend) -> None:
+    events = await a_ran_and_reported(b)
+    applied, handed, next_reports = await b.state.tasks.apply_dispatch_and_read(
+        events, [None], RETENTION, [hand_out("b")], T0 + 4)
+    assert applied == [Applied(TaskState.SUCCEEDED, Q, "w1", 2.0, 2.0)] and handed == [True]
+    assert contents(await b.queued("w1")) == [("a", 1, [1], {}), ("b", 1, [1], {})]
+    assert await b.unacked() == 0
+    # The read sent with the round gets the report that comes next.
+    assert await b.claim("b", 1, "w1", T0 + 5)
+    await b.report("succeeded", "b", 1, "w1", T0 + 6, result_json="2")
+    events = await next_reports.wait()
+    assert [(e.task_id, e.kind) for e in events] == [("b", "succeeded")]
+    applied, handed, next_reports = await b.state.tasks.apply_dispatch_and_read(events, [None], RETENTION, [], T0 + 6)
+    assert applied == [Applied(TaskState.SUCCEEDED, Q, "w1", 5.0, 1.0)] and handed == []
+    # Given up, a read loses nothing: what it may have taken meanwhile is read again as backlog.
+    next_reports.drop()
+    await b.state.tasks.dispatch([hand_out("c")], T0 + 7)
+    await b.report("progress", "c", 1, "w1", T0 + 8, progress="0.5")
+    later = await b.state.events.read(backlog=True) + await b.state.events.read(backlog=False, block_ms=1)
+    assert [(e.task_id, e.kind) for e in later] == [("c", "progress")]
 
 
 # --- the worker's side --------------------------------------------------------------------
@@ -600,6 +628,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     dispatch_refuses_a_task_not_pending_at_the_previous_attempt,
     sync_match_hands_out_in_the_submit_round_trip,
     a_completion_hands_the_freed_slot_out_in_the_same_round_trip,
+    the_lifecycle_round_sends_its_next_read_with_its_script,
     a_claimed_attempt_runs_and_succeeds,
     a_separate_started_report_moves_a_dispatched_task_once,
     a_claim_announces_its_start,

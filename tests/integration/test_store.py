@@ -351,6 +351,21 @@ def test_reports_and_the_hand_outs_of_the_slots_they_free_cost_one_round_trip(ru
     run(scenario)
 
 
+def test_the_lifecycle_round_with_its_next_read_costs_one_round_trip(run):
+    async def scenario(state: RedisState) -> None:
+        await warmed(state)
+        await state.events.ensure_group()
+        await submitted(state, new_task("a"), new_task("b"))
+        await state.tasks.dispatch([hand_out("a")], 1002.0)
+        before = RoundTrips.count
+        _applied, handed, next_reports = await state.tasks.apply_dispatch_and_read(
+            [report("succeeded", "a", 1, 1003.0, result_json="1")], [None], RETENTION, [hand_out("b")], 1003.0)
+        assert handed == [True] and RoundTrips.count - before == 1  # the read went out in the same write
+        next_reports.drop()
+
+    run(scenario)
+
+
 def test_requeue_cancel_and_promote_read_their_record_in_the_same_round_trip(run):
     async def scenario(state: RedisState) -> None:
         await warmed(state)

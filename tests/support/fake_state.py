@@ -165,10 +165,12 @@ class FakeState:
 
     def __init__(self) -> None:
         self.tables = Tables()
-        self.tasks: TaskStore = FakeTaskStore(self.tables)
+        tasks = FakeTaskStore(self.tables)
+        self.tasks: TaskStore = tasks
         self.indexes: IndexStore = FakeIndexStore(self.tables)
         self.controls: ControlStore = FakeControlStore(self.tables)
         self.events: EventLog = FakeEventLog(self.tables)
+        tasks.read_new = lambda: self.events.read(backlog=False)
 
     # --- the worker's side: its Celery queue, its fenced claim and its reports ---------------
 

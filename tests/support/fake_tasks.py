@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from switchyard.wire import FENCE_CANCELLED, FENCE_REQUEUED, FENCE_STARTED_SUFFIX, PAYLOAD_FIELDS
@@ -27,6 +27,7 @@ from scheduler.state.interface import (
     HandOutRequest,
     IdempotencyConflict,
     LifecycleEvent,
+    NextReports,
     NewTask,
     Reclaim,
     Retention,
@@ -90,6 +91,10 @@ class Tables:
     """Workers whose Celery queue was purged, in order."""
     completions: list[list[str]] = field(default_factory=list)
     """Task ids handed out by each `apply_then_dispatch` that carried hand-outs (completion match)."""
+    reads_sent: int = 0
+    """Reads of new reports sent with a round (`apply_dispatch_and_read`)."""
+    reads_dropped: int = 0
+    """Of those, the ones given up unread."""
 
     def record(self, task_id: str) -> TaskRecord | None:
         """The record as the store reads it (HMGET of RECORD_FIELDS)."""
@@ -114,12 +119,27 @@ def _lua_number(seconds: float) -> float:
     return float(f"{max(0.0, seconds):.14g}")
 
 
+class FakeNextReports:
+    """A read of new reports sent with a round (`NextReports`): here it reads when waited for."""
+
+    def __init__(self, read: Callable[[], Awaitable[list[LifecycleEvent]]], tables: Tables) -> None:
+        self._read, self.t = read, tables
+
+    async def wait(self) -> list[LifecycleEvent]:
+        return await self._read()
+
+    def drop(self) -> None:
+        self.t.reads_dropped += 1
+
+
 class FakeTaskStore:
     """submit.lua, dispatch.lua, apply.lua, requeue.lua (and its start-deadline variant,
     `reclaim_unstarted`, `reclaim_unreported`), cancel.lua and promote.lua."""
 
     def __init__(self, tables: Tables) -> None:
         self.t = tables
+        self.read_new: Callable[[], Awaitable[list[LifecycleEvent]]] | None = None
+        """The event log's read of new reports (FakeState wires it in)."""
 
     async def submit(
         self, groups: Sequence[SubmitGroup], idempotency_ttl_seconds: int,
@@ -250,6 +270,17 @@ class FakeTaskStore:
             return applied, []
         self.t.completions.append([r.task_id for r in hand_outs])
         return applied, self._dispatch(hand_outs, now)
+
+    async def apply_dispatch_and_read(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[list[Applied | None], list[bool], NextReports]:
+        """`apply_then_dispatch`, and the next read of new reports (it reads when waited for)."""
+        if self.read_new is None:
+            raise AssertionError("FakeState wires the event log's read in")
+        applied, handed = await self.apply_then_dispatch(events, outcomes, retention, hand_outs, now)
+        self.t.reads_sent += 1
+        return applied, handed, FakeNextReports(self.read_new, self.t)
 
     def _apply(self, event: LifecycleEvent, outcome: FailureOutcome | None,
                leaving: dict[str, list[str]]) -> Applied | None:

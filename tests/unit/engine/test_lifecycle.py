@@ -3,11 +3,15 @@ stale attempt's report changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from scheduler.core.model import TaskState
 from scheduler.core.retry import NO_RETRY, RetryPolicy
 from scheduler.settings import Settings
 from tests.support.fakes import make_engine
-from tests.unit.engine.drive import connect, place, report, start, state_of, submit, task
+from tests.unit.engine.drive import connect, place, report, start, state_of, submit, task, until
 
 FLAKY = RetryPolicy("flaky", max_retries=2, base_delay_seconds=10.0, multiplier=3.0, jitter=0.2,
                     non_retryable=frozenset({"PermissionError"}))
@@ -139,3 +143,30 @@ async def test_a_report_read_twice_is_applied_once() -> None:
     assert (stored["completed"], stored["run_count"], stored["wait_count"]) == (1.0, 1.0, 1.0)
     stale = rig.engine.shared.metrics.registry.get_sample_value("switchyard_stale_reports_total")
     assert stale == 3.0
+
+
+async def test_the_loop_sends_each_round_s_next_read_with_it_and_drops_it_when_the_round_fails() -> None:
+    rig = make_engine()
+    await connect(rig, "w1")
+    first, second = await submit(rig), await submit(rig)
+    (hand_out,) = await place(rig, "w1")
+    loop = asyncio.create_task(rig.engine.lifecycle.run())
+    try:
+        assert await start(rig, hand_out)
+        rig.state.report("succeeded", hand_out.task_id, 1, "w1", rig.clock(), result_json="1")
+        await until(lambda: rig.state.tables.reads_sent == 1)  # the round read on, in its round trip
+        assert await state_of(rig, first) is TaskState.SUCCEEDED
+        assert rig.state.tables.completions == [[second]]
+
+        # A round that fails after its script (here: telling watchers) leaves no read behind.
+        async def broken(_task_ids: object) -> None:
+            raise RuntimeError("watchers unreachable")
+        rig.engine.shared.notify_watchers = broken  # type: ignore[method-assign]
+        (next_hand_out,) = rig.state.take("w1")
+        assert await start(rig, next_hand_out)
+        rig.state.report("succeeded", second, 1, "w1", rig.clock(), result_json="2")
+        with pytest.raises(RuntimeError, match="watchers unreachable"):
+            await asyncio.wait_for(loop, timeout=5)
+        assert (rig.state.tables.reads_sent, rig.state.tables.reads_dropped) == (2, 1)
+    finally:
+        loop.cancel()
