@@ -80,6 +80,8 @@ class Worker:
     worker_type: WorkerType
     slots: int
     labels: dict[str, str] = field(default_factory=dict)
+    refused_labels: str = ""
+    """Why the last label change its heartbeats asked for was refused ("" when none was)."""
     gpus: list[Gpu] = field(default_factory=list)
     gpu_simulated: bool = False
     registered_tasks: frozenset[str] = frozenset()

@@ -16,6 +16,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from switchyard.wire import worker_labels_problem
+
 from worker_agent.environment import run_dir as agent_run_dir
 
 LABELS_FILE = "labels.json"
@@ -41,13 +43,16 @@ def _write(run_dir: Path, labels: dict[str, str]) -> None:
 
 
 def set_label(key: str, value: str) -> None:
-    """Add or change one runtime label of this worker."""
+    """Add or change one runtime label of this worker; ValueError when the scheduler would
+    refuse it (a key against the rule, a value too long, too many labels)."""
     run_dir = agent_run_dir()
-    if run_dir is None:
-        return
-    labels = read_runtime_labels(run_dir)
+    labels = read_runtime_labels(run_dir) if run_dir is not None else {}
     labels[key] = value
-    _write(run_dir, labels)
+    problem = worker_labels_problem(labels)
+    if problem is not None:
+        raise ValueError(f"set_label({key!r}, ...): {problem}")
+    if run_dir is not None:
+        _write(run_dir, labels)
 
 
 def remove_label(key: str) -> None:

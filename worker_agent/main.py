@@ -58,6 +58,7 @@ from switchyard.wire import (
     WORKER_ID_RULE,
     label_key_problem,
     worker_id_problem,
+    worker_labels_problem,
 )
 
 from worker_agent import __version__, environment
@@ -163,6 +164,9 @@ def parse_labels(text: str) -> dict[str, str]:
                 "(e.g. --labels zone=eu,model=whisper-large)"
             )
         labels[key] = value
+    problem = worker_labels_problem(labels)
+    if problem is not None:
+        raise ConfigError(f"invalid --labels: {problem}")
     return labels
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
+from switchyard.wire import MAX_LABEL_VALUE_CHARS
 
 from scheduler.core.model import MAX_PRIORITY, GpuNeed, Submission
 from scheduler.errors import InvalidArgument, PayloadTooLarge, SchedulerError
@@ -27,7 +28,6 @@ MAX_GPU_MEMORY_MB = 10_000_000
 """More MiB than this is a unit mistake, not a request."""
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 MAX_LABEL_KEY_CHARS = 128
-MAX_LABEL_VALUE_CHARS = 256
 BATCH_ERRORS_SHOWN = 20
 """A batch error spells out this many invalid items and counts the rest."""
 

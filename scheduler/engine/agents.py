@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-from switchyard.wire import worker_id_problem
+from switchyard.wire import worker_id_problem, worker_labels_problem
 
 from scheduler.core.model import WorkerType
 from scheduler.engine.liveness import Liveness
@@ -79,6 +79,9 @@ class Agents:
             raise InvalidArgument(problem)
         if hello.slots < 1:
             raise InvalidArgument("slots must be at least 1 (the Celery worker's --concurrency)")
+        problem = worker_labels_problem(hello.labels)
+        if problem is not None:
+            raise InvalidArgument(f"worker {hello.worker_id} labels: {problem}")
         shared = self.shared
         worker_type = hello.worker_type or (WorkerType.GPU if hello.gpus else WorkerType.CPU)
         existing = shared.fleet.get(hello.worker_id)
@@ -164,12 +167,15 @@ class Agents:
             if fresh is not None:
                 gpu.memory_free_mb = fresh.memory_free_mb
                 gpu.utilization_percent = fresh.utilization_percent
-        if labels_replaced:
-            worker.labels = dict(labels)
-            shared.kick.set()
-        elif labels:
-            worker.labels.update(labels)
-            shared.kick.set()
+        if labels_replaced or labels:
+            wanted = dict(labels) if labels_replaced else {**worker.labels, **labels}
+            problem = worker_labels_problem(wanted)
+            if problem is None:
+                worker.labels = wanted
+                shared.kick.set()
+            elif problem != worker.refused_labels:  # said once, not at every heartbeat
+                log.warning("worker %s: label change refused, its labels stay as they were: %s", worker_id, problem)
+            worker.refused_labels = problem or ""
 
     def _note_unreported(self, worker: Worker, running: AbstractSet[tuple[str, int]]) -> None:
         now = worker.last_heartbeat

@@ -87,6 +87,13 @@ def test_bad_labels_rejected(labels: str) -> None:
         parse_labels(labels)
 
 
+def test_labels_the_scheduler_would_refuse_are_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="invalid --labels: label 'zone': its value is 300 characters, at most 256"):
+        parse_labels("zone=" + "x" * 300)
+    with pytest.raises(ConfigError, match="65 labels: a worker may carry at most 64"):
+        parse_labels(",".join(f"k{i}=v" for i in range(65)))
+
+
 def test_worker_type_follows_gpus_unless_declared() -> None:
     cpu_only = Capabilities(cpu_count=4, memory_total_mb=1024, hostname="h")
     with_gpu = Capabilities(cpu_count=4, memory_total_mb=1024, hostname="h",
@@ -118,3 +125,16 @@ def test_the_run_directory_is_in_memory_when_it_can_be(monkeypatch: pytest.Monke
     fallback = agent_main.make_run_dir("w-1")
     assert fallback.parent == Path(tempfile.gettempdir()) and fallback.is_dir()
     fallback.rmdir()
+
+
+def test_a_runtime_label_the_scheduler_would_refuse_raises_in_the_task_and_is_not_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker_agent.labels import read_runtime_labels, set_label
+
+    monkeypatch.setenv("SWITCHYARD_RUN_DIR", str(tmp_path))
+    set_label("model", "whisper-large")
+    with pytest.raises(ValueError, match=r"set_label\('model name', \.\.\.\): label key 'model name' is invalid"):
+        set_label("model name", "x")
+    with pytest.raises(ValueError, match="its value is 257 characters"):
+        set_label("model", "x" * 257)
+    assert read_runtime_labels(tmp_path) == {"model": "whisper-large"}

@@ -14,6 +14,7 @@ and the tests; it imports nothing of theirs. docs/wire-contract.md is the prose 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -93,6 +94,27 @@ def label_key_problem(key: str) -> str | None:
     if LABEL_KEY_PATTERN.match(key):
         return None
     return f"label key {key!r} is invalid: use {LABEL_KEY_RULE}"
+
+
+MAX_LABEL_VALUE_CHARS = 256
+"""Longest label value, a task's or a worker's."""
+MAX_WORKER_LABELS = 64
+"""Most labels one worker may carry. A worker's labels travel in every ListWorkers answer and
+are held by the scheduler; without a bound, one agent could make that answer too big to send."""
+
+
+def worker_labels_problem(labels: Mapping[str, str]) -> str | None:
+    """Why a worker may not carry `labels` (too many, a key against the rule, a value too long),
+    or None when it may."""
+    if len(labels) > MAX_WORKER_LABELS:
+        return f"{len(labels)} labels: a worker may carry at most {MAX_WORKER_LABELS}"
+    for key, value in labels.items():
+        problem = label_key_problem(key)
+        if problem is not None:
+            return problem
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            return f"label {key!r}: its value is {len(value)} characters, at most {MAX_LABEL_VALUE_CHARS} are allowed"
+    return None
 
 
 def fence_started(attempt: int | str) -> str:
