@@ -55,6 +55,14 @@ def _applied(reply: Sequence[Any]) -> list[Applied | None]:
     ]
 
 
+def _lifecycle_outcome(reply: Any, *, handed_out: bool) -> tuple[list[Applied | None], list[bool]]:
+    """The reply of `_lifecycle_call`'s script: what each report did, and which hand-outs were made."""
+    if not handed_out:
+        return _applied(reply), []
+    applied, handed = reply
+    return _applied(applied), [bool(flag) for flag in handed]
+
+
 def _report_values(event: LifecycleEvent, outcome: FailureOutcome | None) -> list[str]:
     """The 11 values of one report for scripts/apply.lua (all text)."""
     fields = event.fields
@@ -173,10 +181,22 @@ class RedisTaskStore(StorePart):
         """Apply and acknowledge a batch of reports in one script, each fenced by attempt."""
         if not events:
             return []
+        script, script_keys, script_args = self._lifecycle_call(events, outcomes, retention, (), 0.0)
+        return _applied(await script(script_keys, script_args))
+
+    def _lifecycle_call(
+        self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None], retention: Retention,
+        hand_outs: Sequence[HandOutRequest], now: float,
+    ) -> tuple[Any, list[Any], list[Any]]:
+        """The script, keys and arguments that apply the reports and then, where there are any,
+        hand out `hand_outs` (the slots those reports free): its reply reads with `_lifecycle_outcome`."""
         keys = self._keys
-        reply = await self._scripts.apply(keys=[keys.events, keys.retry, keys.dead_letters],
-                                          args=self._apply_args(events, outcomes, retention))
-        return _applied(reply)
+        apply_keys = [keys.events, keys.retry, keys.dead_letters]
+        apply_args = self._apply_args(events, outcomes, retention)
+        if not hand_outs:
+            return self._scripts.apply, apply_keys, apply_args
+        script_keys, script_args = pair_call(apply_keys, apply_args, [keys.pending], self._dispatch_args(hand_outs, now))
+        return self._scripts.apply_dispatch, script_keys, script_args
 
     def _apply_args(self, events: Sequence[LifecycleEvent], outcomes: Sequence[FailureOutcome | None],
                     retention: Retention) -> list[Any]:
@@ -197,12 +217,8 @@ class RedisTaskStore(StorePart):
         """`apply`, then `dispatch` the hand-outs (the slots those reports free), in one script call."""
         if not hand_outs:
             return await self.apply(events, outcomes, retention), []
-        keys = self._keys
-        script_keys, script_args = pair_call(
-            [keys.events, keys.retry, keys.dead_letters], self._apply_args(events, outcomes, retention),
-            [keys.pending], self._dispatch_args(hand_outs, now))
-        applied, handed = await self._scripts.apply_dispatch(keys=script_keys, args=script_args)
-        return _applied(applied), [bool(flag) for flag in handed]
+        script, script_keys, script_args = self._lifecycle_call(events, outcomes, retention, hand_outs, now)
+        return _lifecycle_outcome(await script(script_keys, script_args), handed_out=True)
 
     @guarded
     async def apply_dispatch_and_read(
@@ -217,13 +233,7 @@ class RedisTaskStore(StorePart):
         if not events and not hand_outs:
             (read,) = await lane.send(read_next)
             return [], [], RedisNextReports(self._conn, read)
-        apply_args = self._apply_args(events, outcomes, retention)
-        if hand_outs:
-            script = self._scripts.apply_dispatch
-            script_keys, script_args = pair_call([keys.events, keys.retry, keys.dead_letters], apply_args,
-                                                 [keys.pending], self._dispatch_args(hand_outs, now))
-        else:
-            script, script_keys, script_args = self._scripts.apply, [keys.events, keys.retry, keys.dead_letters], apply_args
+        script, script_keys, script_args = self._lifecycle_call(events, outcomes, retention, hand_outs, now)
         ran, read = await lane.send(script.command(script_keys, script_args), read_next)
         try:
             try:
@@ -233,10 +243,8 @@ class RedisTaskStore(StorePart):
         except BaseException:
             lane.abandon(read)
             raise
-        if not hand_outs:
-            return _applied(reply), [], RedisNextReports(self._conn, read)
-        applied, handed = reply
-        return _applied(applied), [bool(flag) for flag in handed], RedisNextReports(self._conn, read)
+        applied, handed = _lifecycle_outcome(reply, handed_out=bool(hand_outs))
+        return applied, handed, RedisNextReports(self._conn, read)
 
     async def _then_record(self, script: Any, keys: list[str], args: list[Any], task_id: str) -> tuple[Any, TaskRecord | None]:
         """Run a transition and read the record after it, in one round trip."""
