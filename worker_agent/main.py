@@ -65,7 +65,7 @@ from worker_agent import __version__, environment
 from worker_agent.attempts import running_attempts
 from worker_agent.broker_check import Verdict, compare_broker, redact
 from worker_agent.handshake import AgentChannel, HandshakeError, WorkerRelease, WorkerReport
-from worker_agent.labels import read_runtime_labels
+from worker_agent.labels import read_runtime_labels, write_agent_labels
 from worker_agent.probe import (
     Capabilities,
     GpuProber,
@@ -280,6 +280,7 @@ class Agent:
         self.capabilities = probe_capabilities(prober=prober)
         self.worker_type = resolve_worker_type(config.worker_type, self.capabilities)
         self.run_dir = make_run_dir(config.worker_id)
+        write_agent_labels(self.run_dir, dict(config.labels))
         self.worker: CeleryWorker | None = None
         self.registered_tasks: tuple[str, ...] = ()
         """Task names the Celery worker's app registers, as it reported them at start."""

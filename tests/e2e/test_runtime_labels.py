@@ -6,6 +6,7 @@ import json
 
 import pytest
 from switchyard.v1 import scheduler_pb2 as pb
+from switchyard.wire import MAX_WORKER_LABELS
 
 from tests.support.redis_server import wait_until
 from tests.support.stack import Stack
@@ -39,3 +40,17 @@ def test_runtime_label_feeds_required_and_preferred_placement(stack: Stack) -> N
     stack.wait_all([reply.task_id], timeout=30)
     assert stack.get(reply.task_id).worker_id == "w-b"
     assert json.loads(stack.get(reply.task_id).result_json)
+
+
+def test_a_runtime_label_beyond_the_workers_limit_fails_the_task_that_sets_it(stack: Stack) -> None:
+    # The agent's --labels count: with 64 of them, a 65th set at runtime would make the scheduler
+    # ignore the whole change, so set_label refuses it in the task instead.
+    static = {f"rack-{n}": "a" for n in range(MAX_WORKER_LABELS)}
+    stack.add_worker("w-full", "cpu", concurrency=1, labels=static)
+    stack.wait_workers_connected(["w-full"])
+    loader = stack.submit("e2e.load_model", ["whisper-large"], content_type="text")
+    task = stack.wait_state(loader.task_id, {pb.TASK_STATE_FAILED, pb.TASK_STATE_DEAD_LETTERED,
+                                             pb.TASK_STATE_SUCCEEDED}, timeout=30)
+    assert task.state != pb.TASK_STATE_SUCCEEDED, task
+    assert f"{MAX_WORKER_LABELS + 1} labels: a worker may carry at most {MAX_WORKER_LABELS}" in task.error, task.error
+    assert dict(stack.list_workers()["w-full"].labels) == static

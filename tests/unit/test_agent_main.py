@@ -138,3 +138,18 @@ def test_a_runtime_label_the_scheduler_would_refuse_raises_in_the_task_and_is_no
     with pytest.raises(ValueError, match="its value is 257 characters"):
         set_label("model", "x" * 257)
     assert read_runtime_labels(tmp_path) == {"model": "whisper-large"}
+
+
+def test_runtime_labels_count_the_agents_own_labels_as_the_scheduler_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from switchyard.wire import MAX_WORKER_LABELS
+
+    from worker_agent.labels import read_runtime_labels, set_label, write_agent_labels
+
+    monkeypatch.setenv("SWITCHYARD_RUN_DIR", str(tmp_path))
+    write_agent_labels(tmp_path, {f"static-{n}": "x" for n in range(MAX_WORKER_LABELS - 1)})
+    set_label("static-0", "changed")  # overlays a --labels key: still 63 labels
+    set_label("model", "whisper-large")  # the 64th
+    with pytest.raises(ValueError, match=f"{MAX_WORKER_LABELS + 1} labels: a worker may carry at most"):
+        set_label("gpu-class", "h200")
+    assert read_runtime_labels(tmp_path) == {"static-0": "changed", "model": "whisper-large"}
