@@ -163,6 +163,30 @@ def read_until(fd: int, wanted: str, timeout: float = 30.0) -> str:
     return seen
 
 
+def wait_reading(process: subprocess.Popen[bytes], fd: int, timeout: float = 15.0) -> tuple[int, str]:
+    """Wait for `process` to exit while reading what it draws on terminal `fd` (a terminal
+    nobody reads fills up and stops its writer); its exit status and everything it drew. Past
+    `timeout`, fail with the process's Python stack."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        chunk = b""
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # every other end is closed: the process is gone
+                pass
+            seen += chunk.decode(errors="replace")
+        if not chunk and process.poll() is not None:
+            return process.returncode, seen
+        if time.monotonic() > deadline:
+            stack = subprocess.run([str(VENV_BIN / "py-spy"), "dump", "--pid", str(process.pid)],
+                                   capture_output=True, text=True, timeout=30)
+            raise AssertionError(f"still running {timeout:.0f}s after the key; its stack:\n{stack.stdout}{stack.stderr}"
+                                 f"\nthe terminal shows {seen[-2000:]!r}")
+
+
 def _take_the_terminal() -> None:
     """In the child, after it started its own session: make its stdin (the pseudo-terminal) the
     session's controlling terminal, so Ctrl-C typed on it is a SIGINT, as in a shell."""
@@ -200,8 +224,9 @@ def test_top_shows_queues_workers_and_leader_once_and_live_and_quits_on_q(stack:
             shown = read_until(terminal, "gpu1")
             assert "\x1b[?1049h" in shown and f"leader {stack.address}" in shown
             os.write(terminal, quit_key)
-            assert process.wait(timeout=15) == 0, quit_key
-            assert "\x1b[?1049l" in read_until(terminal, "\x1b[?1049l"), "the terminal is given back"
+            code, shown = wait_reading(process, terminal)
+            assert code == 0, quit_key
+            assert "\x1b[?1049l" in shown, "the terminal is given back"
         finally:
             process.kill()
             os.close(terminal)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,6 +140,35 @@ def test_top_once_prints_one_plain_frame_and_live_top_needs_a_terminal(capsys: p
     assert "leader 127.0.0.1:50051" in out.getvalue() and "\x1b" not in out.getvalue()
     assert top(FakeClient(), options(["top"]), io.StringIO()) == exits.EXIT_USAGE  # type: ignore[arg-type]
     assert "use --once" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class CtrlCInACall(FakeClient):
+    """Ctrl-C pressed while top's ListQueues call is in flight (where, in the real client, the
+    main thread blocks inside gRPC)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls_finished = 0
+
+    def queues(self) -> list[QueueView]:
+        os.kill(os.getpid(), signal.SIGINT)
+        self.calls_finished += 1  # reached: the interrupt did not raise inside the call
+        return super().queues()
+
+
+def test_ctrl_c_during_a_call_lets_the_call_finish_then_quits_top_and_gives_the_signal_back() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    client, out = CtrlCInACall(), _Terminal()
+    assert top(client, options(["top", "--interval", "30"]), out) == exits.EXIT_OK  # type: ignore[arg-type]
+    assert client.calls_finished == 1, "top quit at the first frame, not after the 30 s interval"
+    assert out.getvalue().endswith("\x1b[?25h\x1b[?1049l"), "the screen is given back"
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.set_wakeup_fd(-1) == -1, "no wake-up descriptor left behind"
 
 
 # --- drain --wait, undrain ------------------------------------------------------------------

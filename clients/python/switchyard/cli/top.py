@@ -18,6 +18,7 @@ import contextlib
 import os
 import select
 import shutil
+import signal
 import sys
 import termios
 import tty
@@ -45,6 +46,8 @@ _LEAVE = "\x1b[?25h\x1b[?1049l"  # cursor shown, main screen back
 _HOME = "\x1b[H"
 _CLEAR_TO_EOL = "\x1b[K"
 _CLEAR_BELOW = "\x1b[J"
+_INTERRUPT = "\x03"
+"""What `_Screen.keys` yields for Ctrl-C (SIGINT)."""
 
 
 @dataclass(frozen=True)
@@ -154,13 +157,21 @@ def render_frame(snapshot: Snapshot, width: int | None = None) -> list[str]:
 
 class _Screen:
     """The terminal while ``top`` runs: alternate screen, hidden cursor, keys read one by one
-    without echo (Ctrl-C still interrupts); all of it undone on exit."""
+    without echo; all of it undone on exit.
+
+    Ctrl-C (SIGINT) is taken as a key: its handler only notes it and wakes the wait for keys,
+    rather than raising KeyboardInterrupt wherever the main thread is, which could be inside a
+    blocking gRPC call (whose channel then may not close: grpc/grpc#19973)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.keys_fd: int | None = None
         self._saved: Any = None
         """The terminal's attributes before (termios.tcgetattr), to restore."""
+        self._wake: tuple[int, int] | None = None
+        """The pipe SIGINT writes to (signal.set_wakeup_fd), read end first."""
+        self._restore_signals: list[Any] = []
+        self.interrupted = False
 
     def __enter__(self) -> _Screen:
         with contextlib.suppress(AttributeError, ValueError, OSError):
@@ -168,11 +179,35 @@ class _Screen:
                 self.keys_fd = sys.stdin.fileno()
                 self._saved = termios.tcgetattr(self.keys_fd)
                 tty.setcbreak(self.keys_fd)
+        self._take_interrupts()
         self.out.write(_ENTER)
         self.out.flush()
         return self
 
+    def _take_interrupts(self) -> None:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        try:
+            previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread: Ctrl-C stays a KeyboardInterrupt
+            os.close(read_end)
+            os.close(write_end)
+            return
+        previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
+        self._wake = (read_end, write_end)
+        self._restore_signals = [previous_fd, previous_handler]
+
+    def _on_interrupt(self, _signum: int, _frame: Any) -> None:
+        self.interrupted = True
+
     def __exit__(self, *_exc: object) -> None:
+        if self._wake is not None:
+            previous_fd, previous_handler = self._restore_signals
+            signal.signal(signal.SIGINT, previous_handler)
+            signal.set_wakeup_fd(previous_fd)
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
         self.out.write(_LEAVE)
         self.out.flush()
         if self.keys_fd is not None and self._saved is not None:
@@ -183,12 +218,17 @@ class _Screen:
         self.out.flush()
 
     def keys(self, timeout: float) -> Iterator[str]:
-        """Keys pressed within ``timeout`` seconds (returns at the first one, or when it runs out)."""
-        if self.keys_fd is None:
-            select.select([], [], [], timeout)
-            return
-        ready, _, _ = select.select([self.keys_fd], [], [], timeout)
-        if ready:
+        """Keys pressed within ``timeout`` seconds (returns at the first one, or when it runs
+        out); Ctrl-C as ``\\x03``, however it came."""
+        watched = [fd for fd in (self.keys_fd, self._wake[0] if self._wake else None) if fd is not None]
+        ready: list[int] = []
+        if not self.interrupted:
+            ready, _, _ = select.select(watched, [], [], timeout)
+        if self._wake is not None and self._wake[0] in ready:
+            os.read(self._wake[0], 64)
+        if self.interrupted:
+            yield _INTERRUPT
+        if self.keys_fd is not None and self.keys_fd in ready:
             yield from os.read(self.keys_fd, 64).decode(errors="replace")
 
 
@@ -212,7 +252,7 @@ def top(client: SchedulerClient, options: argparse.Namespace, out: TextIO) -> in
                     snapshot = Snapshot(stale.queues, stale.workers, stale.leader, stale.taken_at, str(exc))
                 size = shutil.get_terminal_size()
                 screen.draw(render_frame(snapshot, size.columns)[: max(1, size.lines - 1)])
-                if any(key in "qQ" for key in screen.keys(options.interval)):
+                if any(key in "qQ" + _INTERRUPT for key in screen.keys(options.interval)):
                     return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_OK
