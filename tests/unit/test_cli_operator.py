@@ -171,6 +171,32 @@ def test_ctrl_c_during_a_call_lets_the_call_finish_then_quits_top_and_gives_the_
     assert signal.set_wakeup_fd(-1) == -1, "no wake-up descriptor left behind"
 
 
+class CtrlCTwiceInACall(FakeClient):
+    """Ctrl-C pressed twice while a call hangs (a scheduler being failed over)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted_calls = 0
+
+    def queues(self) -> list[QueueView]:
+        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            self.interrupted_calls += 1
+            raise
+        return super().queues()
+
+
+def test_a_second_ctrl_c_interrupts_a_call_that_holds_top_up() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    client, out = CtrlCTwiceInACall(), _Terminal()
+    assert top(client, options(["top", "--interval", "30"]), out) == exits.EXIT_OK  # type: ignore[arg-type]
+    assert client.interrupted_calls == 1
+    assert out.getvalue().endswith("\x1b[?25h\x1b[?1049l"), "the screen is given back"
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 # --- drain --wait, undrain ------------------------------------------------------------------
 
 

@@ -161,7 +161,9 @@ class _Screen:
 
     Ctrl-C (SIGINT) is taken as a key: its handler only notes it and wakes the wait for keys,
     rather than raising KeyboardInterrupt wherever the main thread is, which could be inside a
-    blocking gRPC call (whose channel then may not close: grpc/grpc#19973)."""
+    blocking gRPC call (whose channel then may not close: grpc/grpc#19973). A call in flight
+    finishes first; a second Ctrl-C before then interrupts it (a scheduler being failed over can
+    hold a call for up to ``--failover-timeout``)."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
@@ -185,7 +187,10 @@ class _Screen:
         return self
 
     def _take_interrupts(self) -> None:
-        read_end, write_end = os.pipe()
+        try:
+            read_end, write_end = os.pipe()
+        except OSError:  # out of descriptors: Ctrl-C stays a KeyboardInterrupt
+            return
         os.set_blocking(write_end, False)
         try:
             previous_fd = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
@@ -198,6 +203,8 @@ class _Screen:
         self._restore_signals = [previous_fd, previous_handler]
 
     def _on_interrupt(self, _signum: int, _frame: Any) -> None:
+        if self.interrupted:  # the second one: the first is still waiting for a call to end
+            raise KeyboardInterrupt
         self.interrupted = True
 
     def __exit__(self, *_exc: object) -> None:
