@@ -20,9 +20,14 @@ from tests.support.stack import S, Stack
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 GRACE_SECONDS = 2.0
+RECONNECT_GRACE_SECONDS = 60.0
+"""How long the restarted scheduler waits for w1 to come back before declaring it lost (the
+suite's 2 s default is shorter than the agent's reconnect backoff can be): this test is about a
+worker that is there and does not list the task, not about a lost worker."""
 
 
-@pytest.mark.scheduler_env(SWITCHYARD_UNREPORTED_RUNNING_SECONDS=str(GRACE_SECONDS))
+@pytest.mark.scheduler_env(SWITCHYARD_UNREPORTED_RUNNING_SECONDS=str(GRACE_SECONDS),
+                           SWITCHYARD_LOST_GRACE_SECONDS=str(RECONNECT_GRACE_SECONDS))
 def test_a_running_task_whose_outcome_was_lost_runs_again_instead_of_running_for_ever(stack: Stack) -> None:
     stack.add_worker("w1", "cpu", concurrency=1)
     stack.wait_workers_connected(["w1"])
