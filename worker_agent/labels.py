@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from switchyard.wire import worker_labels_problem
@@ -28,6 +29,11 @@ AGENT_LABELS_FILE = "agent-labels.json"
 def read_runtime_labels(run_dir: Path) -> dict[str, str]:
     """Labels set at runtime (empty when none, or when the file is unreadable)."""
     return _read(run_dir / LABELS_FILE)
+
+
+def worker_labels(agent_labels: Mapping[str, str], runtime_labels: Mapping[str, str]) -> dict[str, str]:
+    """The labels the worker carries: the agent's --labels, overlaid with those set at runtime."""
+    return {**agent_labels, **runtime_labels}
 
 
 def write_agent_labels(run_dir: Path, labels: dict[str, str]) -> None:
@@ -60,8 +66,7 @@ def set_label(key: str, value: str) -> None:
     run_dir = agent_run_dir()
     labels = read_runtime_labels(run_dir) if run_dir is not None else {}
     labels[key] = value
-    # What the scheduler will see: the agent's --labels overlaid with these (as the agent sends them).
-    every = {**_read(run_dir / AGENT_LABELS_FILE), **labels} if run_dir is not None else labels
+    every = worker_labels(_read(run_dir / AGENT_LABELS_FILE), labels) if run_dir is not None else labels
     problem = worker_labels_problem(every)
     if problem is not None:
         raise ValueError(f"set_label({key!r}, ...): {problem}")

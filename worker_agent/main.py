@@ -65,7 +65,7 @@ from worker_agent import __version__, environment
 from worker_agent.attempts import running_attempts
 from worker_agent.broker_check import Verdict, compare_broker, redact
 from worker_agent.handshake import AgentChannel, HandshakeError, WorkerRelease, WorkerReport
-from worker_agent.labels import read_runtime_labels, write_agent_labels
+from worker_agent.labels import read_runtime_labels, worker_labels, write_agent_labels
 from worker_agent.probe import (
     Capabilities,
     GpuProber,
@@ -317,7 +317,7 @@ class Agent:
 
     def current_labels(self) -> dict[str, str]:
         """--labels, overlaid with labels set at runtime (worker_agent.labels)."""
-        return {**self.config.labels, **read_runtime_labels(self.run_dir)}
+        return worker_labels(self.config.labels, read_runtime_labels(self.run_dir))
 
     def sample_load(self) -> worker_pb2.WorkerLoad:
         """Load for one heartbeat; active tasks are the attempts with a pid file."""

@@ -151,16 +151,24 @@ def read_until(fd: int, wanted: str, timeout: float = 30.0) -> str:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AssertionError(f"{wanted!r} never appeared on the terminal; it shows {seen[-2000:]!r}")
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # the other end closed
-                break
-            if not chunk:
-                break
-            seen += chunk.decode(errors="replace")
+        chunk = read_some(fd, remaining)
+        if chunk is None:  # the other end closed
+            break
+        seen += chunk
     return seen
+
+
+def read_some(fd: int, timeout: float) -> str | None:
+    """What terminal `fd` shows within `timeout` seconds ("" if nothing); None once every
+    other end of it is closed."""
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        return ""
+    try:
+        chunk = os.read(fd, 65536)
+    except OSError:
+        return None
+    return chunk.decode(errors="replace") if chunk else None
 
 
 def wait_reading(process: subprocess.Popen[bytes], fd: int, timeout: float = 15.0) -> tuple[int, str]:
@@ -170,14 +178,8 @@ def wait_reading(process: subprocess.Popen[bytes], fd: int, timeout: float = 15.
     seen = ""
     deadline = time.monotonic() + timeout
     while True:
-        ready, _, _ = select.select([fd], [], [], 0.05)
-        chunk = b""
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # every other end is closed: the process is gone
-                pass
-            seen += chunk.decode(errors="replace")
+        chunk = read_some(fd, 0.05)
+        seen += chunk or ""
         if not chunk and process.poll() is not None:
             return process.returncode, seen
         if time.monotonic() > deadline:
