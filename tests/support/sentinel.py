@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -73,7 +74,8 @@ class SentinelRedis:
         """Every node on fresh ports, in a fresh directory (nothing started)."""
         binary, replicas, sentinels, quorum = self._shape
         self.dir = Path(tempfile.mkdtemp(prefix="sy-sentinel-"))
-        data = ["--save", "", "--appendonly", "no"]
+        # No 5 s wait (the default) before a full sync to a replica: nothing else would join it.
+        data = ["--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0"]
         self.primary = _Node(binary, self.dir, "primary", [*data, "--dir", str(self._subdir("primary"))])
         self.replicas = [
             _Node(binary, self.dir, f"replica{i}",
@@ -113,12 +115,14 @@ class SentinelRedis:
     def start(self, timeout: float = 20.0) -> SentinelRedis:
         """Start every process; return once the replicas are in sync and every Sentinel knows
         the replicas and the other Sentinels (a failover needs that)."""
+        deadline = time.monotonic() + timeout
         for tries_left in range(PORT_TRIES - 1, -1, -1):
-            for node in self.nodes:
-                node.start()
             try:
-                for node in self.nodes:
-                    node.wait_ready()
+                # Sentinels last, once the replicas are linked: a Sentinel learns of replicas from
+                # the primary's INFO, which it asks for on connecting and then only every 10 s.
+                self._start_nodes([self.primary, *self.replicas])
+                self._wait("the replicas to link to the primary", self._replicas_linked, deadline)
+                self._start_nodes(self.sentinels)
             except PortTaken:
                 # A port picked for the group was taken before its server bound it: the ports
                 # are in each other's arguments and configs, so the whole group starts afresh.
@@ -128,19 +132,31 @@ class SentinelRedis:
                 self._build()
                 continue
             break
-        deadline = time.monotonic() + timeout
-        while not self._settled():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the Sentinel group did not settle in {timeout}s; logs in {self.dir}")
-            time.sleep(0.1)
+        self._wait("the Sentinel group to settle", self._settled, deadline)
         return self
 
-    def _settled(self) -> bool:
+    @staticmethod
+    def _start_nodes(nodes: list[_Node]) -> None:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+
+    def _wait(self, what: str, done: Callable[[], bool], deadline: float) -> None:
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
+            time.sleep(0.05)
+
+    def _replicas_linked(self) -> bool:
         with contextlib.ExitStack() as stack:
-            for node in self.replicas:
-                client = stack.enter_context(node.client())
-                if client.info("replication").get("master_link_status") != "up":
-                    return False
+            return all(stack.enter_context(node.client()).info("replication").get("master_link_status") == "up"
+                       for node in self.replicas)
+
+    def _settled(self) -> bool:
+        if not self._replicas_linked():
+            return False
+        with contextlib.ExitStack() as stack:
             for node in self.sentinels:
                 client = stack.enter_context(node.client())
                 try:
