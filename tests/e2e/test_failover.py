@@ -8,6 +8,7 @@ the scheduler has given its work to someone else, then letting it run again (SIG
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -133,17 +134,19 @@ def test_frozen_worker_comes_back_and_changes_nothing(stack: Stack) -> None:
     """Fencing: a worker SIGSTOPped until its work moved on, then SIGCONTed, changes nothing.
 
     Prefetch 1 lets the scheduler put one more task in the frozen worker's own Celery queue
-    than it has slots, so there is a stale, never-started message in it when it is thawed.
+    than it has slots: a stale, never-started message, purged from that queue when the worker
+    is declared lost, or refused at its claim if the worker had taken it in before it froze.
     """
-    frozen = stack.add_worker("frozen", "cpu", concurrency=1)
+    # At INFO the worker logs the claims it refuses: one of the events waited on below.
+    frozen = stack.add_worker("frozen", "cpu", concurrency=1, extra_celery_args=["--loglevel", "INFO"])
     stack.wait_workers_connected(["frozen"])
 
     running = stack.submit("e2e.sleep", [6, "stale-running"], content_type="text").task_id
     assert stack.wait_state(running, S.TASK_STATE_RUNNING, timeout=30).worker_id == "frozen"
     queued = stack.submit("e2e.sleep", [0.2, "stale-queued"], content_type="text").task_id
+    # The hand-out script queued its message as it recorded the dispatch.
     queued_task = stack.wait_state(queued, S.TASK_STATE_DISPATCHED, timeout=15)
     assert queued_task.worker_id == "frozen" and queued_task.attempt == 1
-    time.sleep(0.5)  # let the message land in sy.w.frozen (or the worker's reserved buffer)
 
     # RUNNING is recorded at the claim, just before user code: freeze only once user code runs.
     wait_until(
@@ -152,6 +155,9 @@ def test_frozen_worker_comes_back_and_changes_nothing(stack: Stack) -> None:
         message="user code of the first task to start",
     )
     frozen.freeze()
+    # Frozen, the worker takes nothing more from its queue: if the message is not there now, the
+    # worker holds it (only the purge at its loss empties the queue from now on).
+    queued_taken_in = stack.celery_queue_len("frozen") == 0
     # The replacement starts while the frozen worker's lease runs out.
     stack.add_worker("rescuer", "cpu", concurrency=1)
     stack.wait_worker_status(
@@ -167,23 +173,30 @@ def test_frozen_worker_comes_back_and_changes_nothing(stack: Stack) -> None:
 
     thawed_at = time.time()
     frozen.thaw()
-    # The stale attempt of `running` wakes up mid-sleep and may finish and report (unless the
-    # agent stops it); either way nothing may change. Keep watching 3 s past its end.
-    deadline = time.monotonic() + 8
-    stale_finished = False
-    while time.monotonic() < deadline:
-        for tid in (running, queued):
-            task = stack.get(tid)
-            now = (task.state, task.worker_id, task.attempt, task.result_json, task.error)
-            assert now == snapshot[tid], (
-                f"task {tid} changed after the stale worker came back: {snapshot[tid]} -> {now}"
-            )
-        if not stale_finished and any(
-            r["tag"] == "stale-running" and r["worker"] == "frozen" for r in stack.done()
-        ):
-            stale_finished = True
-            deadline = max(deadline, time.monotonic() + 3)
-        time.sleep(0.2)
+    # The events that end the stale work. The thawed attempt of `running` finds its sleep over,
+    # ends at once (unless its agent stops it first) and reports; the scheduler drops the report.
+    # The queued task's stale message is gone from the frozen worker's queue (purged at its loss),
+    # or, taken in before the freeze, is claimed now and refused.
+    scheduler_log = stack.workdir / f"scheduler-{stack.scheduler_starts}.log"
+    dropped = re.compile(rf"dropped stale \S+ report of {running} attempt 1 from frozen")
+    wait_until(
+        lambda: dropped.search(scheduler_log.read_text(errors="replace")) is not None,
+        timeout=30,
+        message="the scheduler to drop the thawed attempt's report",
+    )
+    if queued_taken_in:
+        wait_until(
+            lambda: f"stale attempt 1 of task {queued}" in frozen.log_path.read_text(errors="replace"),
+            timeout=30,
+            message="the thawed worker to be refused the queued task's stale attempt",
+        )
+    else:
+        wait_until(lambda: stack.celery_queue_len("frozen") == 0, timeout=30,
+                   message="the frozen worker's queue to be purged")
+    for tid in (running, queued):
+        task = stack.get(tid)
+        now = (task.state, task.worker_id, task.attempt, task.result_json, task.error)
+        assert now == snapshot[tid], f"task {tid} changed after the stale worker came back: {snapshot[tid]} -> {now}"
 
     late_starts = [r for r in stack.runs() if r["worker"] == "frozen" and r["ts"] >= thawed_at]
     assert not late_starts, f"stale attempts started on the thawed worker: {late_starts}"
