@@ -187,7 +187,7 @@ proto-check: venv
 	fi
 
 lint: venv
-	$(VENV)/bin/ruff check $(LINT_PATHS) examples
+	$(VENV)/bin/ruff check $(LINT_PATHS) examples bench tests
 	$(VENV)/bin/mypy $(LINT_PATHS)
 
 bench: venv
