@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.redis_server import PORT_TRIES, PortTaken, free_port, wait_own_server
+from tests.support.redis_server import PORT_TRIES, PortTaken, free_port, wait_own_server, wait_until
 
 MASTER_NAME = "sy-master"
 DOWN_AFTER_MS = 1000
@@ -143,10 +143,9 @@ class SentinelRedis:
             node.wait_ready()
 
     def _wait(self, what: str, done: Callable[[], bool], deadline: float) -> None:
-        while not done():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out waiting for {what}; logs in {self.dir}")
-            time.sleep(0.05)
+        """`wait_until` within what is left of the start's one timeout."""
+        if not done():
+            wait_until(done, timeout=max(0.0, deadline - time.monotonic()), message=f"{what} (logs in {self.dir})")
 
     def _replicas_linked(self) -> bool:
         with contextlib.ExitStack() as stack:
