@@ -177,7 +177,7 @@ def test_frozen_worker_comes_back_and_changes_nothing(stack: Stack) -> None:
     # ends at once (unless its agent stops it first) and reports; the scheduler drops the report.
     # The queued task's stale message is gone from the frozen worker's queue (purged at its loss),
     # or, taken in before the freeze, is claimed now and refused.
-    scheduler_log = stack.workdir / f"scheduler-{stack.scheduler_starts}.log"
+    scheduler_log = stack.scheduler_log_path
     dropped = re.compile(rf"dropped stale \S+ report of {running} attempt 1 from frozen")
     wait_until(
         lambda: dropped.search(scheduler_log.read_text(errors="replace")) is not None,

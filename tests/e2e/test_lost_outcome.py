@@ -56,5 +56,5 @@ def test_a_running_task_whose_outcome_was_lost_runs_again_instead_of_running_for
     assert attempts == [1, 2], stack.runs()
     requeued = stack.metric_value("switchyard_tasks_requeued_total")
     assert requeued == 1.0
-    log = (stack.workdir / f"scheduler-{stack.scheduler_starts}.log").read_text(errors="replace")
+    log = stack.scheduler_log_path.read_text(errors="replace")
     assert f"task {task_id} (e2e.gate) attempt 1: worker w1 has not listed it as running" in log

@@ -102,7 +102,7 @@ def test_a_hand_out_never_started_goes_back_and_runs_elsewhere_once(stack: Stack
         final = stack.wait_state(task_id, S.TASK_STATE_SUCCEEDED, timeout=START_DEADLINE + 30)
         assert (final.worker_id, final.attempt) == ("b-live", 2), final
         assert json.loads(final.result_json) == {"tag": "late", "worker": "b-live"}
-        scheduler_log = (stack.workdir / "scheduler-1.log").read_text(errors="replace")
+        scheduler_log = stack.scheduler_log_path.read_text(errors="replace")
         assert (f"task {task_id} (e2e.sleep) not started within 3s on worker a-frozen: back to pending, "
                 "return 1 of 3") in scheduler_log
         frozen_worker = stack.list_workers()["a-frozen"]

@@ -43,7 +43,7 @@ class SchedulerProc:
         adopted = cls(stack.redis_url, stack.workdir, f"stack-{stack.scheduler_starts}")
         adopted.channel.close()
         adopted.port, adopted.proc = stack.grpc_port, stack.scheduler_proc
-        adopted.log_path = stack.workdir / f"scheduler-{stack.scheduler_starts}.log"
+        adopted.log_path = stack.scheduler_log_path
         adopted._connect()
         return adopted
 

@@ -174,10 +174,15 @@ class Stack:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
+    @property
+    def scheduler_log_path(self) -> Path:
+        """The log of the scheduler started last (each start writes a log of its own)."""
+        return self.workdir / f"scheduler-{self.scheduler_starts}.log"
+
     def start_scheduler(self, timeout: float = 30.0) -> None:
         """Start `switchyard-scheduler` on this stack's ports and wait for health SERVING."""
         self.scheduler_starts += 1
-        log_path = self.workdir / f"scheduler-{self.scheduler_starts}.log"
+        log_path = self.scheduler_log_path
         env = env_without_switchyard()
         env.update(self.scheduler_env)
         env["PYTHONUNBUFFERED"] = "1"
