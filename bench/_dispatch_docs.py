@@ -138,7 +138,11 @@ The same client loop (`bench_echo.flood`: one `grpc.aio` channel, {opts['in_flig
 awaiting its call before sending the next) against the bare echo service and against the
 scheduler, {opts['rpc_calls']} calls per run after 100 unmeasured ones; rounds: {opts['rounds']}, interleaved.
 "worker live": the tasks are dispatched and run meanwhile; "queue paused": the scheduler only
-takes them in (the queue is resumed and drained afterwards).
+takes them in (the queue is resumed and drained afterwards). "raw Celery worker running ... queued
+tasks": the echo again, right after as many tasks as a run has calls were queued to the raw Celery
+worker, so the same cores also run the tasks a live run hands out ({_backlog(res.get('rpc') or {})}).
+Its column shows how much of the gap to the echo is the worker's share of the machine rather
+than the scheduler's.
 
 {markdown_table(*built['rpc'])}
 
@@ -158,7 +162,9 @@ takes them in (the queue is resumed and drained afterwards).
   {_v(figures['redis_cmds'][0])} commands per task against raw Celery's {_v(figures['redis_cmds'][1])}; the scheduler made
   {_v(figures['round_trips'][0], 2)} round trips per task (raw Celery's producer {_v(figures['round_trips'][1], 2)}).
 * SubmitTask with {opts['in_flight']} calls in flight reached {_x(figures['rpc'])} of a bare Python gRPC echo with
-  the worker live ({_x(figures['rpc_paused'])} with the queue paused).
+  the worker live ({_x(figures['rpc_paused'])} with the queue paused); with a raw Celery worker running the same
+  number of tasks on the same cores, the echo itself reached {_x((figures['rpc_busy'][1], figures['rpc'][1]))} of its idle-machine rate, and
+  Switchyard with the worker live {_x(figures['rpc_busy'])} of that.
 * SubmitBatch accepted {_v(figures['batch_rate'][0], 0)} tasks/s per call; the scheduler grew by
   {_v(figures['rss_per_task'][0], 0)} bytes of RSS per pending task.
 """
@@ -172,6 +178,18 @@ def _v(value: float | None, digits: int = 1) -> str:
 def _x(pair: tuple[float | None, float | None]) -> str:
     value, other = pair
     return "n/a" if value is None or not other else f"{value / other:.2f}x"
+
+
+def _backlog(rpc: dict[str, Any]) -> str:
+    """Whether the raw worker stayed busy through every echo-busy flood, from its tasks left."""
+    left = rpc.get("echo_busy_backlog_left") or []
+    if not left:
+        return "not measured"
+    counts = ", ".join(f"{v:,.0f}" for v in left)
+    if min(left) > 0:
+        return f"the worker was still busy when every such flood ended: tasks not yet started then, per round, {counts}"
+    return (f"in some rounds the worker finished its queue before the flood ended, so part of the flood ran "
+            f"without it: tasks not yet started at the end, per round, {counts}")
 
 
 def _ceiling(ms_per_task: float | None) -> str:

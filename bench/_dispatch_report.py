@@ -74,6 +74,8 @@ HEADLINE: list[tuple[str, str, str, str]] = [
     ("tp_threads", "fleet throughput, tasks/s (SubmitTask vs send_task, T threads)", "ratio", ""),
     ("rpc", "SubmitTask calls/s, F in flight, worker live (vs bare gRPC echo)", "ratio", ">= 0.7x echo"),
     ("rpc_paused", "SubmitTask calls/s, F in flight, queue paused (vs echo)", "ratio", ""),
+    ("rpc_busy", "SubmitTask calls/s, F in flight, worker live (vs echo with a raw Celery worker busy)",
+     "ratio", ""),
     ("sched_cpu", "scheduler CPU per task, ms (whole lifecycle, SubmitBatch runs)", "plain", "<= 0.5 ms"),
     ("sched_cpu_threads", "scheduler CPU per task, ms (SubmitTask runs)", "plain", ""),
     ("worker_cpu", "agent + Celery worker CPU per task, ms (vs raw Celery worker)", "diff", "<= raw + 0.5 ms"),
@@ -116,6 +118,7 @@ def headline(res: dict[str, Any]) -> dict[str, tuple[float | None, float | None]
     echo = median(rates["echo"]) if rates.get("echo") else None
     for key, run in (("rpc", "sy"), ("rpc_paused", "sy-paused")):
         out[key] = (median(rates[run]) if rates.get(run) else None, echo)
+    out["rpc_busy"] = (out["rpc"][0], median(rates["echo-busy"]) if rates.get("echo-busy") else None)
     intake = res.get("intake")
     out["batch_rate"] = (median(intake["rates"]) if intake else None, None)
     out["rss_per_task"] = (rss_per_pending(intake) if intake else None, None)
@@ -273,11 +276,17 @@ def _rpc_table(res: dict[str, Any]) -> Table:
     rpc = res.get("rpc") or {}
     rates = rpc.get("rates", {})
     echo = median(rates["echo"]) if rates.get("echo") else math.nan
+    busy = median(rates["echo-busy"]) if rates.get("echo-busy") else math.nan
     names = {"echo": "bare gRPC echo (bench/bench_echo.py)", "sy": "Switchyard, worker live",
-             "sy-paused": "Switchyard, queue paused (intake only)"}
-    rows = [[names.get(key, key), f"{median(v):.0f}", f"{min(v):.0f}-{max(v):.0f}", f"{median(v) / echo:.2f}x"]
-            for key, v in rates.items() if v]
-    return ["server", "calls/s (median)", "min-max", "/ echo"], rows
+             "sy-paused": "Switchyard, queue paused (intake only)",
+             "echo-busy": f"bare gRPC echo, raw Celery worker running {rpc.get('calls', 0)} queued tasks"}
+    order = [key for key in ("echo", "echo-busy", "sy", "sy-paused") if rates.get(key)]
+    order += [key for key, v in rates.items() if v and key not in order]
+    rows = [[names.get(key, key), f"{median(rates[key]):.0f}", f"{min(rates[key]):.0f}-{max(rates[key]):.0f}",
+             f"{median(rates[key]) / echo:.2f}x",
+             "-" if math.isnan(busy) or key.startswith("echo") else f"{median(rates[key]) / busy:.2f}x"]
+            for key in order]
+    return ["server", "calls/s (median)", "min-max", "/ echo", "/ echo, worker busy"], rows
 
 
 def _intake_table(res: dict[str, Any]) -> Table:

@@ -310,6 +310,23 @@ class Bench:
         seconds = asyncio.run(bench_echo.flood(target, calls, in_flight, phase, timeout=self.timeout))
         return calls / seconds
 
+    def busy_echo_flood(self, target: str, calls: int, in_flight: int) -> dict[str, float]:
+        """The flood against the echo service while the raw Celery worker runs ``calls`` tasks
+        queued just before it: the work a flood against a live Switchyard puts on the same cores
+        (each call there is a task the worker runs meanwhile). ``backlog_left``: of those tasks,
+        how many had not started when the flood ended (0 means the worker went idle before the
+        end, so part of the flood ran without the competition)."""
+        phase = "rpc-echo-busy"
+        self.r.delete(self._key(phase))
+        with self.app.producer_or_acquire() as producer:
+            for _ in range(calls):
+                self.raw_send(phase, producer)
+        rate = self.submit_flood(target, calls, in_flight, phase)
+        backlog_left = calls - int(self.r.llen(self._key(phase)))
+        self._wait_records(phase, calls)
+        self.r.delete(self._key(phase))
+        return {"rate": rate, "backlog_left": float(backlog_left)}
+
     def sy_flood(self, path: SyPath, calls: int, in_flight: int, paused_queue: str = "") -> float:
         """The flood against a Switchyard scheduler with its worker live (or its queue paused,
         so the scheduler only takes tasks in), then drained before the next measurement."""

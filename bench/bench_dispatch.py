@@ -27,7 +27,9 @@ Measured, the paths interleaved:
     raw producer's round trips (counted in this process). The bench's own Redis traffic is
     subtracted.
 (c) SubmitTask calls/s with F calls in flight (``bench_echo.flood``: one grpc.aio channel), the
-    same client loop against the echo service and the scheduler (worker live, then queue paused).
+    same client loop against the echo service and the scheduler (worker live, then queue paused),
+    and against the echo again while the raw Celery worker runs C tasks queued just before (the
+    CPU a live worker takes from the same cores when each call is a task it runs).
 (d) SubmitBatch intake on a scheduler of its own with no workers (own Redis database): I tasks in
     calls of K; accepted tasks/s per call, and the scheduler's RSS growth per pending task.
 
@@ -257,10 +259,18 @@ def measure_rpc(options: argparse.Namespace, bench: Bench, path: SyPath, echo: s
     print(f"(c) SubmitTask calls/s, {flight} in flight, {calls} calls per run, {options.rounds} round(s)")
     queue = path.client.submit("bench.noop", args=[time.time()], kwargs={"phase": "rpc-queue"}).queue
     bench.settle(path)
+    backlog_left: list[float] = []
+
+    def busy_echo() -> float:
+        run = bench.busy_echo_flood(echo, calls, flight)
+        backlog_left.append(run["backlog_left"])
+        return run["rate"]
+
     runs: dict[str, Callable[[], float]] = {
         "echo": lambda: bench.submit_flood(echo, calls, flight, "rpc-echo"),
         "sy": lambda: bench.sy_flood(path, calls, flight),
         "sy-paused": lambda: bench.sy_flood(path, calls, flight, paused_queue=queue),
+        "echo-busy": busy_echo,
     }
     rates: dict[str, list[float]] = {key: [] for key in runs}
     for round_no in range(options.rounds):
@@ -268,7 +278,11 @@ def measure_rpc(options: argparse.Namespace, bench: Bench, path: SyPath, echo: s
         for key in order:
             rates[key].append(runs[key]())
             print(f"  {key}: {rates[key][-1]:.0f} calls/s", flush=True)
-    return {"calls": calls, "in_flight": flight, "queue": queue, "rates": rates}
+    if min(backlog_left, default=1.0) <= 0:
+        print("  note: the raw Celery worker finished its backlog before an echo-busy flood ended",
+              flush=True)
+    return {"calls": calls, "in_flight": flight, "queue": queue, "rates": rates,
+            "echo_busy_backlog_left": backlog_left}
 
 
 def measure_intake(options: argparse.Namespace, bench: Bench, stack: Stack,
