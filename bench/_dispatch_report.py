@@ -118,7 +118,8 @@ def headline(res: dict[str, Any]) -> dict[str, tuple[float | None, float | None]
     echo = median(rates["echo"]) if rates.get("echo") else None
     for key, run in (("rpc", "sy"), ("rpc_paused", "sy-paused")):
         out[key] = (median(rates[run]) if rates.get(run) else None, echo)
-    out["rpc_busy"] = (out["rpc"][0], median(rates["echo-busy"]) if rates.get("echo-busy") else None)
+    # Runs from before the echo-busy flood existed have no such figure at all.
+    out["rpc_busy"] = (out["rpc"][0], median(rates["echo-busy"])) if rates.get("echo-busy") else (None, None)
     intake = res.get("intake")
     out["batch_rate"] = (median(intake["rates"]) if intake else None, None)
     out["rss_per_task"] = (rss_per_pending(intake) if intake else None, None)
@@ -255,7 +256,7 @@ def _cmdstats_table(res: dict[str, Any], top: int = 14) -> Table:
     runs = [run for run in ("raw/loop", "sy/batch", "raw/threads", "sy/threads") if run in res["throughput"]]
     per_run = {run: _median_cmdstats(res["throughput"][run]) for run in runs}
     names = sorted({n for stats in per_run.values() for n in stats},
-                   key=lambda n: -max(stats.get(n, 0.0) for stats in per_run.values()))
+                   key=lambda n: (-max(stats.get(n, 0.0) for stats in per_run.values()), n))
     shown = names[:top]
     # "script|exists" -> "script exists": a bare "|" would split a markdown table cell.
     rows = [[name.replace("|", " "), *[f"{per_run[run].get(name, 0.0):.2f}" for run in runs]] for name in shown]
