@@ -53,59 +53,94 @@ gpus_st = st.lists(
     max_size=3,
 )
 
+# The strategies the composites below draw from, built once: a strategy built inside a composite
+# is a new object at every draw, and Hypothesis validates each new one again (about half of these
+# tests' time went there). The same strategies as before, so the same distribution of examples;
+# the values they share across examples (dicts, RateLimit) are only read by placement.
+MAX_FLEET, MAX_SLOTS = 12, 4
+_FLEET_SIZE = st.integers(0, MAX_FLEET)
+_FLEET_ORDER = [st.permutations(range(size)) for size in range(MAX_FLEET + 1)]
+_SLOTS = st.integers(0, MAX_SLOTS)
+_IN_FLIGHT = [st.integers(0, slots + 1) for slots in range(MAX_SLOTS + 1)]
+_WORKER_TYPE = st.sampled_from(list(WorkerType))
+_ACCEPTING = st.sampled_from([True, True, True, False])
+_BY_QUEUE = st.sampled_from([{}, {}, {"cpu": 1}, {"gpu": 1, "batch": 2}])
+_FAILURES = st.sampled_from([0, 0, 0, 1, 3])
+_QUARANTINED = st.sampled_from([False, False, False, True])
+
 
 @st.composite
 def fleets(draw: st.DrawFn) -> list[WorkerView]:
-    size = draw(st.integers(0, 12))
+    size = draw(_FLEET_SIZE)
     fleet = []
-    for i in draw(st.permutations(range(size))):
-        slots = draw(st.integers(0, 4))
+    for i in draw(_FLEET_ORDER[size]):
+        slots = draw(_SLOTS)
         gpus = tuple(GpuView(j, total, min(free, total), reserved, util)
                      for j, (total, free, reserved, util) in enumerate(draw(gpus_st)))
         fleet.append(WorkerView(
-            f"w{i:02d}", draw(st.sampled_from(list(WorkerType))), slots, draw(st.integers(0, slots + 1)),
-            accepting=draw(st.sampled_from([True, True, True, False])), gpus=gpus,
+            f"w{i:02d}", draw(_WORKER_TYPE), slots, draw(_IN_FLIGHT[slots]),
+            accepting=draw(_ACCEPTING), gpus=gpus,
             labels=dict(draw(LABELS)),
-            in_flight_by_queue=draw(st.sampled_from([{}, {}, {"cpu": 1}, {"gpu": 1, "batch": 2}])),
-            recent_failures=draw(st.sampled_from([0, 0, 0, 1, 3])),
-            quarantined=draw(st.sampled_from([False, False, False, True])),
+            in_flight_by_queue=draw(_BY_QUEUE),
+            recent_failures=draw(_FAILURES),
+            quarantined=draw(_QUARANTINED),
             registered_tasks=draw(REGISTERED),
         ))
     return fleet
 
 
+_BACKLOG_SIZE = st.integers(0, 30)
+_QUEUE = st.sampled_from(QUEUES)
+_TASK_CLASS = {queue: st.sampled_from([QUEUE_CLASS[queue], *TaskClass]) for queue in QUEUES}
+_GPU_NEED = st.sampled_from([GpuNeed.NONE, GpuNeed.PREFERRED, GpuNeed.REQUIRED])
+_PRIORITY = st.integers(1, 10)
+_GPU_MEMORY = st.sampled_from([0, 0, 4000, 8000, 20000])
+_SUBMITTED_AT = st.sampled_from([0.0, 40.0, 90.0])
+_PREFERRED = st.sampled_from([(), (("zone", "us"),), (("model", "big"), ("zone", "eu"))])
+_TASK_NAME = st.sampled_from(TASK_NAMES)
+
+
 @st.composite
 def backlogs(draw: st.DrawFn) -> list[PendingTask]:
     tasks = []
-    for seq in range(draw(st.integers(0, 30))):
-        queue = draw(st.sampled_from(QUEUES))
-        task_class = draw(st.sampled_from([QUEUE_CLASS[queue], *TaskClass]))
+    for seq in range(draw(_BACKLOG_SIZE)):
+        queue = draw(_QUEUE)
+        task_class = draw(_TASK_CLASS[queue])
         tasks.append(PendingTask(
-            f"t{seq:02d}", queue, draw(st.integers(1, 10)), seq, task_class,
-            draw(st.sampled_from([GpuNeed.NONE, GpuNeed.PREFERRED, GpuNeed.REQUIRED])),
-            gpu_memory_mb=draw(st.sampled_from([0, 0, 4000, 8000, 20000])),
-            labels=draw(LABELS), submitted_at=draw(st.sampled_from([0.0, 40.0, 90.0])),
-            preferred_labels=draw(st.sampled_from([(), (("zone", "us"),), (("model", "big"), ("zone", "eu"))])),
-            task_name=draw(st.sampled_from(TASK_NAMES)),
+            f"t{seq:02d}", queue, draw(_PRIORITY), seq, task_class,
+            draw(_GPU_NEED),
+            gpu_memory_mb=draw(_GPU_MEMORY),
+            labels=draw(LABELS), submitted_at=draw(_SUBMITTED_AT),
+            preferred_labels=draw(_PREFERRED),
+            task_name=draw(_TASK_NAME),
         ))
     return sorted(tasks, key=lambda t: t.order_key)
 
 
+_WEIGHT = st.sampled_from([0.0, 0.5, 1.0, 2.0, 0.3, 1e-7, -0.5])  # configuration allows negative weights
+_STRATEGY = st.sampled_from(list(Strategy))
+_GPU_WAIT = st.sampled_from([0.0, 50.0])
+_QUARANTINE_AFTER = st.sampled_from([0, 2, 5])
+_LIMITS = st.sampled_from([{}, {"cpu": 1}, {"gpu": 1, "batch": 2}, {"cpu": 2, "mixed": 1}])
+_CHAINS = st.sampled_from([(), (FallbackChain(("gpu", "mixed", "cpu", "batch"), after_seconds=30),)])
+_RATE_LIMITS = st.sampled_from([(), (RateLimit("gen.*", 1.0, burst=2),)])
+_PREFETCH = st.integers(0, 1)
+
+
 @st.composite
 def contexts(draw: st.DrawFn) -> PlacementContext:
-    weight = st.sampled_from([0.0, 0.5, 1.0, 2.0, 0.3, 1e-7, -0.5])  # configuration allows negative weights
     policy = PlacementPolicy(
-        strategy=draw(st.sampled_from(list(Strategy))),
-        weights=ScoringWeights(draw(weight), draw(weight), draw(weight), draw(weight), draw(weight), draw(weight)),
-        preferred_gpu_wait_seconds=draw(st.sampled_from([0.0, 50.0])),
-        quarantine_failures=draw(st.sampled_from([0, 2, 5])),
+        strategy=draw(_STRATEGY),
+        weights=ScoringWeights(draw(_WEIGHT), draw(_WEIGHT), draw(_WEIGHT), draw(_WEIGHT), draw(_WEIGHT), draw(_WEIGHT)),
+        preferred_gpu_wait_seconds=draw(_GPU_WAIT),
+        quarantine_failures=draw(_QUARANTINE_AFTER),
         max_scored_workers=0,
     )
-    limits = draw(st.sampled_from([{}, {"cpu": 1}, {"gpu": 1, "batch": 2}, {"cpu": 2, "mixed": 1}]))
+    limits = draw(_LIMITS)
     queues = {q: QueueSpec(q, QUEUE_CLASS[q], 5, max_tasks_per_worker=limits.get(q, 0)) for q in QUEUES}
-    chains = draw(st.sampled_from([(), (FallbackChain(("gpu", "mixed", "cpu", "batch"), after_seconds=30),)]))
-    rate_limits = draw(st.sampled_from([(), (RateLimit("gen.*", 1.0, burst=2),)]))
-    return PlacementContext(policy=policy, prefetch=draw(st.integers(0, 1)), now=100.0,
+    chains = draw(_CHAINS)
+    rate_limits = draw(_RATE_LIMITS)
+    return PlacementContext(policy=policy, prefetch=draw(_PREFETCH), now=100.0,
                             queues=draw(st.sampled_from([{}, queues])), chains=chains, rate_limits=rate_limits)
 
 
@@ -169,16 +204,22 @@ def test_a_worker_that_reaches_a_queue_limit_serves_the_fallback_queue_next():
         ("a", "cpu"), ("a", "batch"), ("a", "batch"), ("b", "cpu"), ("b", "batch")]
 
 
+_DEVICE = st.tuples(st.sampled_from([8000, 24000, 80000]), st.integers(0, 8))
+_DEVICES = {least: st.lists(_DEVICE, min_size=least, max_size=3) for least in (1, 3)}
+_LEAST_DEVICES = st.sampled_from([1, 3])
+_GPU_WORKER_TYPE = st.sampled_from([WorkerType.GPU, WorkerType.HYBRID])
+_GPU_FLEET_SIZE = st.integers(2, 5)
+_GPU_SLOTS = st.integers(1, 20)
+
+
 @st.composite
 def gpu_fleets(draw: st.DrawFn) -> list[WorkerView]:
     """GPU workers with devices of different sizes and plenty of slots: GPU memory decides."""
     fleet = []
-    for i in range(draw(st.integers(2, 5))):
-        devices = draw(st.lists(st.tuples(st.sampled_from([8000, 24000, 80000]), st.integers(0, 8)),
-                                min_size=draw(st.sampled_from([1, 3])), max_size=3))
+    for i in range(draw(_GPU_FLEET_SIZE)):
+        devices = draw(_DEVICES[draw(_LEAST_DEVICES)])
         gpus = tuple(GpuView(j, total, total * free // 8) for j, (total, free) in enumerate(devices))
-        fleet.append(WorkerView(f"g{i}", draw(st.sampled_from([WorkerType.GPU, WorkerType.HYBRID])),
-                                draw(st.integers(1, 20)), 0, gpus=gpus))
+        fleet.append(WorkerView(f"g{i}", draw(_GPU_WORKER_TYPE), draw(_GPU_SLOTS), 0, gpus=gpus))
     return fleet
 
 
