@@ -17,10 +17,16 @@ is the sequence of the last task examined, wrapped so callers treat it as opaque
 a snapshot: a task that changes state between two pages may show up on both or on neither.
 
 The `P:tasks` index outlives the task hashes it names: a finished task's hash expires after the
-result TTL (dead letters after theirs; purged dead letters go at once), its entry does not. A
-listing skips such entries, and `sweep` (run by the engine) walks the index oldest first, a chunk
-a second, and drops them, so the index holds about what Redis still keeps plus what expired
-since the sweep last passed.
+result TTL (dead letters after theirs), its entry does not (a purged dead letter's entry goes
+with it). A listing skips such entries, and `sweep` (run by the engine) walks the index oldest
+first, a chunk a second (ten a second while half a chunk or more turns out expired), and drops
+them. It looks only at tasks submitted longer ago than the shorter of the two TTLs, since no
+younger hash can have expired: a pass ends at the first younger entry (entries are in submission
+order) and the next starts from the oldest after `SWEEP_IDLE_SECONDS`. So while every task is
+younger than the retention the sweep reads one chunk per pass and drops nothing, and later it
+reads little more than what has had time to expire; the index holds about what Redis still keeps
+plus what expired since the sweep last passed. A TTL raised since tasks finished leaves their
+entries (skipped by listings) until they are older than the new one.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ SWEEP_BATCH = 1_000
 """Index entries the sweep examines per round."""
 SWEEP_INTERVAL_SECONDS = 1.0
 """Pause between sweep rounds while a pass over the index is under way."""
+SWEEP_BEHIND_SECONDS = 0.1
+"""Pause instead when the last round dropped half a chunk or more: results expire faster than a
+chunk a second (over 500 tasks a second finishing, a retention ago), and the sweep keeps up."""
 SWEEP_IDLE_SECONDS = 30.0
 """Pause after a pass reached the newest entry, before the next pass starts from the oldest."""
 _TOKEN_PREFIX = "sy1:"
@@ -188,15 +197,21 @@ class TaskList:
         """Sweep the index for ever (the engine runs this as one of its loops)."""
         after = 0
         while True:
-            after, _dropped = await self.sweep_once(after)
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS if after else SWEEP_IDLE_SECONDS)
+            after, dropped = await self.sweep_once(after)
+            if not after:
+                await asyncio.sleep(SWEEP_IDLE_SECONDS)
+            else:
+                await asyncio.sleep(SWEEP_BEHIND_SECONDS if dropped * 2 >= SWEEP_BATCH else SWEEP_INTERVAL_SECONDS)
 
     async def sweep_once(self, after: int = 0) -> tuple[int, int]:
         """One round of the sweep from submission sequence `after`; where the next starts (0: a
         new pass from the oldest) and how many entries of gone tasks it dropped."""
-        after, dropped = await self.shared.state.indexes.sweep_task_index(after, SWEEP_BATCH)
+        settings = self.shared.settings
+        retention = min(settings.result_ttl_seconds, settings.dead_letter_ttl_seconds)
+        after, dropped = await self.shared.state.indexes.sweep_task_index(
+            after, SWEEP_BATCH, self.shared.clock() - retention)
         if dropped:
-            log.debug("dropped %d index entries of tasks that expired or were purged", dropped)
+            log.debug("dropped %d index entries of tasks whose record expired", dropped)
         return after, dropped
 
 

@@ -281,11 +281,12 @@ class IndexStore(Protocol):
         name a task whose hash has just expired (the index is swept lazily: `sweep_task_index`)."""
         ...
 
-    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
-        """Drop index entries of tasks that no longer exist (expired results, purged dead
-        letters), examining up to `count` entries submitted after `after_seq` in submission order.
-        Returns (the seq the next sweep starts after, 0 to start over from the oldest; how many
-        entries were dropped)."""
+    async def sweep_task_index(self, after_seq: int, count: int, submitted_before: float) -> tuple[int, int]:
+        """Drop index entries of tasks whose hash expired, examining up to `count` entries
+        submitted after `after_seq` in submission order and stopping at the first one submitted
+        at or after `submitted_before` (younger than any retention: nothing from there on can
+        have expired yet). Returns (the seq the next sweep starts after, 0 when the pass is over;
+        how many entries were dropped). Purged dead letters leave the index as they go."""
         ...
 
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -75,7 +75,7 @@ class RedisIndexStore(StorePart):
         purged = 0
         for start in range(0, len(task_ids), _PURGE_CHUNK):
             chunk = task_ids[start : start + _PURGE_CHUNK]
-            purged += int(await self._scripts.purge_dead(keys=[keys.dead_letters], args=[keys.task(""), *chunk]))
+            purged += int(await self._scripts.purge_dead(keys=[keys.dead_letters, keys.tasks], args=[keys.task(""), *chunk]))
         return purged
 
     @guarded
@@ -88,10 +88,13 @@ class RedisIndexStore(StorePart):
         return [(str(member), int(score)) for member, score in rows]
 
     @guarded
-    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
-        """Drop `P:tasks` entries whose task hash is gone, looking at `count` entries after
-        `after_seq`. Not one script, and needs none: a task id never comes back once its hash is
-        gone (ids are never reused), so an entry found dangling stays dangling until removed."""
+    async def sweep_task_index(self, after_seq: int, count: int, submitted_before: float) -> tuple[int, int]:
+        """Drop `P:tasks` entries whose task hash expired, looking at `count` entries after
+        `after_seq` up to the first one submitted at or after `submitted_before`: one
+        ZRANGEBYSCORE and one pipeline of HGET submitted_at (every task hash has it from its
+        submit on; a missing answer is a hash that is gone). Not one script, and needs none: a
+        task id never comes back once its hash is gone (ids are never reused), so an entry found
+        dangling stays dangling until removed."""
         keys = self._keys
         rows: Any = await self._redis.zrangebyscore(keys.tasks, f"({after_seq}", "+inf", start=0, num=count,
                                                     withscores=True)
@@ -99,12 +102,19 @@ class RedisIndexStore(StorePart):
             return 0, 0
         pipe = self._redis.pipeline(transaction=False)
         for member, _score in rows:
-            pipe.exists(keys.task(str(member)))
-        gone = [str(member) for (member, _score), exists in zip(rows, await pipe.execute(), strict=True) if not exists]
+            pipe.hget(keys.task(str(member)), "submitted_at")
+        gone: list[str] = []
+        next_after = int(rows[-1][1]) if len(rows) == count else 0
+        for (member, _score), submitted in zip(rows, await pipe.execute(), strict=True):
+            if submitted is None:
+                gone.append(str(member))
+            elif submitted and float(submitted) >= submitted_before:
+                next_after = 0  # too young to have expired, and so is everything after it
+                break
         if gone:
             self._conn.fence.check()
             await self._redis.zrem(keys.tasks, *gone)
-        return (int(rows[-1][1]) if len(rows) == count else 0), len(gone)
+        return next_after, len(gone)
 
     @guarded
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:

@@ -55,9 +55,9 @@ def make_backend(request: pytest.FixtureRequest) -> Callable[[], Backend]:
 
 
 def new_task(task_id: str, *, queue: str = Q, priority: int = 5, key: str = "",
-             digest: str = "d", payload: tuple[str, str] = ("[1]", "{}")) -> NewTask:
+             digest: str = "d", payload: tuple[str, str] = ("[1]", "{}"), at: float = T0) -> NewTask:
     record = TaskRecord(task_id=task_id, name="t.job", queue=queue, priority=priority,
-                        labels={"zone": "a"}, submitted_at=T0, idempotency_key=key, payload_digest=digest,
+                        labels={"zone": "a"}, submitted_at=at, idempotency_key=key, payload_digest=digest,
                         payload_bytes=len(payload[0]) + len(payload[1]), retry_policy="flaky",
                         reason="classified", class_reason="classified")
     return NewTask(record, *payload)
@@ -533,12 +533,30 @@ async def the_task_index_pages_newest_first_and_sweeps_gone_tasks(b: Backend) ->
     await b.report("failed", "b", 1, "w1", T0 + 10, error="E", error_type="ValueError")
     await deliver(b, FailureOutcome(FailureAction.DEAD_LETTER, 0.0, "dead"))
     assert await indexes.purge_dead_letters(["b"]) == 1
-    # The purged task's entry stays until a sweep finds its hash gone; a sweep reads in chunks
-    # and says where the next one starts (0: from the oldest again).
-    assert await indexes.sweep_task_index(0, 2) == (2, 1)
-    assert await indexes.sweep_task_index(2, 2) == (4, 0)
-    assert await indexes.sweep_task_index(4, 2) == (0, 0)
+    # A purged dead letter leaves the index with its hash.
     assert await indexes.newest_tasks(0, 10) == [("x", 4), ("c", 3), ("a", 1)]
+    # An expired one's entry stays until a sweep finds its hash gone; a sweep reads in chunks
+    # and says where the next one starts (0: the pass is over, the next starts from the oldest).
+    await b.expire("c")
+    assert await indexes.sweep_task_index(0, 2, T0 + 1) == (3, 1)
+    assert await indexes.sweep_task_index(3, 2, T0 + 1) == (0, 0)
+    assert await indexes.newest_tasks(0, 10) == [("x", 4), ("a", 1)]
+
+
+async def the_sweep_reads_only_tasks_old_enough_to_have_expired(b: Backend) -> None:
+    indexes = b.state.indexes
+    (outcomes,) = await submit(b, [new_task("old1"), new_task("old2"), new_task("young", at=T0 + 100),
+                                   new_task("later", at=T0 + 100)])
+    assert not isinstance(outcomes, IdempotencyConflict)
+    await b.expire("old2")
+    await b.expire("later")
+    # The pass ends at the first task submitted at or after the bound: nothing from there on can
+    # have expired by its retention yet (a hash gone early after it waits for the next passes).
+    assert await indexes.sweep_task_index(0, 10, T0 + 50) == (0, 1)
+    assert [t for t, _seq in await indexes.newest_tasks(0, 10)] == ["later", "young", "old1"]
+    assert await indexes.sweep_task_index(0, 2, T0 + 50) == (0, 0)  # a full chunk that reaches it ends the pass too
+    assert await indexes.sweep_task_index(0, 10, T0 + 100.5) == (0, 1)
+    assert [t for t, _seq in await indexes.newest_tasks(0, 10)] == ["young", "old1"]
 
 
 # --- controls and the stream --------------------------------------------------------------
@@ -641,6 +659,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     cancel_in_each_state,
     dead_letters_replay_and_purge,
     the_task_index_pages_newest_first_and_sweeps_gone_tasks,
+    the_sweep_reads_only_tasks_old_enough_to_have_expired,
     controls_survive_in_the_store,
     queue_statistics_add_up,
     a_lost_worker_s_queue_is_purged,

@@ -62,6 +62,7 @@ class FakeIndexStore:
             t.dead.pop(task_id, None)
             if t.hashes.get(task_id, {}).get("state") == "dead_lettered":
                 del t.hashes[task_id]
+                t.tasks.pop(task_id, None)
                 purged += 1
         return purged
 
@@ -71,14 +72,23 @@ class FakeIndexStore:
         rows = sorted(((seq, i) for i, seq in index.items() if not before_seq or seq < before_seq), reverse=True)
         return [(i, seq) for seq, i in rows[:count]]
 
-    async def sweep_task_index(self, after_seq: int, count: int) -> tuple[int, int]:
-        """Drop P:tasks entries whose hash is gone, `count` entries after `after_seq`."""
+    async def sweep_task_index(self, after_seq: int, count: int, submitted_before: float) -> tuple[int, int]:
+        """Drop P:tasks entries whose hash is gone, `count` entries after `after_seq`, up to the
+        first one submitted at or after `submitted_before`."""
         t = self.t
         rows = sorted((seq, i) for i, seq in t.tasks.items() if seq > after_seq)[:count]
-        gone = [i for _seq, i in rows if i not in t.hashes]
+        next_after = rows[-1][0] if rows and len(rows) == count else 0
+        gone = []
+        for _seq, task_id in rows:
+            fields = t.hashes.get(task_id)
+            if fields is None:
+                gone.append(task_id)
+            elif fields.get("submitted_at") and float(fields["submitted_at"]) >= submitted_before:
+                next_after = 0
+                break
         for task_id in gone:
             del t.tasks[task_id]
-        return (rows[-1][0] if rows and len(rows) == count else 0), len(gone)
+        return next_after, len(gone)
 
     async def queue_stats(self, queues: Sequence[str]) -> dict[str, dict[str, float]]:
         return {queue: dict(self.t.stats.get(queue, {})) for queue in queues}

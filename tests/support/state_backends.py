@@ -28,6 +28,8 @@ class Backend(Protocol):
     async def queued(self, worker_id: str) -> list[QueuedMessage]: ...
     async def subscribers(self) -> int: ...
     async def unacked(self) -> int: ...
+    async def expire(self, task_id: str) -> None:
+        """What Redis does when the task's retention runs out: its hash goes, index entries stay."""
     async def close(self) -> None: ...
 
 
@@ -56,6 +58,9 @@ class FakeBackend:
 
     async def unacked(self) -> int:
         return len(self.fake.tables.unacked)
+
+    async def expire(self, task_id: str) -> None:
+        del self.fake.tables.hashes[task_id]
 
     async def close(self) -> None:
         await self.fake.close()
@@ -102,6 +107,9 @@ class RedisBackend:
             return 0
         groups = await self.redis.xinfo_groups(self.keys.events)
         return sum(int(g["pending"]) for g in groups if g["name"] == EVENTS_GROUP)
+
+    async def expire(self, task_id: str) -> None:
+        assert await self.redis.delete(self.keys.task(task_id)) == 1
 
     async def close(self) -> None:
         await self.state.close()

@@ -9,6 +9,7 @@ from scheduler.core.model import TaskState
 from scheduler.engine import task_list
 from scheduler.engine.task_list import TaskQuery, page_token, states_from_names
 from scheduler.errors import InvalidArgument, NotFound
+from scheduler.settings import Settings
 from tests.support.fakes import EngineRig, make_engine
 from tests.unit.engine.drive import connect, place, report, start, submit
 
@@ -111,5 +112,20 @@ async def test_the_sweep_drops_tasks_that_are_gone_and_listing_skips_them() -> N
     assert hand_out.task_id == doomed
     del rig.state.tables.hashes[doomed]  # what Redis does when a finished task's result expires
     assert await ids(rig) == ([kept], "")
+    assert await rig.engine.task_list.sweep_once() == (0, 1)
+    assert list(rig.state.tables.tasks) == [kept]
+
+
+async def test_the_sweep_reads_only_tasks_older_than_the_shorter_retention() -> None:
+    rig = make_engine(Settings(result_ttl_seconds=60, dead_letter_ttl_seconds=3600))
+    await connect(rig, "w1")
+    kept = await submit(rig, "text.summarize", content_type="text")
+    rig.clock.advance(30)
+    gone = await submit(rig, "text.summarize", content_type="text")
+    del rig.state.tables.hashes[gone]  # a hash gone before its retention: nothing a sweep expects
+    # Younger than a minute (the shorter retention): the pass ends at `kept`, `gone` is not read.
+    assert await rig.engine.task_list.sweep_once() == (0, 0)
+    assert set(rig.state.tables.tasks) == {kept, gone}
+    rig.clock.advance(31)  # `kept` is past the minute now
     assert await rig.engine.task_list.sweep_once() == (0, 1)
     assert list(rig.state.tables.tasks) == [kept]
