@@ -19,6 +19,12 @@ Inputs are rebuilt for every round outside the timed region (fresh seed per roun
               (one rejection scan per distinct task shape, not per task) and what happens when
               the unplaceable head is longer than `plan`'s `max_examined` (10,000).
 
+Side by side too, the views a round is planned on (`--views-rounds`, 0 to skip): the engine
+builds one `WorkerView` per worker from its `scheduler.fleet.Worker` before every round
+(`Fleet.views`). Timed over the few-free fleet of each size: the first call, and calls after
+~10% of the workers had an attempt end and another start since the previous one (the steady
+state between rounds), and after none changed.
+
 Rounds per case stop at --rounds or when the case has used --case-budget seconds (at least 3
 rounds, unless one round alone took longer than the budget: then 1).
 
@@ -64,6 +70,7 @@ from scheduler.core.model import (  # noqa: E402
 )
 from scheduler.core.placement import plan  # noqa: E402
 from scheduler.core.placement.reference import plan_reference  # noqa: E402
+from scheduler.fleet import Fleet, Gpu, InFlight, Worker  # noqa: E402
 
 ZONES = ("eu", "us", "ap")
 GPU_MEMORY_MB = (16384, 24576, 40960, 81920)
@@ -211,6 +218,71 @@ def measure(case: Case, workers: int, pending: int, rounds: int, budget: float, 
     return outcome
 
 
+@dataclass
+class ViewsOutcome:
+    workers: int
+    first: list[float]
+    changed: list[float]
+    """Calls after ~10% of the workers had an attempt end and another start."""
+    unchanged: list[float]
+    changed_workers: int
+
+
+def engine_fleet(views: Sequence[WorkerView]) -> Fleet:
+    """The scheduler's own records of these workers (what `Fleet.views` reads)."""
+    fleet = Fleet()
+    for v in views:
+        worker = Worker(v.worker_id, v.worker_type, v.slots, labels=dict(v.labels), connected=True,
+                        draining=not v.accepting,
+                        gpus=[Gpu(g.index, "gpu", f"{v.worker_id}-{g.index}", g.memory_total_mb, g.memory_free_mb,
+                                  g.utilization_percent) for g in v.gpus])
+        for n in range(v.in_flight):
+            task_id = f"{v.worker_id}-{n}"
+            worker.in_flight[task_id] = InFlight(task_id, 1, "cpu_standard")
+        fleet.add(worker)
+    return fleet
+
+
+def timed_views(fleet: Fleet) -> float:
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        fleet.views(1_700_000_000.0)
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
+
+
+def measure_views(workers: int, rounds: int, seed: int, progress: Callable[[str], None]) -> ViewsOutcome:
+    outcome = ViewsOutcome(workers, [], [], [], 0)
+    for round_no in range(rounds):
+        rng = random.Random(seed * 1_000_003 + round_no)
+        fleet = engine_fleet(make_fleet(rng, workers, "few-free"))
+        outcome.first.append(timed_views(fleet))
+        outcome.unchanged.append(timed_views(fleet))
+        busy = [w for w in fleet if w.in_flight]
+        moved = rng.sample(busy, max(1, len(busy) // 10))
+        for n, worker in enumerate(moved):  # one attempt ends, another starts
+            worker.in_flight.pop(next(iter(worker.in_flight)))
+            worker.in_flight[f"next-{round_no}-{n}"] = InFlight(f"next-{round_no}-{n}", 1, "cpu_standard")
+        outcome.changed_workers = len(moved)
+        outcome.changed.append(timed_views(fleet))
+    progress(f"  views            {workers:>5} workers: first {ms(percentile(outcome.first, 50))} ms, "
+             f"{outcome.changed_workers} changed {ms(percentile(outcome.changed, 50))} ms, "
+             f"none changed {ms(percentile(outcome.unchanged, 50))} ms (p50 of {rounds})")
+    return outcome
+
+
+VIEWS_HEADERS = ["workers", "calls", "first call p50 ms", "workers changed", "after those changes p50 ms",
+                 "none changed p50 ms"]
+
+
+def views_rows(outcomes: Sequence[ViewsOutcome]) -> list[list[str]]:
+    return [[str(o.workers), str(len(o.first)), ms(percentile(o.first, 50)), str(o.changed_workers),
+             ms(percentile(o.changed, 50)), ms(percentile(o.unchanged, 50))] for o in outcomes]
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -261,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scan-rounds", type=int, default=5, metavar="N",
                         help="rounds per case also timed through the worker-by-worker scan (default 5; 0 = none)")
+    parser.add_argument("--views-rounds", type=int, default=30, metavar="N",
+                        help="fleets per size whose engine views are timed (default 30; 0 = none)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10,100 workers, 10000 pending, 3 rounds; "
                         "implies --no-docs")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
@@ -268,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.quick:
         options.workers, options.pending, options.rounds, options.no_docs = "10,100", 10_000, 3, True
         options.scan_rounds = min(options.scan_rounds, 1)
+        options.views_rounds = min(options.views_rounds, 3)
     sizes = [int(x) for x in options.workers.split(",") if x.strip()]
     facts = machine()
     print(f"Switchyard placement benchmark  ({facts['nproc']} CPUs, Python {facts['python']}); "
@@ -277,21 +352,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         for case in CASES:
             outcomes.append(measure(case, size, options.pending, options.rounds, options.case_budget,
                                     options.seed, options.scan_rounds, lambda line: print(line, flush=True)))
+    views = [measure_views(size, options.views_rounds, options.seed, lambda line: print(line, flush=True))
+             for size in sizes] if options.views_rounds else []
     table = rows(outcomes, with_before=(options.pending, options.seed) == (100_000, 42))
     print()
     print(text_table(HEADERS, table))
+    if views:
+        print()
+        print(text_table(VIEWS_HEADERS, views_rows(views)))
     if options.no_docs:
         print("\n(--no-docs / --quick: docs/benchmarks.md left unchanged)")
         return 0
-    write_docs(options, facts, outcomes, table)
+    write_docs(options, facts, outcomes, table, views)
     print("\nwrote the bench_placement section of docs/benchmarks.md")
     return 0
 
 
 def write_docs(options: argparse.Namespace, facts: dict[str, str], outcomes: Sequence[Outcome],
-               table: list[list[str]]) -> None:
+               table: list[list[str]], views: Sequence[ViewsOutcome]) -> None:
     defaults = {"workers": "10,100,1000", "pending": 100_000, "rounds": 30, "case_budget": 15.0, "seed": 42,
-                "scan_rounds": 5}
+                "scan_rounds": 5, "views_rounds": 30}
     flags = [f"--{k.replace('_', '-')} {getattr(options, k)}" for k, v in defaults.items() if getattr(options, k) != v]
     command = " ".join([".venv/bin/python bench/bench_placement.py", *flags])
 
@@ -375,8 +455,36 @@ few rounds is close to the maximum, and over 1 round it is that round).
 place (the cost of the memo shows there: the blocked head is all "waiting").
 
 {chr(10).join(notes)}
-"""
+{views_section(views, few)}"""
     update_section("bench_placement", body)
+
+
+def views_section(views: Sequence[ViewsOutcome], few: Outcome | None) -> str:
+    """The engine's views of the fleet, timed before the rounds above are planned on them."""
+    if not views:
+        return ""
+    biggest = max(views, key=lambda o: o.workers)
+    round_cost = ""
+    if few is not None and few.workers == biggest.workers and median(few.assignments):
+        assigned, changed = median(few.assignments), percentile(biggest.changed, 50)
+        total = percentile(few.times, 50) + changed
+        round_cost = (f" With them, a steady-state round at {biggest.workers} workers (the few-free case: "
+                      f"{assigned} assignments) costs about {ms(total)} ms in the engine, "
+                      f"{total / assigned * 1e6:.0f} µs per assignment.")
+    return f"""
+### The views a round is planned on
+
+`plan` takes one `WorkerView` per worker; the engine builds them from its records of the workers
+(`scheduler.fleet.Fleet.views`) before every round. A worker's view is kept and handed out again
+while nothing it shows has changed (its ledger of attempts counts its changes; slots, acceptance,
+GPUs, labels, registered tasks, failures in the window and quarantine are compared), so a round
+builds views only for the workers that changed since the last one. Timed over the few-free fleets
+above (`--views-rounds` fleets per size): the first call builds every view; then ~10% of the busy
+workers have an attempt end and another start, as between two rounds of a busy fleet.
+
+{markdown_table(VIEWS_HEADERS, views_rows(views))}
+{round_cost}
+"""
 
 
 if __name__ == "__main__":

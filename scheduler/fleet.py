@@ -53,6 +53,52 @@ class InFlight:
     its agent lists it, or does not say)."""
 
 
+class Ledger(dict[str, InFlight]):
+    """A worker's in-flight attempts by task id: a dict that counts its changes (`version`), so
+    `Worker.view` can tell whether what it last built still holds without walking the entries.
+    Every way a dict changes in place counts; entries must not change once added (their queue,
+    GPU and memory are what the view sums; `started` and the liveness times are not)."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.version = 0
+
+    def __setitem__(self, key: str, value: InFlight) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.version += 1
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(key, *default)
+
+    def popitem(self) -> tuple[str, InFlight]:
+        self.version += 1
+        return super().popitem()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self.version += 1
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def __ior__(self, other: Any) -> Ledger:  # type: ignore[override,misc]
+        self.version += 1
+        super().update(other)
+        return self
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
+
+
 OPERATOR_STATES = ("ready", "draining", "drained", "quarantined", "lost")
 """A worker's state as operators see it (`Worker.operator_state`): ready for work; draining (no
 new work, some still running); drained (no new work, idle); quarantined (too many distinct
@@ -110,7 +156,8 @@ class Worker:
     """Task id -> wall-clock time of its latest recent failure here (quarantine counts these)."""
     quarantined_until: float = 0.0
     """Wall-clock time until which the worker gets no new work."""
-    in_flight: dict[str, InFlight] = field(default_factory=dict)
+    in_flight: dict[str, InFlight] = field(default_factory=Ledger)
+    """By task id; a `Ledger` (a plain dict given here works, only without `view`'s reuse)."""
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     """Commands waiting to be written to the agent's stream."""
     drained_at: float = 0.0
@@ -127,6 +174,8 @@ class Worker:
     """The operator state `operator_status` last returned, and since when it holds: states whose
     start has no recorded time (drained, ready) date from when they were first seen."""
     seen_since: float = field(default=0.0, repr=False)
+    _view: tuple[tuple[Any, ...], WorkerView] | None = field(default=None, repr=False, compare=False)
+    """The last view built and what it was built from (`view`)."""
 
     @property
     def liveness(self) -> Liveness:
@@ -216,20 +265,37 @@ class Worker:
         return False
 
     def view(self, now: float = 0.0, window_seconds: float = 300.0) -> WorkerView:
-        """The worker as the pure placement core sees it (GPU memory net of reservations)."""
+        """The worker as the pure placement core sees it (GPU memory net of reservations).
+
+        Placement asks for every worker's view in every round; most workers have not changed
+        since the last one, so the last view is returned again while everything it shows is as
+        it was: the ledger's version, slots, acceptance, GPUs, labels, registered tasks, and the
+        two figures that move with time (failures within the window, quarantine). Views are
+        immutable, so sharing one between rounds is safe."""
+        in_flight = self.in_flight
+        recent_failures = sum(1 for t in self.failures if now - t <= window_seconds) if self.failures else 0
+        gpus = self.gpus
+        key = (
+            getattr(in_flight, "version", None), self.slots, self.accepting, recent_failures,
+            now < self.quarantined_until, self.worker_type, self.registered_tasks,
+            [(g.index, g.memory_total_mb, g.memory_free_mb, g.utilization_percent) for g in gpus] if gpus else None,
+        )
+        cached = self._view
+        if cached is not None and key[0] is not None and cached[0] == key and cached[1].labels == self.labels:
+            return cached[1]
         reserved: dict[int, int] = {}
         by_queue: dict[str, int] = {}
-        for item in self.in_flight.values():
+        for item in in_flight.values():
             if item.gpu_index is not None:
                 reserved[item.gpu_index] = reserved.get(item.gpu_index, 0) + item.gpu_memory_mb
             queue = item.served_queue or item.queue
             by_queue[queue] = by_queue.get(queue, 0) + 1
-        return WorkerView(
+        view = WorkerView(
             worker_id=self.worker_id,
             worker_type=self.worker_type,
             slots=self.slots,
-            in_flight=len(self.in_flight),
-            accepting=self.accepting,
+            in_flight=len(in_flight),
+            accepting=key[2],
             gpus=tuple(
                 GpuView(
                     index=g.index,
@@ -238,14 +304,16 @@ class Worker:
                     reserved_mb=reserved.get(g.index, 0),
                     utilization_percent=g.utilization_percent,
                 )
-                for g in self.gpus
+                for g in gpus
             ),
             labels=dict(self.labels),
             in_flight_by_queue=by_queue,
-            recent_failures=sum(1 for t in self.failures if now - t <= window_seconds),
-            quarantined=now < self.quarantined_until,
+            recent_failures=recent_failures,
+            quarantined=key[4],
             registered_tasks=self.registered_tasks,
         )
+        self._view = (key, view)
+        return view
 
 
 class Fleet:
