@@ -91,8 +91,9 @@ class RedisIndexStore(StorePart):
     async def sweep_task_index(self, after_seq: int, count: int, submitted_before: float) -> tuple[int, int]:
         """Drop `P:tasks` entries whose task hash expired, looking at `count` entries after
         `after_seq` up to the first one submitted at or after `submitted_before`: one
-        ZRANGEBYSCORE and one pipeline of HGET submitted_at (every task hash has it from its
-        submit on; a missing answer is a hash that is gone). Not one script, and needs none: a
+        ZRANGEBYSCORE and one pipeline of HMGET id, submitted_at (`id` is written whatever its
+        value, so a missing one is a hash that is gone; a missing submitted_at, left out at its
+        default, reads as old). Not one script, and needs none: a
         task id never comes back once its hash is gone (ids are never reused), so an entry found
         dangling stays dangling until removed."""
         keys = self._keys
@@ -102,11 +103,11 @@ class RedisIndexStore(StorePart):
             return 0, 0
         pipe = self._redis.pipeline(transaction=False)
         for member, _score in rows:
-            pipe.hget(keys.task(str(member)), "submitted_at")
+            pipe.hmget(keys.task(str(member)), ["id", "submitted_at"])
         gone: list[str] = []
         next_after = int(rows[-1][1]) if len(rows) == count else 0
-        for (member, _score), submitted in zip(rows, await pipe.execute(), strict=True):
-            if submitted is None:
+        for (member, _score), (stored_id, submitted) in zip(rows, await pipe.execute(), strict=True):
+            if stored_id is None:
                 gone.append(str(member))
             elif submitted and float(submitted) >= submitted_before:
                 next_after = 0  # too young to have expired, and so is everything after it
