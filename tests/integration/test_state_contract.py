@@ -559,6 +559,15 @@ async def the_sweep_reads_only_tasks_old_enough_to_have_expired(b: Backend) -> N
     assert [t for t, _seq in await indexes.newest_tasks(0, 10)] == ["young", "old1"]
 
 
+
+async def the_sweep_keeps_a_task_stored_without_a_submission_time(b: Backend) -> None:
+    # A field at its default is left out of the hash: no submitted_at must not read as gone.
+    await submit(b, [new_task("timeless", at=0.0), new_task("gone")])
+    await b.expire("gone")
+    assert await b.state.indexes.sweep_task_index(0, 10, T0) == (0, 1)
+    assert await b.state.indexes.newest_tasks(0, 10) == [("timeless", 1)]
+
+
 # --- controls and the stream --------------------------------------------------------------
 
 
@@ -660,6 +669,7 @@ SCENARIOS: list[Callable[[Backend], Awaitable[None]]] = [
     dead_letters_replay_and_purge,
     the_task_index_pages_newest_first_and_sweeps_gone_tasks,
     the_sweep_reads_only_tasks_old_enough_to_have_expired,
+    the_sweep_keeps_a_task_stored_without_a_submission_time,
     controls_survive_in_the_store,
     queue_statistics_add_up,
     a_lost_worker_s_queue_is_purged,
