@@ -4,7 +4,10 @@ An attempt is named by the `sy_*` headers of its Celery message (`switchyard.wir
 runs it is recorded twice: in a thread-local of the pool process, so progress reports and
 `update_state` know their attempt, and as a pid file `<task_id>.<attempt>.pid` in the agent's
 run directory, so the agent (another process) can count running attempts for its heartbeats
-and find the pool child to signal on cancel. The pid file layout is part of the wire contract.
+and find the pool child to signal on cancel. The pid file is written while the attempt's claim is
+on its way to Redis (the write overlaps the round trip instead of following it) and removed at
+once when the claim is refused, so for that moment it names an attempt about to run or about to
+be turned away. The pid file layout is part of the wire contract.
 """
 
 from __future__ import annotations
@@ -70,24 +73,42 @@ def current_attempt() -> Attempt | None:
     return attempt
 
 
-@contextlib.contextmanager
-def running(attempt: Attempt) -> Iterator[None]:
-    """Record `attempt` as running in this thread and in the run directory until the block ends."""
+def record_pid(attempt: Attempt) -> Path | None:
+    """Write this process's pid to `attempt`'s pid file; the file, or None when there is none
+    (outside an agent, or it could not be written: the attempt still runs, only a local cancel of
+    it becomes impossible). Written while the attempt's claim is on its way (see `running`)."""
     pid_file = attempt_pid_file(attempt)
-    if pid_file is not None:
+    if pid_file is None:
+        return None
+    try:
         # os-level calls: Path.write_text's text layer costs as much again, on every task's start.
         descriptor = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(descriptor, str(os.getpid()).encode())
         finally:
             os.close(descriptor)
+    except OSError as exc:
+        log.warning("no pid file for task %s attempt %d: %s", attempt.task_id, attempt.attempt, exc)
+        return None
+    return pid_file
+
+
+@contextlib.contextmanager
+def running(attempt: Attempt, pid_file: Path | None) -> Iterator[None]:
+    """Record `attempt` as running in this thread until the block ends, then remove its pid file
+    (`record_pid`'s, written while the claim was on its way; None: there is none)."""
     _running.attempt = attempt
     try:
         yield
     finally:
         _running.attempt = None
-        if pid_file is not None:
-            pid_file.unlink(missing_ok=True)
+        forget_pid(pid_file)
+
+
+def forget_pid(pid_file: Path | None) -> None:
+    """Remove a pid file of `record_pid` (None: nothing to remove)."""
+    if pid_file is not None:
+        pid_file.unlink(missing_ok=True)
 
 
 def attempt_pid_file(attempt: Attempt) -> Path | None:
@@ -113,8 +134,9 @@ def pid_file_path(run_dir: Path, task_id: str, attempt: int) -> Path:
 
 def running_attempts(run_dir: Path) -> list[tuple[str, int]] | None:
     """The Switchyard attempts running now, as (task id, attempt): one pid file each, written
-    after the claim and removed once the outcome report is sent (or buffered). None when the run
-    directory cannot be read: not knowing is not the same as running nothing."""
+    as the claim goes out (removed at once if it is refused) and removed once the outcome report
+    is sent (or buffered). None when the run directory cannot be read: not knowing is not the
+    same as running nothing."""
     try:
         names = [path.name for path in run_dir.glob("*.pid")]
     except OSError:

@@ -18,10 +18,10 @@ Celery loads the user's app, so the user's code needs no change. What it does:
   rebuilds the tracers, for pools whose children import the app afresh (spawn).
 * The wrapper reads the attempt from the `sy_*` headers (`worker_agent.attempts`). A message
   without them runs unchanged, so plain Celery use keeps working. Otherwise it claims the
-  attempt through `worker_agent.state_client`; a refused attempt (stale, or its task record is
-  gone) raises `Ignore` (Celery acks the message, nothing runs). A claimed attempt is recorded
-  as running (pid file), loads a by-reference payload, runs the user's code and reports
-  `succeeded` or `failed`.
+  attempt through `worker_agent.state_client`, writing the attempt's pid file while the claim
+  travels; a refused attempt (stale, or its task record is gone) removes it and raises `Ignore`
+  (Celery acks the message, nothing runs). A claimed attempt is recorded as running, loads a
+  by-reference payload, runs the user's code and reports `succeeded` or `failed`.
 * `task_unknown` / `task_rejected` (main process): a Switchyard message for a task name the app
   does not register, or one Celery rejects as invalid, is reported `failed` at once (error type
   `NotRegistered`, or the rejection's), so it neither hangs in `dispatched` nor holds a slot. No
@@ -43,6 +43,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -55,6 +56,8 @@ from worker_agent.attempts import (
     attempt_from_request,
     attempt_pid_file,
     current_attempt,
+    forget_pid,
+    record_pid,
     running,
 )
 from worker_agent.handshake import WorkerReport, worker_handshake
@@ -77,14 +80,26 @@ FLUSH_ON_EXIT_SECONDS = 5.0
 def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     store = state_store()
+    pid_file: Path | None = None
+
+    def record() -> None:
+        nonlocal pid_file
+        pid_file = record_pid(attempt)
+
     try:
-        claimed = store.claim(attempt)
+        # The pid file is written while the claim travels: one step less between claim and run.
+        claimed = store.claim(attempt, meanwhile=record)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        forget_pid(pid_file)
         # Still unreachable after the claim's wait: put the message back rather than run unfenced.
         log.error("state Redis still unreachable; giving task %s attempt %d back to the broker: %s",
                   attempt.task_id, attempt.attempt, exc)
         raise Reject(f"state Redis unreachable: {exc}", requeue=True) from exc
+    except BaseException:
+        forget_pid(pid_file)
+        raise
     if isinstance(claimed, Refused):
+        forget_pid(pid_file)
         if claimed.task_missing:
             log.warning(
                 "task %s attempt %d is unknown to the state Redis (its record is gone: Redis lost "
@@ -97,7 +112,7 @@ def _run_attempt(attempt: Attempt, original_run: Callable[..., Any],
                 attempt.attempt, attempt.task_id,
             )
         raise Ignore()
-    with running(attempt):
+    with running(attempt, pid_file):
         try:
             stored = claimed.arguments()
             if stored is not None:
@@ -284,8 +299,10 @@ def _on_task_failure(sender: Any = None, exception: BaseException | None = None,
 
     The child never reaches its own `failed` report then; Celery's main process fires
     task_failure with the request context pushed, so the sy_* headers are readable here. A pid
-    file still present proves the attempt started here and never finished. After a cancel the
-    scheduler drops this report (the task is no longer on this attempt), which is harmless.
+    file still present proves the attempt was claimed here, or was being claimed, and never
+    finished (a dispatched attempt's failure is accepted too, so a claim cut short is reported
+    like a run cut short). After a cancel the scheduler drops this report (the task is no longer
+    on this attempt), which is harmless.
     """
     from billiard.exceptions import WorkerLostError
     from celery.exceptions import TimeLimitExceeded

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,8 +145,13 @@ class StateStore:
         # Redis still loading its data after a restart (LOADING).
         self.reports = ReportBuffer(self._write_reports, (redis.RedisError,), limit=report_buffer_limit)
 
-    def claim(self, attempt: Attempt, wait_seconds: float = CLAIM_WAIT_SECONDS) -> Claimed | Refused:
+    def claim(self, attempt: Attempt, wait_seconds: float = CLAIM_WAIT_SECONDS,
+              meanwhile: Callable[[], object] | None = None) -> Claimed | Refused:
         """Atomically move the fence to `<attempt>:started`, recording the start; Refused if stale.
+
+        `meanwhile` runs once, after the claim is sent and before its answer is read, so work the
+        attempt needs anyway (its pid file) overlaps the round trip instead of following it; it
+        must not raise.
 
         While Redis cannot be reached the claim retries (backoff capped at 2 s) for up to
         `wait_seconds`, then raises the connection error. If the connection broke while the script
@@ -158,10 +163,17 @@ class StateStore:
         interrupted = False
         deadline = time.monotonic() + wait_seconds
         delay = 0.05
+
+        def once() -> None:  # a retried claim does not repeat it
+            nonlocal meanwhile
+            if meanwhile is not None:
+                run, meanwhile = meanwhile, None
+                run()
+
         while True:
             try:
                 args = [str(attempt.attempt), attempt.worker_id, attempt.task_id, _now(), "1" if by_reference else "0"]
-                reply = self._claim(keys=[task_key, self.keys.notify], args=args)
+                reply = self._run_claim([task_key, self.keys.notify], args, once)
                 if reply != 0:
                     return Claimed(task_key, (_text(reply[1][0]), _text(reply[1][1]))) if by_reference else Claimed(task_key)
                 # Our interrupted call may be the one that claimed it.
@@ -180,6 +192,28 @@ class StateStore:
                 interrupted = True
                 time.sleep(delay)
                 delay = min(CLAIM_RETRY_MAX_SECONDS, delay * 2)
+
+    def _run_claim(self, keys: list[str], args: list[str], meanwhile: Callable[[], object]) -> Any:
+        """One run of the claim script, `meanwhile` called between sending it and reading its
+        answer: the round trip that `redis.Script` makes, split in two. A Redis that
+        forgot its scripts (NOSCRIPT, after a restart) gets the source on the same connection.
+        Without automatic retries, as `_claim_client` is (see `__init__`)."""
+        pool = self._claim_client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command("EVALSHA", self._claim.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+            meanwhile()
+            try:
+                return connection.read_response()
+            except redis.exceptions.NoScriptError:
+                connection.send_command("EVAL", self._claim.script, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+                return connection.read_response()
+        except BaseException:
+            # An answer may still be on its way: this connection must not serve another call.
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            pool.release(connection)
 
     def emit(self, event_type: str, attempt: Attempt, **fields: str) -> None:
         """Append one lifecycle event for `attempt` to the events stream (buffered while Redis is away)."""

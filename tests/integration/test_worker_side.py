@@ -234,6 +234,8 @@ def test_stale_attempt_never_runs(worker_side: WorkerSide, announcements: Announ
     assert announcements.for_task(tid) == []
     assert worker_side.events(tid) == []
     assert worker_side.task(tid) == before
+    # Its pid file, written while the claim travelled, went with the refusal (one process: before the marker ran).
+    assert list(worker_side.run_dir.glob(f"{tid}.*.pid")) == []
 
 
 def test_duplicate_delivery_runs_once(worker_side: WorkerSide, announcements: Announcements) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,9 @@ from worker_agent.attempts import (
     Attempt,
     attempt_from_request,
     current_attempt,
+    forget_pid,
     pid_file_path,
+    record_pid,
     running,
     running_attempts,
 )
@@ -46,11 +49,33 @@ def test_plain_celery_request_is_no_attempt() -> None:
 def test_running_attempt_recorded_in_thread_and_pid_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(environment.RUN_DIR, str(tmp_path))
     attempt = Attempt("t3", 2, "w", payload_by_reference=False)
-    with running(attempt):
+    pid_file = record_pid(attempt)  # written while the claim travels
+    assert pid_file == pid_file_path(tmp_path, "t3", 2)
+    assert pid_file.read_text() == str(os.getpid())
+    assert running_attempts(tmp_path) == [("t3", 2)]
+    with running(attempt, pid_file):
         assert current_attempt() == attempt
-        assert pid_file_path(tmp_path, "t3", 2).exists()
         assert running_attempts(tmp_path) == [("t3", 2)]
     assert current_attempt() is None
+    assert running_attempts(tmp_path) == []
+
+
+def test_a_pid_file_that_cannot_be_written_leaves_the_attempt_without_one(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(environment.RUN_DIR, str(tmp_path / "gone"))
+    attempt = Attempt("t5", 1, "w", payload_by_reference=False)
+    assert record_pid(attempt) is None
+    assert "no pid file for task t5 attempt 1" in caplog.text
+    with running(attempt, None):
+        assert current_attempt() == attempt
+    forget_pid(None)  # nothing to remove
+
+
+def test_a_refused_claim_forgets_its_pid_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(environment.RUN_DIR, str(tmp_path))
+    pid_file = record_pid(Attempt("t6", 4, "w", payload_by_reference=False))
+    assert running_attempts(tmp_path) == [("t6", 4)]
+    forget_pid(pid_file)
     assert running_attempts(tmp_path) == []
 
 
@@ -73,7 +98,8 @@ def test_running_attempts_unknown_when_the_run_dir_cannot_be_read(
 
 
 def test_running_outside_an_agent_writes_no_pid_file(tmp_path: Path) -> None:
-    with running(Attempt("t4", 1, "w", payload_by_reference=False)):
+    attempt = Attempt("t4", 1, "w", payload_by_reference=False)
+    with running(attempt, record_pid(attempt)):
         assert current_attempt() is not None
     assert list(tmp_path.iterdir()) == []
 
