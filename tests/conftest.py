@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import hypothesis  # noqa: F401  (imported before any test starts threads; see note below)
 import pytest
@@ -40,14 +41,41 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     logging.getLogger().addHandler(_SUITE_LOG)
 
 
+_FROM_WORKERS: dict[str, list[str]] = {"secrets": [], "leaks": [], "lines": []}
+"""What the xdist workers found (`make test` runs the suite in several processes): their
+registered secrets, the leaks in their own in-process log lines, and how many lines they had."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the xdist controller: collect a finished worker's secrets and in-process leaks."""
+    output = getattr(node, "workeroutput", {})
+    _FROM_WORKERS["secrets"] += output.get("suite_secrets", [])
+    _FROM_WORKERS["leaks"] += output.get("secret_leaks", [])
+    _FROM_WORKERS["lines"].append(str(output.get("log_lines", 0)))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when any log line of the suite — the test process's own records and every
+    """Fail the run when any log line of the suite — the test processes' own records and every
     `*.log` file its scheduler, agent, Celery, Redis and Prometheus processes wrote under the
-    session's temporary folder — holds a secret a test registered (tokens, Redis passwords)."""
+    session's temporary folder — holds a secret a test registered (tokens, Redis passwords).
+
+    Under pytest-xdist each worker searches its own in-process lines and hands its secrets and
+    leaks to the controller (`workeroutput`), which searches the log files of them all (the
+    workers' temporary folders lie under its own) and fails the run."""
     logging.getLogger().removeHandler(_SUITE_LOG)
-    if not SUITE_SECRETS:
+    own = [f"(test process) {line}" for line in _SUITE_LOG.lines if any(s in line for s in SUITE_SECRETS)]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports
+        workeroutput["suite_secrets"] = sorted(SUITE_SECRETS)
+        workeroutput["secret_leaks"] = own
+        workeroutput["log_lines"] = len(_SUITE_LOG.lines)
         return
-    leaks = [f"(test process) {line}" for line in _SUITE_LOG.lines if any(s in line for s in SUITE_SECRETS)]
+    secrets = SUITE_SECRETS | set(_FROM_WORKERS["secrets"])
+    if not secrets:
+        return
+    leaks = own + _FROM_WORKERS["leaks"]
+    in_process = len(_SUITE_LOG.lines) + sum(int(n) for n in _FROM_WORKERS["lines"])
     factory = getattr(session.config, "_tmp_path_factory", None)
     base: Path | None = factory.getbasetemp() if factory is not None else None
     files = sorted(base.rglob("*.log")) if base is not None and base.exists() else []
@@ -56,11 +84,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             text = path.read_text(errors="replace")
         except OSError:
             continue
-        leaks += [f"{path}: {line}" for line in text.splitlines() if any(s in line for s in SUITE_SECRETS)]
+        leaks += [f"{path}: {line}" for line in text.splitlines() if any(s in line for s in secrets)]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"secret search: {len(SUITE_SECRETS)} secret(s) looked for in "
-                            f"{len(_SUITE_LOG.lines)} in-process log line(s) and {len(files)} log file(s): "
+        reporter.write_line(f"secret search: {len(secrets)} secret(s) looked for in "
+                            f"{in_process} in-process log line(s) and {len(files)} log file(s): "
                             f"{len(leaks)} leak(s)")
         for leak in leaks[:20]:
             reporter.write_line(f"  LEAK {leak[:300]}")

@@ -21,14 +21,16 @@ from tests.support.redis_server import wait_until
 
 
 async def _run_one_task(client: AsyncSchedulerClient, worker: ProtocolWorker) -> list[str]:
-    """Submit a task, let the worker run it once the watcher saw it running; the states seen."""
+    """Submit a task, let the worker claim it once the watcher saw its first state and finish it
+    once the watcher saw it running; the states seen."""
     submitted = await client.submit("text.summarize", kwargs={"text": "one two three"}, content_type="text")
-    seen_running = asyncio.Event()
+    seen_first, seen_running = asyncio.Event(), asyncio.Event()
 
     async def run_it() -> None:
         delivery = await asyncio.to_thread(
             wait_until, lambda: worker.deliveries and worker.deliveries[0], message="a hand-out to w1")
         assert delivery.task_id == submitted.task_id and delivery.kwargs == {"text": "one two three"}
+        await seen_first.wait()  # else a loaded machine may start it before the watch's first read
         assert await asyncio.to_thread(worker.claim, delivery)
         await seen_running.wait()
         await asyncio.to_thread(worker.succeed, delivery, {"summary": "one two"})
@@ -38,6 +40,7 @@ async def _run_one_task(client: AsyncSchedulerClient, worker: ProtocolWorker) ->
     async with contextlib.aclosing(client.watch(submitted.task_id, timeout=30)) as watch:
         async for view in watch:
             states.append(view.state)
+            seen_first.set()
             if view.state == "running":
                 seen_running.set()
     await runner

@@ -80,3 +80,23 @@ def test_a_sentinel_group_with_a_taken_port_starts_afresh(
         assert group.primary_address() == ("127.0.0.1", group.primary.port)
     finally:
         group.stop()
+
+
+def test_each_xdist_worker_picks_ports_from_its_own_range_below_the_ephemeral_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two test processes of one run never hand out the same port, and no outgoing connection
+    (ports from 32768 up) can take one between its pick and its server's bind."""
+    picked: dict[str, set[int]] = {}
+    for worker in ("gw0", "gw1"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+        picked[worker] = {redis_server.free_port() for _ in range(200)}
+    assert len(picked["gw0"]) == len(picked["gw1"]) == 200  # no port handed out twice
+    assert max(picked["gw0"]) < min(picked["gw1"]) and max(picked["gw1"]) < 32768
+    with redis_server.socket.socket() as held:  # a port in use is passed over
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+        port = redis_server.free_port()
+        held.bind(("127.0.0.1", port))
+        monkeypatch.setattr(redis_server, "_next_port", iter([port - redis_server.PORTS.start] * 2 + [0]))
+        assert redis_server.free_port() != port

@@ -7,23 +7,54 @@ touching any other test or the machine's own Redis.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import redis
 
+PORTS = range(10_000, 30_000)
+"""Where `free_port` looks: below the kernel's ephemeral range (32768 and up on Linux), so no
+outgoing connection of the suite can take a port between its pick and the server's bind."""
+
+
+def _own_ports() -> range:
+    """This test process's share of `PORTS`: the suite runs in several processes at once
+    (pytest-xdist, `PYTEST_XDIST_WORKER` gw0, gw1 ...), each picking from its own slice, so two
+    of them never hand out the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    span = len(PORTS) // max(count, index + 1)
+    return range(PORTS.start + index * span, PORTS.start + (index + 1) * span)
+
+
+_next_port = itertools.count(random.randrange(1 << 16))
+_port_lock = threading.Lock()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this process's slice of
+    `PORTS`, never the same one twice until the slice has been gone through."""
+    ports = _own_ports()
+    for _ in range(len(ports)):
+        with _port_lock:
+            port = ports[next(_next_port) % len(ports)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"free_port: every port in {ports} is taken")
 
 
 PORT_TRIES = 5
