@@ -23,7 +23,9 @@ import redis
 
 PORTS = range(10_000, 30_000)
 """Where `free_port` looks: below the kernel's ephemeral range (32768 and up on Linux), so no
-outgoing connection of the suite can take a port between its pick and the server's bind."""
+outgoing connection of the suite can take a port between its pick and the server's bind. (A
+Redis Cluster node also binds its bus port, port + 10000: cluster tests will need to pick such
+pairs inside their own slice.)"""
 
 
 def _own_ports() -> range:
