@@ -41,18 +41,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     logging.getLogger().addHandler(_SUITE_LOG)
 
 
-_FROM_WORKERS: dict[str, list[str]] = {"secrets": [], "leaks": [], "lines": []}
-"""What the xdist workers found (`make test` runs the suite in several processes): their
-registered secrets, the leaks in their own in-process log lines, and how many lines they had."""
+class _FromWorkers:
+    """What the xdist workers found (`make test` runs the suite in several processes): their
+    registered secrets, the leaks in their own in-process log lines, and how many lines they had."""
+
+    secrets: set[str] = set()
+    leaks: list[str] = []
+    lines = 0
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """On the xdist controller: collect a finished worker's secrets and in-process leaks."""
     output = getattr(node, "workeroutput", {})
-    _FROM_WORKERS["secrets"] += output.get("suite_secrets", [])
-    _FROM_WORKERS["leaks"] += output.get("secret_leaks", [])
-    _FROM_WORKERS["lines"].append(str(output.get("log_lines", 0)))
+    _FromWorkers.secrets.update(output.get("suite_secrets", []))
+    _FromWorkers.leaks += output.get("secret_leaks", [])
+    _FromWorkers.lines += int(output.get("log_lines", 0))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,11 +75,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput["secret_leaks"] = own
         workeroutput["log_lines"] = len(_SUITE_LOG.lines)
         return
-    secrets = SUITE_SECRETS | set(_FROM_WORKERS["secrets"])
+    secrets = SUITE_SECRETS | _FromWorkers.secrets
     if not secrets:
         return
-    leaks = own + _FROM_WORKERS["leaks"]
-    in_process = len(_SUITE_LOG.lines) + sum(int(n) for n in _FROM_WORKERS["lines"])
+    leaks = own + _FromWorkers.leaks
+    in_process = len(_SUITE_LOG.lines) + _FromWorkers.lines
     factory = getattr(session.config, "_tmp_path_factory", None)
     base: Path | None = factory.getbasetemp() if factory is not None else None
     files = sorted(base.rglob("*.log")) if base is not None and base.exists() else []
