@@ -150,6 +150,29 @@ def test_submit_request_encodes_json_and_options() -> None:
     assert request.user_initiated
 
 
+def test_submit_request_carries_every_option_and_only_what_was_given() -> None:
+    request = build_submit_request("media.transcribe_audio", TaskOptions(
+        args=[1], kwargs={"k": "v"}, content_type="audio", gpu="preferred", gpu_memory_mb=512, priority=3,
+        queue="gpu_priority", idempotency_key="key-1", labels={"zone": "eu"}, user_initiated=True,
+        retry_policy="media", soft_time_limit=5, hard_time_limit=9, preferred_labels={"rack": "a"},
+        batch_size=11, allow_unschedulable=True,
+    ))
+    assert {field.name: value for field, value in request.ListFields()} == {
+        "task_name": "media.transcribe_audio", "args_json": "[1]", "kwargs_json": '{"k":"v"}',
+        "content_type": "audio", "gpu": scheduler_pb2.GPU_REQUIREMENT_PREFERRED, "gpu_memory_mb": 512,
+        "priority": 3, "queue": "gpu_priority", "idempotency_key": "key-1", "labels": {"zone": "eu"},
+        "user_initiated": True, "retry_policy": "media", "soft_time_limit_seconds": 5.0,
+        "hard_time_limit_seconds": 9.0, "preferred_labels": {"rack": "a"}, "batch_size": 11,
+        "allow_unschedulable": True,
+    }
+    # Every TaskOptions field has a request field: a new option that is not passed on fails here.
+    # (args and args_json become one field, as do kwargs and kwargs_json; task_name is no option).
+    assert len(request.ListFields()) == len(dataclasses.fields(TaskOptions)) - 2 + 1
+    assert [field.name for field, _ in build_submit_request("t", TaskOptions()).ListFields()] == ["task_name"]
+    with pytest.raises(exceptions.InvalidArgument, match="JSON-serialisable"):
+        build_submit_request("t", TaskOptions(kwargs={"x": math.nan}))
+
+
 def test_submit_request_passes_raw_json_and_rejects_bad_input() -> None:
     raw = build_submit_request("t", TaskOptions(args_json='[1, 2]', kwargs_json='{"a": 1}'))
     assert (raw.args_json, raw.kwargs_json) == ("[1, 2]", '{"a": 1}')

@@ -14,7 +14,7 @@ before any network call, in both. Nothing in this module touches a channel.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -97,7 +97,7 @@ def _give_idempotency_key(request: scheduler_pb2.SubmitTaskRequest, make_up_keys
     True when it did. One key per logical submission: every retry reuses it."""
     if request.idempotency_key or not make_up_keys:
         return False
-    request.idempotency_key = AUTO_IDEMPOTENCY_KEY_PREFIX + uuid.uuid4().hex
+    request.idempotency_key = AUTO_IDEMPOTENCY_KEY_PREFIX + secrets.token_hex(16)
     return True
 
 
